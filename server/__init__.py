@@ -1,0 +1,1 @@
+"""The deepserve serving process: transports -> data plane -> scheduler -> runtime."""

@@ -1,0 +1,7 @@
+"""`python -m deepserve.server ...` is `deepserve serve ...`."""
+
+import sys
+
+from ..cli import main
+
+sys.exit(main(["serve", *sys.argv[1:]]))

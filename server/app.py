@@ -1,0 +1,126 @@
+"""Assembles the gRPC server: v2 inference service, health, reflection; runs until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from .dataplane import DataPlane
+from .manager import ModelManager
+from .settings import ServerSettings
+from .v2_servicer import InferenceServicer
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Server:
+    """One serving process. `await start()`, then `await wait()`; `await stop()` drains."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="deepserve-infer"
+        )
+        self.manager = ModelManager(settings, self._executor, on_change=self._health_changed)
+        self.dataplane = DataPlane(self.manager)
+        self.health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._health_sync: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self.port = settings.port
+
+    def _health_changed(self) -> None:
+        # Called from the manager on the loop; health updates are coroutines.
+        loop = asyncio.get_running_loop()
+        self._health_sync = loop.create_task(self._sync_health())
+
+    async def _sync_health(self) -> None:
+        await self.health.set("", SERVING if self.manager.server_ready else NOT_SERVING)
+        await self.health.set(
+            pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            SERVING if self.manager.server_ready else NOT_SERVING,
+        )
+        for row in self.manager.index():
+            ready = self.manager.is_ready(row.name)
+            await self.health.set(row.name, SERVING if ready else NOT_SERVING)
+
+    async def start(self) -> None:
+        limit = self.settings.max_message_bytes
+        options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            *self.settings.extra_grpc_options,
+        ]
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.dataplane, self.manager, self.settings.server_name), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind gRPC port {address}")
+        await self._sync_health()
+        await server.start()
+        self._grpc = server
+        log.info(
+            "deepserve listening on %s:%d (model repository %s)",
+            self.settings.host,
+            self.port,
+            self.settings.model_repository,
+        )
+        # Live at once; ready once the models are loaded and warmed up.
+        self._loading = asyncio.create_task(self.manager.load_all(self.settings.models))
+
+    async def wait(self) -> None:
+        assert self._grpc is not None
+        await self._grpc.wait_for_termination()
+
+    async def stop(self) -> None:
+        if self._grpc is None:
+            return
+        log.info(
+            "stopping: draining in-flight requests for up to %.0f s", self.settings.grace_seconds
+        )
+        await self.health.enter_graceful_shutdown()
+        if self._loading is not None:
+            self._loading.cancel()
+        await self._grpc.stop(self.settings.grace_seconds)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run a server until SIGTERM or SIGINT, then drain and stop."""
+    server = Server(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(server.wait())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await server.stop()
+    waiter.cancel()
+    stopper.cancel()

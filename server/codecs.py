@@ -1,0 +1,202 @@
+"""Conversions between Open Inference Protocol tensors (protobuf) and numpy arrays.
+
+Everything that knows both the wire format and numpy lives here, so the transports and the
+data plane deal in arrays only.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2 as pb
+
+from .errors import InvalidInput
+
+# Protocol datatype -> numpy dtype (little-endian, as the protocol's raw bytes are).
+_NUMPY_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+
+# Which InferTensorContents field carries each datatype when typed contents are used.
+_CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+# ONNX Runtime type string -> protocol datatype.
+_ORT_TO_DATATYPE: dict[str, str] = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+_LENGTH_PREFIX = struct.Struct("<I")
+
+
+def datatype_from_config(data_type: int) -> str:
+    """`TYPE_FP32` (ModelConfig enum) -> `"FP32"`; TYPE_STRING is the protocol's BYTES."""
+    name = mc.DataType.Name(data_type).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def config_type_from_datatype(datatype: str) -> int:
+    """`"FP32"` -> `TYPE_FP32`; the inverse of :func:`datatype_from_config`."""
+    return mc.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+
+
+def datatype_from_ort(ort_type: str) -> str | None:
+    """ONNX Runtime's `tensor(float)` -> `"FP32"`; None for types the protocol cannot carry."""
+    return _ORT_TO_DATATYPE.get(ort_type)
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    return _NUMPY_DTYPES[datatype]
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The protocol datatype of a numpy array (object / str arrays are BYTES)."""
+    if array.dtype.kind in "OUS":
+        return "BYTES"
+    for name, dtype in _NUMPY_DTYPES.items():
+        if dtype == array.dtype.newbyteorder("<") and name != "BYTES":
+            return name
+    raise InvalidInput(f"numpy dtype {array.dtype} has no Open Inference Protocol datatype")
+
+
+def element_count(shape: Sequence[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """BYTES tensor -> the protocol's raw form: each element as <uint32 LE length><bytes>."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+        parts.append(_LENGTH_PREFIX.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def deserialize_bytes(buffer: bytes, count: int, tensor_name: str) -> np.ndarray:
+    """The inverse of :func:`serialize_bytes`; checks the buffer holds exactly `count` items."""
+    items: list[bytes] = []
+    offset = 0
+    view = memoryview(buffer)
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise InvalidInput(
+                f"input '{tensor_name}': BYTES data ends inside a 4-byte length prefix "
+                f"at offset {offset}"
+            )
+        (length,) = _LENGTH_PREFIX.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise InvalidInput(
+                f"input '{tensor_name}': BYTES element {len(items)} declares {length} bytes "
+                f"but only {len(view) - offset} remain"
+            )
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    if len(items) != count:
+        raise InvalidInput(
+            f"input '{tensor_name}': expected {count} BYTES elements for its shape, "
+            f"got {len(items)}"
+        )
+    result = np.empty(count, dtype=object)
+    result[:] = items
+    return result
+
+
+def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
+    """One request input -> numpy array, from raw bytes when given, else from typed contents.
+
+    Fixed-size raw data is wrapped without a copy (`np.frombuffer`); the result is read-only.
+    """
+    name = tensor.name
+    datatype = tensor.datatype
+    if datatype not in _NUMPY_DTYPES:
+        raise InvalidInput(f"input '{name}': unsupported datatype '{datatype}'")
+    shape = tuple(tensor.shape)
+    if any(dim < 0 for dim in shape):
+        raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
+    count = element_count(shape)
+    dtype = _NUMPY_DTYPES[datatype]
+
+    if raw is not None:
+        if datatype == "BYTES":
+            return deserialize_bytes(raw, count, name).reshape(shape)
+        expected = count * dtype.itemsize
+        if len(raw) != expected:
+            raise InvalidInput(
+                f"input '{name}': raw data holds {len(raw)} bytes, expected {expected} "
+                f"for shape {list(shape)} of {datatype}"
+            )
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+    field = _CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidInput(
+            f"input '{name}': {datatype} has no typed contents field; send it in raw_input_contents"
+        )
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidInput(
+            f"input '{name}': {field} holds {len(values)} values, expected {count} "
+            f"for shape {list(shape)}"
+        )
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def encode_output(
+    name: str, array: np.ndarray
+) -> tuple[pb.ModelInferResponse.InferOutputTensor, bytes]:
+    """One output array -> its response tensor description and raw bytes."""
+    datatype = datatype_of(array)
+    tensor = pb.ModelInferResponse.InferOutputTensor(
+        name=name, datatype=datatype, shape=list(array.shape)
+    )
+    if datatype == "BYTES":
+        return tensor, serialize_bytes(array)
+    return tensor, np.ascontiguousarray(array, dtype=_NUMPY_DTYPES[datatype]).tobytes()

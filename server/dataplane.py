@@ -1,0 +1,197 @@
+"""The data plane: what both transports share. Finds the model, validates and decodes the
+request, runs it through the model's scheduler, encodes the answer and keeps the statistics."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from . import codecs
+from .classification import top_k
+from .errors import InvalidInput
+from .manager import ModelManager
+from .model import ModelVersion, TensorSpec
+from .stats import RequestTiming
+
+PLATFORM = "onnxruntime_onnx"
+
+
+def _describe(shape: tuple[int, ...] | list[int]) -> str:
+    return str(list(shape))
+
+
+def _check_shape(model: ModelVersion, spec: TensorSpec, shape: tuple[int, ...]) -> int:
+    """Checks one input's shape against the config; returns its batch size (1 if no batching)."""
+    batching = model.max_batch_size > 0
+    expected = ([-1] if batching else []) + list(spec.dims)
+    fits = len(shape) == len(expected) and all(
+        e == -1 or e == s for e, s in zip(expected, shape, strict=True)
+    )
+    if not fits:
+        raise InvalidInput(
+            f"input '{spec.name}': expected shape {expected}, got {_describe(shape)} "
+            f"(model '{model.name}', -1 is any size)"
+        )
+    if not batching:
+        return 1
+    batch = shape[0]
+    if batch < 1 or batch > model.max_batch_size:
+        raise InvalidInput(
+            f"input '{spec.name}': batch size {batch} is outside 1..{model.max_batch_size} "
+            f"(max_batch_size of model '{model.name}')"
+        )
+    return batch
+
+
+def _to_runtime(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """ONNX Runtime takes string tensors as Python str; the protocol carries bytes."""
+    if spec.datatype != "BYTES":
+        return array
+    try:
+        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"input '{spec.name}': BYTES element is not UTF-8 text: {exc}") from exc
+
+
+def decode_inputs(
+    model: ModelVersion, request: pb.ModelInferRequest
+) -> tuple[dict[str, np.ndarray], int]:
+    """Validated input arrays by name, and the request's batch size."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(
+            f"request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents; "
+            "either every input is raw or none is"
+        )
+    feeds: dict[str, np.ndarray] = {}
+    batch_sizes: dict[str, int] = {}
+    for position, tensor in enumerate(request.inputs):
+        spec = model.inputs.get(tensor.name)
+        if spec is None:
+            raise InvalidInput(
+                f"unexpected input '{tensor.name}' for model '{model.name}'; its inputs are "
+                f"{sorted(model.inputs)}"
+            )
+        if tensor.name in feeds:
+            raise InvalidInput(f"input '{tensor.name}' appears more than once")
+        if tensor.datatype != spec.datatype:
+            raise InvalidInput(
+                f"input '{tensor.name}': expected datatype {spec.datatype}, got "
+                f"{tensor.datatype or '(none)'}"
+            )
+        batch_sizes[tensor.name] = _check_shape(model, spec, tuple(tensor.shape))
+        array = codecs.decode_input(tensor, raw[position] if raw else None)
+        feeds[tensor.name] = _to_runtime(spec, array)
+    missing = [n for n, s in model.inputs.items() if n not in feeds and not s.optional]
+    if missing:
+        raise InvalidInput(
+            f"model '{model.name}' needs input(s) {missing}, which the request lacks"
+        )
+    if len(set(batch_sizes.values())) > 1:
+        raise InvalidInput(f"inputs disagree on the batch size: {batch_sizes}")
+    return feeds, next(iter(batch_sizes.values()), 1)
+
+
+def _requested_outputs(model: ModelVersion, request: pb.ModelInferRequest) -> list[tuple[str, int]]:
+    """(output name, classification k or 0) in the order the response lists them."""
+    if not request.outputs:
+        return [(name, 0) for name in model.outputs]
+    wanted: list[tuple[str, int]] = []
+    for output in request.outputs:
+        if output.name not in model.outputs:
+            raise InvalidInput(
+                f"unknown output '{output.name}' requested from model '{model.name}'; its "
+                f"outputs are {sorted(model.outputs)}"
+            )
+        k = 0
+        if "classification" in output.parameters:
+            param = output.parameters["classification"]
+            k = param.int64_param if param.WhichOneof("parameter_choice") == "int64_param" else 0
+            if k <= 0:
+                raise InvalidInput(
+                    f"output '{output.name}': the classification parameter must be a positive "
+                    "int64 class count"
+                )
+        wanted.append((output.name, k))
+    return wanted
+
+
+class DataPlane:
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        model = self.manager.get(request.model_name, request.model_version)
+        started = time.perf_counter_ns()
+        try:
+            response, timing = await self._infer(model, request)
+        except BaseException:
+            model.stats.record_failure(time.perf_counter_ns() - started)
+            raise
+        model.stats.record_success(time.perf_counter_ns() - started, timing)
+        return response
+
+    async def _infer(
+        self, model: ModelVersion, request: pb.ModelInferRequest
+    ) -> tuple[pb.ModelInferResponse, RequestTiming]:
+        t0 = time.perf_counter_ns()
+        feeds, batch = decode_inputs(model, request)
+        wanted = _requested_outputs(model, request)
+        names = list(dict.fromkeys(name for name, _ in wanted))
+        t1 = time.perf_counter_ns()
+        execution = await model.pool.run(feeds, names)
+        t2 = time.perf_counter_ns()
+        produced = dict(zip(names, execution.outputs, strict=True))
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=str(model.version), id=request.id
+        )
+        for name, k in wanted:
+            array = produced[name]
+            if k:
+                array = top_k(array, k, model.max_batch_size > 0, model.labels.get(name), name)
+            tensor, data = codecs.encode_output(name, array)
+            response.outputs.append(tensor)
+            response.raw_output_contents.append(data)
+        t3 = time.perf_counter_ns()
+        input_ns, output_ns = t1 - t0, t3 - t2
+        model.stats.record_execution(batch, input_ns, execution.infer_ns, output_ns)
+        timing = RequestTiming(execution.queue_ns, input_ns, execution.infer_ns, output_ns)
+        return response, timing
+
+    def metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
+        model = self.manager.get(name, version)
+        batch = [-1] if model.max_batch_size > 0 else []
+        served = sorted(v.version for v in self.manager.versions_of(name))
+
+        def describe(specs: dict[str, TensorSpec]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+            return [
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name=s.name, datatype=s.datatype, shape=batch + list(s.dims)
+                )
+                for s in specs.values()
+            ]
+
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[str(v) for v in served],
+            platform=PLATFORM,
+            inputs=describe(model.inputs),
+            outputs=describe(model.outputs),
+        )
+
+    def config(self, name: str, version: str) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self.manager.get(name, version).config)
+
+    def statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        if not name:
+            models = self.manager.ready_models()
+        elif version:
+            models = [self.manager.get(name, version)]
+        else:
+            self.manager.get(name)  # raises NOT_FOUND / UNAVAILABLE as ModelInfer would
+            models = self.manager.versions_of(name)
+        return pb.ModelStatisticsResponse(
+            model_stats=[m.stats.to_proto(m.name, str(m.version)) for m in models]
+        )

@@ -1,0 +1,196 @@
+"""Which models are loaded: loading, reloading and unloading without dropping traffic.
+
+A reload builds the new versions while the old ones keep serving, then swaps them in one step;
+requests already holding the old version finish on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from . import repository
+from .errors import ModelLoadError, ModelNotFound, ModelUnavailable
+from .model import ModelVersion, load_version
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class State(StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    state: State = State.UNAVAILABLE
+    reason: str = ""
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    wanted: bool = False
+    """True when the model should be loaded: it counts for ServerReady."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+class ModelManager:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        executor: Executor,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self._executor = executor
+        self._entries: dict[str, ModelEntry] = {}
+        self._on_change = on_change
+        self.startup_done = False
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> ModelEntry:
+        entry = self._entries.get(name)
+        if entry is None:
+            if name and name in repository.model_names(self.settings.model_repository):
+                entry = self._entries[name] = ModelEntry(name=name)
+            else:
+                raise ModelNotFound(f"unknown model '{name}': it is not in the model repository")
+        return entry
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        """The version a request names (the newest one served when `version` is empty)."""
+        entry = self._entry(name)
+        if entry.state is not State.READY and not entry.versions:
+            detail = f": {entry.reason}" if entry.reason else ""
+            raise ModelUnavailable(f"model '{name}' is not ready (state {entry.state}){detail}")
+        versions = entry.versions
+        if not version:
+            return versions[max(versions)]
+        if not version.isdigit():
+            raise ModelNotFound(f"model '{name}' has no version '{version}': versions are integers")
+        found = versions.get(int(version))
+        if found is None:
+            raise ModelNotFound(
+                f"model '{name}' version {version} is not served; served versions: "
+                f"{sorted(versions)}"
+            )
+        return found
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except (ModelNotFound, ModelUnavailable):
+            return False
+        return True
+
+    def ready_models(self) -> list[ModelVersion]:
+        return [v for e in self._entries.values() for v in e.versions.values()]
+
+    def versions_of(self, name: str) -> list[ModelVersion]:
+        return list(self._entry(name).versions.values())
+
+    @property
+    def server_ready(self) -> bool:
+        wanted = [e for e in self._entries.values() if e.wanted]
+        if not self.startup_done or not wanted:
+            return False
+        ready = [e for e in wanted if e.state is State.READY]
+        return len(ready) == len(wanted) if self.settings.strict_readiness else bool(ready)
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        names = sorted(
+            set(repository.model_names(self.settings.model_repository)) | set(self._entries)
+        )
+        rows: list[IndexEntry] = []
+        for name in names:
+            entry = self._entries.get(name)
+            if entry and entry.versions:
+                rows.extend(
+                    IndexEntry(name, str(v), entry.state.value, entry.reason)
+                    for v in sorted(entry.versions)
+                )
+            elif not ready_only:
+                state = entry.state.value if entry else State.UNAVAILABLE.value
+                reason = entry.reason if entry else "not loaded"
+                rows.append(IndexEntry(name, "", state, reason))
+        if ready_only:
+            rows = [r for r in rows if r.state == State.READY.value]
+        return rows
+
+    # ---- changes -------------------------------------------------------------------------
+
+    async def load_all(self, names: tuple[str, ...] = ()) -> None:
+        """Load the given models (every model in the repository when empty), in parallel."""
+        wanted = list(names) or repository.model_names(self.settings.model_repository)
+        await asyncio.gather(*(self._load_logged(n) for n in wanted))
+        self.startup_done = True
+        self._on_change()
+
+    async def _load_logged(self, name: str) -> None:
+        try:
+            await self.load(name)
+        except (ModelLoadError, ModelNotFound) as exc:
+            log.error("model '%s' failed to load: %s", name, exc)
+
+    async def load(self, name: str, config_override: mc.ModelConfig | None = None) -> None:
+        """(Re)load a model's versions. The old versions keep serving until the new are ready."""
+        entry = self._entry(name)
+        async with entry.lock:
+            entry.wanted = True
+            if not entry.versions:
+                entry.state = State.LOADING
+            entry.reason = ""
+            self._on_change()
+            try:
+                versions = await asyncio.to_thread(self._build, name, config_override)
+            except ModelLoadError as exc:
+                # A failed reload leaves the versions already serving in place.
+                entry.state = State.READY if entry.versions else State.UNAVAILABLE
+                entry.reason = str(exc)
+                self._on_change()
+                raise
+            entry.versions = versions
+            entry.state = State.READY
+            log.info("model '%s' ready: versions %s", name, sorted(versions))
+            self._on_change()
+
+    def _build(self, name: str, config_override: mc.ModelConfig | None) -> dict[int, ModelVersion]:
+        model_dir = self.settings.model_repository / name
+        if config_override is not None:
+            config = mc.ModelConfig()
+            config.CopyFrom(config_override)
+            config.name = name
+        else:
+            config = repository.read_config(model_dir)
+        chosen = repository.select_versions(config, repository.version_folders(model_dir))
+        return {
+            v: load_version(model_dir, config, v, self.settings, self._executor) for v in chosen
+        }
+
+    async def unload(self, name: str) -> None:
+        entry = self._entry(name)
+        async with entry.lock:
+            entry.wanted = False
+            entry.state = State.UNLOADING
+            self._on_change()
+            entry.versions = {}  # in-flight requests keep their own reference and finish
+            entry.state = State.UNAVAILABLE
+            entry.reason = "unloaded"
+            log.info("model '%s' unloaded", name)
+            self._on_change()

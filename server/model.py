@@ -1,0 +1,117 @@
+"""One loaded model version: its completed config, tensors, labels, instances and statistics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+from tritonclient.grpc import model_config_pb2 as mc
+
+from . import repository, runtime
+from .autoconfig import complete_config
+from .codecs import datatype_from_config
+from .scheduler import InstancePool
+from .settings import ServerSettings
+from .stats import ModelStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    """Dimensions without the batch dimension when the model batches; -1 is variable."""
+    optional: bool = False
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    config: mc.ModelConfig
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    labels: dict[str, list[str]]
+    pool: InstancePool
+    stats: ModelStats
+    providers: list[str]
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.config.max_batch_size
+
+
+def _specs(tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput]) -> dict[str, TensorSpec]:
+    return {
+        t.name: TensorSpec(
+            name=t.name,
+            datatype=datatype_from_config(t.data_type),
+            dims=tuple(t.dims),
+            optional=getattr(t, "optional", False),
+        )
+        for t in tensors
+    }
+
+
+def _instance_gpu_ids(config: mc.ModelConfig) -> list[int]:
+    """One entry per instance: the GPU it should use (instance_group gpus, round robin)."""
+    ids: list[int] = []
+    for group in config.instance_group or [mc.ModelInstanceGroup(count=1)]:
+        gpus = list(group.gpus) or [0]
+        count = group.count or 1
+        ids.extend(gpus[i % len(gpus)] for i in range(count))
+    return ids
+
+
+def load_version(
+    model_dir: Path,
+    config: mc.ModelConfig,
+    version: int,
+    settings: ServerSettings,
+    executor: Executor,
+) -> ModelVersion:
+    """Build every instance of one version and warm each up. Blocking: call from a thread."""
+    label = f"model '{config.name}' version {version}"
+    path = repository.model_file(model_dir, version, config)
+    threads = runtime.intra_op_threads(config, settings.intra_op_threads)
+    sessions: list[ort.InferenceSession] = []
+    completed = config
+    providers: list[str] = []
+    for gpu_id in _instance_gpu_ids(config):
+        choice = runtime.choose_providers(config, settings.device, gpu_id=gpu_id)
+        session = runtime.create_session(path, choice, threads)
+        if not sessions:
+            completed = complete_config(
+                config,
+                session.get_inputs(),
+                session.get_outputs(),
+                settings.default_max_batch_size,
+            )
+            providers = session.get_providers()
+            log.info(
+                "%s: execution providers %s (%s), intra-op threads %s",
+                label,
+                providers,
+                choice.reason,
+                threads or "ONNX Runtime default",
+            )
+        runtime.warm_up(session, completed, label)
+        sessions.append(session)
+    labels = repository.read_labels(model_dir, completed)
+    return ModelVersion(
+        name=config.name,
+        version=version,
+        config=completed,
+        inputs=_specs(completed.input),
+        outputs=_specs(completed.output),
+        labels=labels,
+        pool=InstancePool(sessions, executor),
+        stats=ModelStats(),
+        providers=providers,
+    )

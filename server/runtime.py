@@ -1,0 +1,145 @@
+"""ONNX Runtime: choosing execution providers, building sessions, warming them up."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .codecs import datatype_from_config, numpy_dtype
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+ProviderSpec = str | tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    providers: list[ProviderSpec]
+    reason: str
+
+    @property
+    def names(self) -> list[str]:
+        return [p if isinstance(p, str) else p[0] for p in self.providers]
+
+
+def _gpu_accelerators(
+    config: mc.ModelConfig,
+) -> list[mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator]:
+    return list(config.optimization.execution_accelerators.gpu_execution_accelerator)
+
+
+def choose_providers(
+    config: mc.ModelConfig,
+    device: str,
+    available: list[str] | None = None,
+    gpu_id: int = 0,
+) -> ProviderChoice:
+    """Execution providers for one instance, from the config, the `device` setting and what the
+    installed onnxruntime offers. TensorRT only when the config asks for it (its engine builds are
+    slow and change numerics); CUDA whenever it is there and allowed; CPU always last."""
+    available = ort.get_available_providers() if available is None else available
+    kinds = {group.kind for group in config.instance_group}
+    if device == "cpu":
+        return ProviderChoice([CPU], "device setting is 'cpu'")
+    if kinds == {mc.ModelInstanceGroup.KIND_CPU}:
+        return ProviderChoice([CPU], "instance_group kind is KIND_CPU")
+    if CUDA not in available:
+        if device == "cuda" or mc.ModelInstanceGroup.KIND_GPU in kinds:
+            raise ModelLoadError(
+                f"a GPU was asked for but onnxruntime offers only {available} "
+                "(install the 'gpu' extra: onnxruntime-gpu)"
+            )
+        return ProviderChoice(
+            [CPU], f"CUDA provider not installed (onnxruntime offers {available})"
+        )
+    providers: list[ProviderSpec] = []
+    reasons: list[str] = []
+    requested = {acc.name: dict(acc.parameters) for acc in _gpu_accelerators(config)}
+    if "tensorrt" in requested:
+        if TENSORRT in available:
+            options: dict[str, Any] = {"device_id": gpu_id}
+            if requested["tensorrt"].get("precision_mode", "").upper() == "FP16":
+                options["trt_fp16_enable"] = True
+            if "max_workspace_size_bytes" in requested["tensorrt"]:
+                options["trt_max_workspace_size"] = int(
+                    requested["tensorrt"]["max_workspace_size_bytes"]
+                )
+            providers.append((TENSORRT, options))
+            reasons.append("TensorRT asked for by the config")
+        else:
+            reasons.append("config asks for TensorRT but it is not installed")
+    else:
+        reasons.append("TensorRT not asked for in optimization.execution_accelerators")
+    providers.append((CUDA, {"device_id": gpu_id}))
+    providers.append(CPU)
+    reasons.append(f"CUDA available (GPU {gpu_id})")
+    return ProviderChoice(providers, "; ".join(reasons))
+
+
+def intra_op_threads(config: mc.ModelConfig, default: int) -> int:
+    parameter = config.parameters.get("intra_op_thread_count")
+    if parameter is not None and parameter.string_value.strip():
+        try:
+            return int(parameter.string_value)
+        except ValueError as exc:
+            raise ModelLoadError(
+                f"parameter intra_op_thread_count must be an integer, got "
+                f"'{parameter.string_value}'"
+            ) from exc
+    return default
+
+
+def create_session(path: Path, choice: ProviderChoice, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
+    except Exception as exc:  # ORT raises several unrelated types for bad files
+        raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {exc}") from exc
+
+
+def _warmup_value(tensor: mc.ModelInput, batching: bool) -> np.ndarray:
+    dims = [1 if d < 0 else d for d in tensor.dims]
+    shape = ([1] if batching else []) + dims
+    datatype = datatype_from_config(tensor.data_type)
+    if datatype == "BYTES":
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=numpy_dtype(datatype))
+
+
+def warmup_inputs(config: mc.ModelConfig) -> tuple[dict[str, np.ndarray], bool]:
+    """Inputs for a warm-up run: zeros, with 1 for the batch and every variable dimension.
+
+    Returns the inputs and whether the shapes are exact (no variable non-batch dimension); a
+    model whose shapes had to be guessed may reject them, which is then only logged.
+    """
+    batching = config.max_batch_size > 0
+    exact = all(d >= 0 for t in config.input for d in t.dims)
+    return {t.name: _warmup_value(t, batching) for t in config.input}, exact
+
+
+def warm_up(session: ort.InferenceSession, config: mc.ModelConfig, label: str) -> None:
+    inputs, exact = warmup_inputs(config)
+    try:
+        session.run(None, inputs)
+    except Exception as exc:
+        if exact:
+            raise ModelLoadError(f"warm-up inference failed: {exc}") from exc
+        log.warning(
+            "%s: warm-up with guessed shapes (1 for each variable dimension) failed, "
+            "first requests will be slower: %s",
+            label,
+            exc,
+        )

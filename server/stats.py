@@ -1,0 +1,113 @@
+"""Per-model-version statistics with Triton's semantics.
+
+`inference_count` counts items (batch elements), `execution_count` counts model executions, so
+their ratio is the average batch size. Durations are nanoseconds, summed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from tritonclient.grpc import service_pb2 as pb
+
+
+@dataclass
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def to_proto(self) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=self.count, ns=self.ns)
+
+
+@dataclass
+class BatchDurations:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    """Where one request's time went, as measured by the data plane and scheduler."""
+
+    queue_ns: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+
+
+class ModelStats:
+    """Thread-safe counters for one model version."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last_inference_ms = 0
+        self.inference_count = 0
+        self.execution_count = 0
+        self.success = Duration()
+        self.fail = Duration()
+        self.queue = Duration()
+        self.compute_input = Duration()
+        self.compute_infer = Duration()
+        self.compute_output = Duration()
+        self.batches: dict[int, BatchDurations] = {}
+
+    def record_execution(
+        self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One run of the model over `batch_size` items."""
+        with self._lock:
+            self.inference_count += batch_size
+            self.execution_count += 1
+            self.last_inference_ms = time.time_ns() // 1_000_000
+            batch = self.batches.setdefault(batch_size, BatchDurations())
+            batch.compute_input.add(input_ns)
+            batch.compute_infer.add(infer_ns)
+            batch.compute_output.add(output_ns)
+
+    def record_success(self, total_ns: int, timing: RequestTiming) -> None:
+        """One request answered; its share of queue and compute time."""
+        with self._lock:
+            self.success.add(total_ns)
+            self.queue.add(timing.queue_ns)
+            self.compute_input.add(timing.compute_input_ns)
+            self.compute_infer.add(timing.compute_infer_ns)
+            self.compute_output.add(timing.compute_output_ns)
+
+    def record_failure(self, total_ns: int) -> None:
+        with self._lock:
+            self.fail.add(total_ns)
+
+    def to_proto(self, name: str, version: str) -> pb.ModelStatistics:
+        with self._lock:
+            return pb.ModelStatistics(
+                name=name,
+                version=version,
+                last_inference=self.last_inference_ms,
+                inference_count=self.inference_count,
+                execution_count=self.execution_count,
+                inference_stats=pb.InferStatistics(
+                    success=self.success.to_proto(),
+                    fail=self.fail.to_proto(),
+                    queue=self.queue.to_proto(),
+                    compute_input=self.compute_input.to_proto(),
+                    compute_infer=self.compute_infer.to_proto(),
+                    compute_output=self.compute_output.to_proto(),
+                ),
+                batch_stats=[
+                    pb.InferBatchStatistics(
+                        batch_size=size,
+                        compute_input=b.compute_input.to_proto(),
+                        compute_infer=b.compute_infer.to_proto(),
+                        compute_output=b.compute_output.to_proto(),
+                    )
+                    for size, b in sorted(self.batches.items())
+                ],
+            )

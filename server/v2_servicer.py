@@ -1,0 +1,197 @@
+"""The Open Inference Protocol (KServe v2) gRPC transport: parse, call the data plane, encode,
+map errors to status codes. It uses tritonclient's generated modules, so the protocol's proto
+file is registered once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from .. import __version__
+from .dataplane import DataPlane
+from .errors import InvalidInput, ModelLoadError, ServingError
+from .manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ["classification", "model_configuration", "model_repository", "statistics"]
+
+Response = TypeVar("Response")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def _error_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, ServingError):
+        return exc.code, exc.message
+    log.exception("unexpected error while handling a request")
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _mapped(method: Handler[Response]) -> Handler[Response]:
+    """Turns data-plane errors into gRPC statuses; anything unexpected is INTERNAL, logged."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            code, message = _error_status(exc)
+            await context.abort(code, message)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, server_name: str) -> None:
+        self._dataplane = dataplane
+        self._manager = manager
+        self._server_name = server_name
+
+    # ---- health and metadata ---------------------------------------------------------------
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self._manager.server_ready)
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self._manager.is_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(
+            name=self._server_name, version=__version__, extensions=EXTENSIONS
+        )
+
+    @_mapped
+    async def ModelMetadata(self, request, context):
+        return self._dataplane.metadata(request.name, request.version)
+
+    @_mapped
+    async def ModelConfig(self, request, context):
+        return self._dataplane.config(request.name, request.version)
+
+    @_mapped
+    async def ModelStatistics(self, request, context):
+        return self._dataplane.statistics(request.name, request.version)
+
+    # ---- inference ------------------------------------------------------------------------
+
+    @_mapped
+    async def ModelInfer(self, request, context):
+        return await self._dataplane.infer(request)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently; responses come back in request order. An error answers
+        that one request (error_message) and the stream goes on."""
+        pending: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
+
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            try:
+                return pb.ModelStreamInferResponse(
+                    infer_response=await self._dataplane.infer(request)
+                )
+            except Exception as exc:
+                _, message = _error_status(exc)
+                echo = pb.ModelInferResponse(
+                    model_name=request.model_name,
+                    model_version=request.model_version,
+                    id=request.id,
+                )
+                return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    pending.put_nowait(asyncio.create_task(answer(request)))
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await pending.get()) is not None:
+                yield await task
+        finally:
+            reader.cancel()
+
+    # ---- repository -----------------------------------------------------------------------
+
+    @_mapped
+    async def RepositoryIndex(self, request, context):
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=row.name, version=row.version, state=row.state, reason=row.reason
+                )
+                for row in self._manager.index(ready_only=request.ready)
+            ]
+        )
+
+    @_mapped
+    async def RepositoryModelLoad(self, request, context):
+        override = None
+        if "config" in request.parameters:
+            text = request.parameters["config"].string_param
+            try:
+                override = json_format.Parse(text, mc.ModelConfig())
+            except json_format.ParseError as exc:
+                raise InvalidInput(
+                    f"parameter 'config' is not a ModelConfig in JSON: {exc}"
+                ) from exc
+        try:
+            await self._manager.load(request.model_name, override)
+        except ModelLoadError as exc:
+            raise InvalidInput(f"failed to load model '{request.model_name}': {exc}") from exc
+        return pb.RepositoryModelLoadResponse()
+
+    @_mapped
+    async def RepositoryModelUnload(self, request, context):
+        await self._manager.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # ---- not implemented: answer clearly rather than with the generated stub's text ---------
+
+    async def _unimplemented(self, context, what: str):
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"deepserve does not implement {what}; send tensors in the request itself",
+        )
+
+    async def SystemSharedMemoryStatus(self, request, context):
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request, context):
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request, context):
+        await self._unimplemented(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request, context):
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request, context):
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request, context):
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "deepserve does not implement tracing")
+
+    async def LogSettings(self, request, context):
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "deepserve does not implement log settings; set --log-level at start",
+        )

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import tritonclient.grpc as triton
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from .onnx_models import standard_repository
+from .server_process import RunningServer, run_server
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return standard_repository(tmp_path_factory.mktemp("repo") / "models")
+
+
+@pytest.fixture(scope="session")
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with run_server(repository, tmp_path_factory.mktemp("logs")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def client(server: RunningServer) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    """A raw stub, for requests tritonclient would refuse to build."""
+    with grpc.insecure_channel(server.url) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)

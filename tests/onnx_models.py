@@ -1,0 +1,173 @@
+"""Small ONNX models built with onnx.helper, and model repositories made of them, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 9  # readable by every onnxruntime the project supports
+
+DIGIT_LABELS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+]
+
+
+def _model(nodes, inputs, outputs, initializers=()) -> bytes:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def add_sub(width: int = 16) -> bytes:
+    """OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1 (FP32, dynamic batch)."""
+    tensor = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width])  # noqa: E731
+    return _model(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        [tensor("INPUT0"), tensor("INPUT1")],
+        [tensor("OUTPUT0"), tensor("OUTPUT1")],
+    )
+
+
+def linear_classifier(features: int = 8, classes: int = 10, seed: int = 0) -> bytes:
+    """UINT8 [batch, features] -> cast -> scale -> MatMul + bias -> FP32 logits [batch, classes]."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=(features, classes)).astype(np.float32)
+    bias = rng.normal(size=(classes,)).astype(np.float32)
+    return _model(
+        [
+            helper.make_node("Cast", ["image"], ["as_float"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["as_float", "scale"], ["scaled"]),
+            helper.make_node("MatMul", ["scaled", "weights"], ["product"]),
+            helper.make_node("Add", ["product", "bias"], ["logits"]),
+        ],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [
+            numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale"),
+            numpy_helper.from_array(weights, "weights"),
+            numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+
+
+def int_negate() -> bytes:
+    """INT32 [batch, 3] -> negated (no config.pbtxt: the server auto-configures it)."""
+    return _model(
+        [helper.make_node("Neg", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.INT32, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["n", 3])],
+    )
+
+
+def string_identity() -> bytes:
+    """BYTES [count] -> the same strings (no batch dimension)."""
+    return _model(
+        [helper.make_node("Identity", ["text"], ["echo"])],
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["count"])],
+        [helper.make_tensor_value_info("echo", TensorProto.STRING, ["count"])],
+    )
+
+
+def add_constant(value: float) -> bytes:
+    """FP32 [batch, 4] + value: versions of one model tell themselves apart by `value`."""
+    return _model(
+        [helper.make_node("Add", ["x", "c"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array(value, dtype=np.float32), "c")],
+    )
+
+
+def write_model(
+    repository: Path,
+    name: str,
+    onnx_bytes: bytes,
+    config: str | None = None,
+    versions: tuple[int, ...] = (1,),
+    files: dict[str, str] | None = None,
+) -> Path:
+    model_dir = repository / name
+    for version in versions:
+        (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
+        (model_dir / str(version) / "model.onnx").write_bytes(onnx_bytes)
+    if config is not None:
+        (model_dir / "config.pbtxt").write_text(config)
+    for filename, text in (files or {}).items():
+        (model_dir / filename).write_text(text)
+    return model_dir
+
+
+ADD_SUB_CONFIG = """
+name: "add_sub"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 16 ] }
+]
+instance_group [ { count: 2 kind: KIND_CPU } ]
+"""
+
+CLASSIFIER_CONFIG = """
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "image" data_type: TYPE_UINT8 dims: [ 8 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" } ]
+"""
+
+STRINGS_CONFIG = """
+max_batch_size: 0
+input [ { name: "text" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "echo" data_type: TYPE_STRING dims: [ -1 ] } ]
+"""
+
+VERSIONED_CONFIG = """
+max_batch_size: 4
+version_policy: { specific: { versions: [ 1, 3 ] } }
+"""
+
+
+def standard_repository(repository: Path) -> Path:
+    """The repository most server tests run against: every model in it loads."""
+    repository.mkdir(parents=True, exist_ok=True)
+    write_model(repository, "add_sub", add_sub(), ADD_SUB_CONFIG)
+    write_model(
+        repository,
+        "classifier",
+        linear_classifier(),
+        CLASSIFIER_CONFIG,
+        files={"labels.txt": "\n".join(DIGIT_LABELS) + "\n"},
+    )
+    write_model(repository, "negate", int_negate())  # no config.pbtxt
+    write_model(repository, "strings", string_identity(), STRINGS_CONFIG)
+    for version in (1, 2, 3):
+        write_model(
+            repository,
+            "versioned",
+            add_constant(float(version)),
+            VERSIONED_CONFIG,
+            versions=(version,),
+        )
+    return repository

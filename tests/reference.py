@@ -1,0 +1,24 @@
+"""In-process ONNX Runtime: the reference the server's answers must equal bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def run_in_process(
+    repository: Path, model: str, feeds: dict[str, np.ndarray], version: int = 1
+) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(
+        str(repository / model / str(version) / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def assert_bitwise_equal(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert actual.tobytes() == expected.tobytes()

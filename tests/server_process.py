@@ -1,0 +1,96 @@
+"""Start a real deepserve server in a subprocess on a free port, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait(url: str, process: subprocess.Popen, log_path: Path, ready: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {process.returncode}:\n{log_path.read_text()}"
+                )
+            with contextlib.suppress(grpc.RpcError):
+                if not ready:
+                    if stub.ServerLive(pb.ServerLiveRequest(), timeout=1).live:
+                        return
+                elif stub.ServerReady(pb.ServerReadyRequest(), timeout=1).ready:
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(
+        f"server at {url} not {'ready' if ready else 'live'}:\n{log_path.read_text()}"
+    )
+
+
+@contextlib.contextmanager
+def run_server(
+    repository: Path,
+    log_dir: Path,
+    *extra_args: str,
+    wait_ready: bool = True,
+    timeout: float = 60.0,
+) -> Iterator[RunningServer]:
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "deepserve.server",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grace-seconds",
+        "2",
+        *extra_args,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = RunningServer(url=f"127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        _wait(server.url, process, log_path, wait_ready, timeout)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,1 @@
+"""Training and ONNX export scripts for the model families deepserve serves."""
