@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from deepserve.server import codecs, repository
-from deepserve.server.errors import InvalidInput, ModelLoadError
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import serialize_byte_tensor
+
+from deepserve.server import codecs, repository
+from deepserve.server.errors import InvalidInput, ModelLoadError
 
 
 def test_bytes_serialization_matches_tritonclient() -> None:

@@ -8,9 +8,12 @@ import shutil
 import threading
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from .onnx_models import ADD_SUB_CONFIG, add_constant, add_sub, int_negate, write_model
 from .server_process import run_server
@@ -58,6 +61,11 @@ def test_failed_model_is_reported_and_others_keep_serving(tmp_path: Path) -> Non
         with pytest.raises(triton.InferenceServerException) as caught:
             _negate(client, "corrupt")
         assert caught.value.status() == "StatusCode.UNAVAILABLE"
+        with grpc.insecure_channel(server.url) as channel:
+            ready_only = pb_grpc.GRPCInferenceServiceStub(channel).RepositoryIndex(
+                pb.RepositoryIndexRequest(ready=True)
+            )
+        assert [(m.name, m.state) for m in ready_only.models] == [("negate", "READY")]
         client.close()
     log = server.log()
     assert "model 'corrupt' failed to load" in log

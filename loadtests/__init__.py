@@ -1,0 +1,1 @@
+"""Load tests and benchmark sweeps for deepserve (extra `loadtest`)."""

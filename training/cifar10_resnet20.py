@@ -1,0 +1,71 @@
+"""Export the pretrained CIFAR-10 ResNet-20, unchanged, as the natural-image classifier
+`cifar10_resnet20` (uint8 NHWC 32x32 RGB in, 10 logits out).
+
+    python -m deepserve.training.cifar10_resnet20 \
+        --weights ../shared/data/pretrained/resnet20-cifar10-12fca82f.th --out models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .export import ExportSpec, TensorInfo, UInt8ImageInput, export_onnx, parity
+from .resnet_cifar import CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD, load_pretrained
+
+DEFAULT_WEIGHTS = Path("../shared/data/pretrained/resnet20-cifar10-12fca82f.th")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=DEFAULT_WEIGHTS,
+        help="the published ResNet-20 CIFAR-10 checkpoint (.th)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("models"), help="model repository")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    net, reported_top1 = load_pretrained(args.weights)
+    model = UInt8ImageInput(net, CIFAR_MEAN, CIFAR_STD).eval()
+    spec = ExportSpec(
+        name="cifar10_resnet20",
+        inputs=[TensorInfo("image", mc.TYPE_UINT8, [32, 32, 3])],
+        outputs=[TensorInfo("logits", mc.TYPE_FP32, [10], label_filename="labels.txt")],
+        max_batch_size=args.max_batch_size,
+        parameters={
+            "task": "classification",
+            "image_height": "32",
+            "image_width": "32",
+            "image_channels": "3",
+            "resize_mode": "stretch",
+            "output_kind": "logits",
+        },
+        labels=CIFAR10_CLASSES,
+    )
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    path = export_onnx(model, torch.from_numpy(images[:2]), spec, args.out)
+    diff = parity(model, path, images)
+    print(
+        f"exported {path} (published top-1 {reported_top1:.2f} %): "
+        f"PyTorch vs ONNX Runtime max abs diff {diff:.2e}"
+    )
+    report = {
+        "model": "cifar10_resnet20",
+        "published_top1": reported_top1,
+        "parity_max_abs_diff": diff,
+        "source": str(args.weights.name),
+    }
+    (args.out / spec.name / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if diff <= 1e-4 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

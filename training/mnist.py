@@ -1,0 +1,167 @@
+"""Train the MNIST digit classifier and export it to the model repository as `mnist`.
+
+    python -m deepserve.training.mnist --data ../shared/data/mnist --out models
+
+Offline (test set only) it trains on the first 8,000 digits and reports accuracy on the last
+2,000; with the 60k training files in --data it uses the standard split. --download fetches the
+public files with torchvision where a machine has internet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .export import ExportSpec, TensorInfo, UInt8ImageInput, export_onnx, parity
+from .mnist_data import download_mnist, load_split
+
+MEAN, STD = (0.1307,), (0.3081,)  # MNIST pixel statistics
+LABELS = [str(d) for d in range(10)]
+
+
+class DigitNet(nn.Module):
+    """Two conv blocks and a small head: about 0.4 M parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(64 * 7 * 7, 128),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Linear(128, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to max_shift pixels: cheap augmentation for a small train set."""
+    padded = F.pad(batch, (max_shift,) * 4)
+    dx, dy = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator).tolist()
+    return padded[:, :, dy : dy + batch.shape[2], dx : dx + batch.shape[3]]
+
+
+def train(
+    images: np.ndarray, labels: np.ndarray, epochs: int, seed: int, batch_size: int = 64
+) -> nn.Module:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = UInt8ImageInput(DigitNet(), MEAN, STD)
+    x = torch.from_numpy(images[..., None].copy())  # uint8 NHWC
+    y = torch.from_numpy(labels.astype(np.int64))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            index = order[start : start + batch_size]
+            batch = _shift(x[index].permute(0, 3, 1, 2), 2, generator).permute(0, 2, 3, 1)
+            loss = F.cross_entropy(model(batch), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(index)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}")
+    return model.eval()
+
+
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images[..., None].copy()))
+    return float((logits.argmax(1).numpy() == labels).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data/mnist"),
+        help="folder with the MNIST IDX files (.gz or not)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the public MNIST files into --data first (needs internet)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("models"), help="model repository")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    folder = download_mnist(args.data) if args.download else args.data
+    split = load_split(folder)
+    print(f"data: {split.description}")
+    started = time.perf_counter()
+    model = train(split.train_images, split.train_labels, args.epochs, args.seed)
+    held_out = accuracy(model, split.test_images, split.test_labels)
+    print(
+        f"held-out accuracy: {held_out:.4f} on {len(split.test_labels)} digits "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
+
+    spec = ExportSpec(
+        name="mnist",
+        inputs=[TensorInfo("image", mc.TYPE_UINT8, [28, 28, 1])],
+        outputs=[TensorInfo("logits", mc.TYPE_FP32, [10], label_filename="labels.txt")],
+        max_batch_size=args.max_batch_size,
+        parameters={
+            "task": "classification",
+            "image_height": "28",
+            "image_width": "28",
+            "image_channels": "1",
+            "resize_mode": "stretch",
+            "output_kind": "logits",
+        },
+        labels=LABELS,
+    )
+    example = torch.from_numpy(split.test_images[:2, ..., None].copy())
+    path = export_onnx(model, example, spec, args.out)
+    diff = parity(model, path, split.test_images[:256, ..., None].copy())
+    print(f"exported {path}: PyTorch vs ONNX Runtime max abs diff {diff:.2e}")
+    report = {
+        "model": "mnist",
+        "held_out_accuracy": held_out,
+        "parity_max_abs_diff": diff,
+        "data": split.description,
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
+    (args.out / "mnist" / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if diff <= 1e-4 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
