@@ -62,16 +62,11 @@ def complete_config(
     if unspecified and graph_batches(inputs, outputs):
         completed.max_batch_size = default_max_batch_size
     batch_offset = 1 if completed.max_batch_size > 0 else 0
-    if not completed.input:
-        for arg in inputs:
-            completed.input.add(
-                name=arg.name,
-                data_type=config_type_from_datatype(_graph_datatype(arg)),
-                dims=_graph_dims(arg.shape)[batch_offset:],
-            )
-    if not completed.output:
-        for arg in outputs:
-            completed.output.add(
+    for tensors, args in ((completed.input, inputs), (completed.output, outputs)):
+        if tensors:
+            continue  # written in the config: checked below, not overwritten
+        for arg in args:
+            tensors.add(
                 name=arg.name,
                 data_type=config_type_from_datatype(_graph_datatype(arg)),
                 dims=_graph_dims(arg.shape)[batch_offset:],

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tritonclient.grpc import model_config_pb2 as mc
 
-from .export import ExportSpec, TensorInfo, UInt8ImageInput, export_onnx, parity
+from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
 from .resnet_cifar import CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD, load_pretrained
 
 DEFAULT_WEIGHTS = Path("../shared/data/pretrained/resnet20-cifar10-12fca82f.th")
@@ -35,20 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     net, reported_top1 = load_pretrained(args.weights)
     model = UInt8ImageInput(net, CIFAR_MEAN, CIFAR_STD).eval()
-    spec = ExportSpec(
-        name="cifar10_resnet20",
-        inputs=[TensorInfo("image", mc.TYPE_UINT8, [32, 32, 3])],
-        outputs=[TensorInfo("logits", mc.TYPE_FP32, [10], label_filename="labels.txt")],
-        max_batch_size=args.max_batch_size,
-        parameters={
-            "task": "classification",
-            "image_height": "32",
-            "image_width": "32",
-            "image_channels": "3",
-            "resize_mode": "stretch",
-            "output_kind": "logits",
-        },
-        labels=CIFAR10_CLASSES,
+    spec = image_classifier_spec(
+        "cifar10_resnet20", 32, 32, 3, CIFAR10_CLASSES, args.max_batch_size
     )
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     path = export_onnx(model, torch.from_numpy(images[:2]), spec, args.out)

@@ -54,6 +54,27 @@ class ExportSpec:
     labels: list[str] = field(default_factory=list)
 
 
+def image_classifier_spec(
+    name: str, height: int, width: int, channels: int, labels: list[str], max_batch_size: int
+) -> ExportSpec:
+    """The spec every image classifier shares: uint8 NHWC `image` in, fp32 `logits` out."""
+    return ExportSpec(
+        name=name,
+        inputs=[TensorInfo("image", mc.TYPE_UINT8, [height, width, channels])],
+        outputs=[TensorInfo("logits", mc.TYPE_FP32, [len(labels)], label_filename="labels.txt")],
+        max_batch_size=max_batch_size,
+        parameters={
+            "task": "classification",
+            "image_height": str(height),
+            "image_width": str(width),
+            "image_channels": str(channels),
+            "resize_mode": "stretch",
+            "output_kind": "logits",
+        },
+        labels=labels,
+    )
+
+
 def export_onnx(
     model: nn.Module, example: torch.Tensor, spec: ExportSpec, repository: Path, version: int = 1
 ) -> Path:

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tritonclient.grpc import model_config_pb2 as mc
 
-from .export import ExportSpec, TensorInfo, UInt8ImageInput, export_onnx, parity
+from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
 from .mnist_data import download_mnist, load_split
 
 MEAN, STD = (0.1307,), (0.3081,)  # MNIST pixel statistics
@@ -132,21 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.perf_counter() - started:.0f} s)"
     )
 
-    spec = ExportSpec(
-        name="mnist",
-        inputs=[TensorInfo("image", mc.TYPE_UINT8, [28, 28, 1])],
-        outputs=[TensorInfo("logits", mc.TYPE_FP32, [10], label_filename="labels.txt")],
-        max_batch_size=args.max_batch_size,
-        parameters={
-            "task": "classification",
-            "image_height": "28",
-            "image_width": "28",
-            "image_channels": "1",
-            "resize_mode": "stretch",
-            "output_kind": "logits",
-        },
-        labels=LABELS,
-    )
+    spec = image_classifier_spec("mnist", 28, 28, 1, LABELS, args.max_batch_size)
     example = torch.from_numpy(split.test_images[:2, ..., None].copy())
     path = export_onnx(model, example, spec, args.out)
     diff = parity(model, path, split.test_images[:256, ..., None].copy())
