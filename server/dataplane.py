@@ -118,15 +118,29 @@ def _requested_outputs(model: ModelVersion, request: pb.ModelInferRequest) -> li
     return wanted
 
 
+def _int_parameter(request: pb.ModelInferRequest, key: str) -> int:
+    """A request parameter that must be a non-negative integer (`priority`, `timeout`)."""
+    if key not in request.parameters:
+        return 0
+    param = request.parameters[key]
+    kind = param.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param") or getattr(param, kind) < 0:
+        raise InvalidInput(f"request parameter '{key}' must be a non-negative integer")
+    return getattr(param, kind)
+
+
 class DataPlane:
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
 
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def infer(
+        self, request: pb.ModelInferRequest, deadline_s: float | None = None
+    ) -> pb.ModelInferResponse:
+        """Run one request. `deadline_s`: seconds the caller still waits (its gRPC deadline)."""
         model = self.manager.get(request.model_name, request.model_version)
         started = time.perf_counter_ns()
         try:
-            response, timing = await self._infer(model, request)
+            response, timing = await self._infer(model, request, deadline_s)
         except BaseException:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
@@ -134,30 +148,37 @@ class DataPlane:
         return response
 
     async def _infer(
-        self, model: ModelVersion, request: pb.ModelInferRequest
+        self, model: ModelVersion, request: pb.ModelInferRequest, deadline_s: float | None
     ) -> tuple[pb.ModelInferResponse, RequestTiming]:
         t0 = time.perf_counter_ns()
         feeds, batch = decode_inputs(model, request)
         wanted = _requested_outputs(model, request)
         names = list(dict.fromkeys(name for name, _ in wanted))
+        priority = _int_parameter(request, "priority")
+        timeout_us = _int_parameter(request, "timeout")
         t1 = time.perf_counter_ns()
-        execution = await model.pool.run(feeds, names)
+        result = await model.scheduler.submit(
+            feeds, batch, names, priority=priority, timeout_us=timeout_us, deadline_s=deadline_s
+        )
         t2 = time.perf_counter_ns()
-        produced = dict(zip(names, execution.outputs, strict=True))
         response = pb.ModelInferResponse(
             model_name=model.name, model_version=str(model.version), id=request.id
         )
         for name, k in wanted:
-            array = produced[name]
+            array = result.outputs[name]
             if k:
                 array = top_k(array, k, model.max_batch_size > 0, model.labels.get(name), name)
             tensor, data = codecs.encode_output(name, array)
             response.outputs.append(tensor)
             response.raw_output_contents.append(data)
         t3 = time.perf_counter_ns()
-        input_ns, output_ns = t1 - t0, t3 - t2
-        model.stats.record_execution(batch, input_ns, execution.infer_ns, output_ns)
-        timing = RequestTiming(execution.queue_ns, input_ns, execution.infer_ns, output_ns)
+        # A request's compute time includes its batch's merge and split, as in Triton.
+        timing = RequestTiming(
+            queue_ns=result.queue_ns,
+            compute_input_ns=t1 - t0 + result.batch_input_ns,
+            compute_infer_ns=result.infer_ns,
+            compute_output_ns=t3 - t2 + result.batch_output_ns,
+        )
         return response, timing
 
     def metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:

@@ -165,7 +165,9 @@ class ModelManager:
                 entry.reason = str(exc)
                 self._on_change()
                 raise
-            entry.versions = versions
+            replaced, entry.versions = entry.versions, versions
+            for old in replaced.values():
+                old.scheduler.retire()
             entry.state = State.READY
             log.info("model '%s' ready: versions %s", name, sorted(versions))
             self._on_change()
@@ -189,7 +191,10 @@ class ModelManager:
             entry.wanted = False
             entry.state = State.UNLOADING
             self._on_change()
-            entry.versions = {}  # in-flight requests keep their own reference and finish
+            # In-flight requests keep their own reference and finish.
+            replaced, entry.versions = entry.versions, {}
+            for old in replaced.values():
+                old.scheduler.retire()
             entry.state = State.UNAVAILABLE
             entry.reason = "unloaded"
             log.info("model '%s' unloaded", name)

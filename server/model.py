@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from . import repository, runtime
 from .autoconfig import complete_config
 from .codecs import datatype_from_config
-from .scheduler import InstancePool
+from .scheduler import Scheduler
 from .settings import ServerSettings
 from .stats import ModelStats
 
@@ -38,7 +38,7 @@ class ModelVersion:
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     labels: dict[str, list[str]]
-    pool: InstancePool
+    scheduler: Scheduler
     stats: ModelStats
     providers: list[str]
 
@@ -104,6 +104,18 @@ def load_version(
         runtime.warm_up(session, completed, label)
         sessions.append(session)
     labels = repository.read_labels(model_dir, completed)
+    stats = ModelStats()
+    scheduler = Scheduler(
+        config.name, completed, sessions, executor, stats, settings.default_max_queue_size
+    )
+    log.info(
+        "%s: %s, %d instance(s)",
+        label,
+        f"dynamic batching up to {completed.max_batch_size}"
+        if scheduler.batching
+        else "no dynamic batching",
+        len(sessions),
+    )
     return ModelVersion(
         name=config.name,
         version=version,
@@ -111,7 +123,7 @@ def load_version(
         inputs=_specs(completed.input),
         outputs=_specs(completed.output),
         labels=labels,
-        pool=InstancePool(sessions, executor),
-        stats=ModelStats(),
+        scheduler=scheduler,
+        stats=stats,
         providers=providers,
     )

@@ -33,6 +33,10 @@ class ServerSettings:
     default_max_batch_size: int = 32
     """max_batch_size given to a model that has no config.pbtxt and whose graph batches."""
 
+    default_max_queue_size: int = 1024
+    """Requests that may wait per model and priority level when the config sets no
+    max_queue_size: past it the server answers RESOURCE_EXHAUSTED, so memory stays bounded."""
+
     max_message_bytes: int = 64 * MIB
     """Largest gRPC message accepted or sent."""
 

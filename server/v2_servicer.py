@@ -89,7 +89,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_mapped
     async def ModelInfer(self, request, context):
-        return await self._dataplane.infer(request)
+        return await self._dataplane.infer(request, context.time_remaining())
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
@@ -101,7 +101,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
                 return pb.ModelStreamInferResponse(
-                    infer_response=await self._dataplane.infer(request)
+                    infer_response=await self._dataplane.infer(request, context.time_remaining())
                 )
             except Exception as exc:
                 _, message = _error_status(exc)

@@ -171,3 +171,22 @@ def standard_repository(repository: Path) -> Path:
             versions=(version,),
         )
     return repository
+
+
+def slow_matmul(width: int = 512, depth: int = 24, seed: int = 0) -> bytes:
+    """FP32 [batch, width] through `depth` MatMuls: compute time grows with the batch, so tests
+    can hold an instance busy. Scaled so values stay finite."""
+    rng = np.random.default_rng(seed)
+    nodes, initializers, current = [], [], "x"
+    for i in range(depth):
+        weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        initializers.append(numpy_helper.from_array(weight, f"w{i}"))
+        out = "y" if i == depth - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [current, f"w{i}"], [out]))
+        current = out
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializers,
+    )
