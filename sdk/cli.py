@@ -11,8 +11,9 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -91,6 +92,19 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="on SIGTERM, time given to in-flight requests before stopping",
     )
     serve.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=int(_env("MAX_QUEUE_SIZE", "1024")),
+        help="requests that may wait per model and priority level when its config sets no "
+        "max_queue_size; past it the server answers RESOURCE_EXHAUSTED",
+    )
+    serve.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default=_env("EVENT_LOOP", "auto"),
+        help="auto: uvloop when installed (less CPU per request), else asyncio",
+    )
+    serve.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -137,12 +151,29 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb * MIB,
         strict_readiness=args.strict_readiness,
         grace_seconds=args.grace_seconds,
+        default_max_queue_size=args.max_queue_size,
     )
     if not settings.model_repository.is_dir():
         print(f"model repository '{settings.model_repository}' is not a folder", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings))
+    _run_event_loop(serve(settings), args.event_loop)
     return 0
+
+
+def _run_event_loop(main: Coroutine[Any, Any, None], choice: str) -> None:
+    """uvloop cuts the event loop's share of each request; asyncio is the fallback."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            logging.getLogger("deepserve").info("event loop: uvloop")
+            uvloop.run(main)
+            return
+    logging.getLogger("deepserve").info("event loop: asyncio")
+    asyncio.run(main)
 
 
 def _run_models(args: argparse.Namespace) -> int:

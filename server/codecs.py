@@ -88,14 +88,19 @@ def numpy_dtype(datatype: str) -> np.dtype:
     return _NUMPY_DTYPES[datatype]
 
 
+_DATATYPE_OF: dict[np.dtype, str] = {
+    dtype: name for name, dtype in _NUMPY_DTYPES.items() if name != "BYTES"
+}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The protocol datatype of a numpy array (object / str arrays are BYTES)."""
     if array.dtype.kind in "OUS":
         return "BYTES"
-    for name, dtype in _NUMPY_DTYPES.items():
-        if dtype == array.dtype.newbyteorder("<") and name != "BYTES":
-            return name
-    raise InvalidInput(f"numpy dtype {array.dtype} has no Open Inference Protocol datatype")
+    name = _DATATYPE_OF.get(array.dtype.newbyteorder("<"))
+    if name is None:
+        raise InvalidInput(f"numpy dtype {array.dtype} has no Open Inference Protocol datatype")
+    return name
 
 
 def element_count(shape: Sequence[int]) -> int:

@@ -25,11 +25,14 @@ def _describe(shape: tuple[int, ...] | list[int]) -> str:
 def _check_shape(model: ModelVersion, spec: TensorSpec, shape: tuple[int, ...]) -> int:
     """Checks one input's shape against the config; returns its batch size (1 if no batching)."""
     batching = model.max_batch_size > 0
-    expected = ([-1] if batching else []) + list(spec.dims)
-    fits = len(shape) == len(expected) and all(
-        e == -1 or e == s for e, s in zip(expected, shape, strict=True)
-    )
+    if batching and spec.static:
+        fits = shape[1:] == spec.dims and len(shape) > 0  # the common case, checked fast
+    else:
+        fits = len(shape) == len(spec.dims) + batching and all(
+            e == -1 or e == s for e, s in zip(spec.dims, shape[batching:], strict=True)
+        )
     if not fits:
+        expected = ([-1] if batching else []) + list(spec.dims)
         raise InvalidInput(
             f"input '{spec.name}': expected shape {expected}, got {_describe(shape)} "
             f"(model '{model.name}', -1 is any size)"

@@ -29,6 +29,11 @@ class TensorSpec:
     """Dimensions without the batch dimension when the model batches; -1 is variable."""
     optional: bool = False
 
+    @property
+    def static(self) -> bool:
+        """No variable (-1) dimension besides the batch."""
+        return -1 not in self.dims
+
 
 @dataclass
 class ModelVersion:

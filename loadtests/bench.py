@@ -1,0 +1,258 @@
+"""Benchmark the server against its two ceilings, side by side in one run.
+
+    python -m loadtests.bench --model mnist --concurrency 1,8,32,64
+
+For the model, at each concurrency level, a closed-loop gRPC load from this process measures
+  (a) `batching`:    the server with dynamic batching,
+  (b) `no_batching`: the same server with batching off,
+  (d) `noop`:        the same server serving a no-op model of the same input / output sizes
+                     (the transport ceiling N),
+and (c) in-process ONNX Runtime at its best batch size gives the compute ceiling C. Client and
+server share the machine, so about 1 / (1/C + 1/N) is reachable. Prints a table, writes JSON and
+a PNG plot to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as triton
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2 as pb
+
+from .ceiling import compute_ceiling
+from .closed_loop import run_load
+from .models import bench_repository, read_config
+from .report import format_table, summarize, write_outputs
+
+MODES = ("batching", "no_batching", "noop")
+_DATATYPES = {"TYPE_UINT8": ("UINT8", np.uint8), "TYPE_FP32": ("FP32", np.float32)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(repository: Path, device: str, threads: int, log: Path) -> Iterator[str]:
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "deepserve.server",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        device,
+        "--intra-op-threads",
+        str(threads),
+        "--log-level",
+        "WARNING",
+    ]
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"127.0.0.1:{port}"
+    try:
+        client = triton.InferenceServerClient(url)
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()}")
+            with contextlib.suppress(Exception):
+                if client.is_server_ready():
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready: {log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def make_images(config, count: int, seed: int = 0) -> tuple[str, np.ndarray, str]:
+    """`count` distinct inputs of the model's shape (uint8 images, or floats)."""
+    (tensor,) = config.input
+    datatype, dtype = _DATATYPES[mc.DataType.Name(tensor.data_type)]
+    rng = np.random.default_rng(seed)
+    shape = (count, *tensor.dims)
+    if dtype == np.uint8:
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+    else:
+        images = rng.standard_normal(shape, dtype=np.float32)
+    return tensor.name, images, datatype
+
+
+def payloads_for(model: str, name: str, datatype: str, images: np.ndarray) -> list[bytes]:
+    """One serialized ModelInfer request per image (batch of one)."""
+    out = []
+    for image in images:
+        request = pb.ModelInferRequest(model_name=model)
+        request.inputs.add(name=name, datatype=datatype, shape=[1, *image.shape])
+        request.raw_input_contents.append(image.tobytes())
+        out.append(request.SerializeToString())
+    return out
+
+
+def _counts(client: triton.InferenceServerClient, model: str) -> tuple[int, int]:
+    stats = client.get_inference_statistics(model).model_stats[0]
+    return stats.inference_count, stats.execution_count
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    source = args.model_repository
+    config = read_config(source / args.model)
+    input_name, images, datatype = make_images(config, 256)
+    batches = sorted({b for b in (1, 8, 16, 32, 64, 128, 256) if b <= max(args.max_batch_size, 1)})
+    print(f"compute ceiling: in-process ONNX Runtime, batch sizes {batches} ...", flush=True)
+    ceiling = compute_ceiling(
+        source / args.model / "1" / "model.onnx",
+        images,
+        batches,
+        args.device,
+        threads=args.intra_op_threads,
+    )
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        names = bench_repository(
+            source,
+            args.model,
+            scratch / "models",
+            args.max_batch_size,
+            args.instances,
+            args.queue_delay_us,
+        )
+        with serve(
+            scratch / "models", args.device, args.intra_op_threads, scratch / "server.log"
+        ) as url:
+            client = triton.InferenceServerClient(url)
+            for mode in args.modes:
+                model = names[mode]
+                payloads = payloads_for(model, input_name, datatype, images)
+                for conc in args.concurrency:
+                    before = _counts(client, model)
+                    result = asyncio.run(run_load(url, payloads, conc, args.duration, args.warmup))
+                    after = _counts(client, model)
+                    executions = after[1] - before[1]
+                    row = {
+                        "mode": mode,
+                        "concurrency": conc,
+                        "infer_per_s": result.throughput,
+                        "p50_ms": result.percentile(50),
+                        "p90_ms": result.percentile(90),
+                        "p99_ms": result.percentile(99),
+                        "avg_batch": (after[0] - before[0]) / executions if executions else 0.0,
+                        "requests": result.requests,
+                        "errors": result.errors,
+                        "first_error": result.first_error,
+                    }
+                    rows.append(row)
+                    print(
+                        f"  {mode:<12} c={conc:<4} {row['infer_per_s']:8.0f} infer/s  "
+                        f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
+                        f"avg batch {row['avg_batch']:.2f}  errors {row['errors']}",
+                        flush=True,
+                    )
+    report: dict[str, Any] = {
+        "model": args.model,
+        "device": args.device,
+        "host": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})",
+        "duration_s": args.duration,
+        "concurrency": args.concurrency,
+        "server": {
+            "max_batch_size": args.max_batch_size,
+            "instances": args.instances,
+            "queue_delay_us": args.queue_delay_us,
+            "intra_op_threads": args.intra_op_threads,
+        },
+        "ceiling": {
+            "best_batch": ceiling.best_batch,
+            "items_per_s": ceiling.items_per_s,
+            "by_batch": {str(k): v for k, v in ceiling.by_batch.items()},
+        },
+        "rows": rows,
+    }
+    report["summary"] = summarize(report)
+    return report
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="model name in --model-repository")
+    parser.add_argument("--model-repository", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--concurrency",
+        type=_int_list,
+        default=[1, 8, 32, 64],
+        help="comma-separated in-flight request counts",
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    parser.add_argument(
+        "--modes",
+        type=lambda s: s.split(","),
+        default=list(MODES),
+        help=f"which of {','.join(MODES)} to run",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--instances", type=int, default=1, help="instance_group count")
+    parser.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=0,
+        help="dynamic_batching max_queue_delay_microseconds",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="ONNX Runtime threads, server and ceiling alike (0: its default)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for JSON + PNG")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = run_bench(args)
+    print(format_table(report))
+    for path in write_outputs(report, args.out):
+        print(f"wrote {path}")
+    failed = sum(row["errors"] for row in report["rows"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

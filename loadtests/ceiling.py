@@ -1,0 +1,68 @@
+"""The compute ceiling: in-process ONNX Runtime on the same model, at the best batch size."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    best_batch: int
+    items_per_s: float
+    by_batch: dict[int, float]
+
+
+def providers_for(device: str) -> list:
+    if device == "cuda":
+        return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def compute_ceiling(
+    onnx_file: Path,
+    inputs: np.ndarray,
+    batches: list[int],
+    device: str = "cpu",
+    seconds_per_batch: float = 1.5,
+    threads: int = 0,
+) -> Ceiling:
+    """Items per second of session.run at each batch size (inputs cycled), best one first.
+    On CUDA, inputs are bound once with IOBinding so the loop times the model, as a server that
+    keeps its batch on the device would see it."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_file), options, providers=providers_for(device))
+    name = session.get_inputs()[0].name
+    by_batch: dict[int, float] = {}
+    for batch in batches:
+        index = np.arange(batch) % len(inputs)
+        feed = np.ascontiguousarray(inputs[index])
+        run = _runner(session, name, feed, device)
+        run()  # warm-up: first runs allocate
+        runs = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds_per_batch:
+            run()
+            runs += 1
+        by_batch[batch] = runs * batch / (time.perf_counter() - started)
+    best = max(by_batch, key=by_batch.__getitem__)
+    return Ceiling(best, by_batch[best], by_batch)
+
+
+def _runner(session: ort.InferenceSession, name: str, feed: np.ndarray, device: str):
+    if device != "cuda":
+        return lambda: session.run(None, {name: feed})
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(feed, "cuda", 0))
+    for output in session.get_outputs():
+        binding.bind_output(output.name, "cuda")
+
+    def run() -> None:
+        session.run_with_iobinding(binding)
+
+    return run

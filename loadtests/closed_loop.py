@@ -1,0 +1,96 @@
+"""A closed-loop gRPC load from one process: `concurrency` workers, each sending its next request
+as soon as the last one is answered. Requests are serialized once up front and sent as bytes, so
+the client spends its CPU on the wire, not on protobuf."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: np.ndarray
+    first_error: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        return (
+            float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
+        )
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+async def run_load(
+    target: str,
+    payloads: Sequence[bytes],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 1.0,
+    channels: int = 1,
+) -> LoadResult:
+    """Closed loop for `warmup_s` (not counted), then `duration_s` measured."""
+    options = [
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.max_send_message_length", 64 << 20),
+    ]
+    opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    calls = [
+        ch.unary_unary(MODEL_INFER, request_serializer=_identity, response_deserializer=_identity)
+        for ch in opened
+    ]
+    latencies: list[float] = []
+    errors: list[str] = []
+    started = time.perf_counter()
+    measure_from = started + warmup_s
+    stop_at = measure_from + duration_s
+
+    async def worker(index: int) -> None:
+        call = calls[index % len(calls)]
+        sent = index
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            try:
+                await call(payloads[sent % len(payloads)], timeout=30)
+            except grpc.aio.AioRpcError as error:
+                if t0 >= measure_from:
+                    errors.append(f"{error.code().name}: {error.details()}")
+                continue
+            finally:
+                sent += concurrency
+            t1 = time.perf_counter()
+            if t0 >= measure_from and t1 <= stop_at:
+                latencies.append((t1 - t0) * 1e3)
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        for channel in opened:
+            await channel.close()
+    return LoadResult(
+        concurrency=concurrency,
+        requests=len(latencies),
+        errors=len(errors),
+        seconds=duration_s,
+        latencies_ms=np.asarray(latencies),
+        first_error=errors[0] if errors else "",
+    )

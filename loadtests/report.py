@@ -1,0 +1,115 @@
+"""The benchmark's table, JSON and plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"model {report['model']} on {report['device']}: compute ceiling C = "
+        f"{report['ceiling']['items_per_s']:.0f} infer/s (in-process, batch "
+        f"{report['ceiling']['best_batch']})",
+        f"{'mode':<12} {'conc':>5} {'infer/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+        f"{'avg batch':>9} {'errors':>6}",
+    ]
+    for row in report["rows"]:
+        lines.append(
+            f"{row['mode']:<12} {row['concurrency']:>5} {row['infer_per_s']:>9.0f} "
+            f"{row['p50_ms']:>8.2f} {row['p90_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+            f"{row['avg_batch']:>9.2f} {row['errors']:>6}"
+        )
+    for conc, summary in report.get("summary", {}).items():
+        lines.append(
+            f"concurrency {conc}: N = {summary['transport_ceiling']:.0f}, bound 1/(1/C+1/N) = "
+            f"{summary['bound']:.0f}, batching = {summary['batching']:.0f} "
+            f"({summary['vs_bound']:.2f} x bound, {summary['vs_no_batching']:.2f} x no batching), "
+            f"p50 batching - no batching = {summary['p50_delta_ms']:+.3f} ms"
+        )
+    return "\n".join(lines)
+
+
+def summarize(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per concurrency: N (no-op server), the shared-CPU bound, and how batching compares."""
+    by_key = {(r["mode"], r["concurrency"]): r for r in report["rows"]}
+    ceiling = report["ceiling"]["items_per_s"]
+    summary: dict[str, dict[str, float]] = {}
+    for conc in report["concurrency"]:
+        batching = by_key.get(("batching", conc))
+        plain = by_key.get(("no_batching", conc))
+        noop = by_key.get(("noop", conc))
+        if not (batching and plain and noop):
+            continue
+        transport = noop["infer_per_s"]
+        bound = 1 / (1 / ceiling + 1 / transport) if ceiling and transport else math.nan
+        summary[str(conc)] = {
+            "transport_ceiling": transport,
+            "bound": bound,
+            "batching": batching["infer_per_s"],
+            "vs_bound": batching["infer_per_s"] / bound if bound else math.nan,
+            "vs_no_batching": batching["infer_per_s"] / plain["infer_per_s"]
+            if plain["infer_per_s"]
+            else math.nan,
+            "p50_delta_ms": batching["p50_ms"] - plain["p50_ms"],
+        }
+    return summary
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"bench-{report['model']}-{report['device']}"
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    written = [json_path]
+    try:
+        written.append(_plot(report, out_dir / f"{stem}.png"))
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'deepserve[loadtest]')")
+    return written
+
+
+def _plot(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for mode in ("batching", "no_batching", "noop"):
+        rows = [r for r in report["rows"] if r["mode"] == mode]
+        if not rows:
+            continue
+        conc = [r["concurrency"] for r in rows]
+        left.plot(conc, [r["infer_per_s"] for r in rows], marker="o", label=mode)
+        right.plot(conc, [r["p99_ms"] for r in rows], marker="o", label=f"{mode} p99")
+        right.plot(
+            conc, [r["p50_ms"] for r in rows], marker=".", linestyle=":", label=f"{mode} p50"
+        )
+    left.axhline(
+        report["ceiling"]["items_per_s"], color="grey", linestyle="--", label="compute ceiling C"
+    )
+    bounds = report.get("summary", {})
+    if bounds:
+        left.plot(
+            [int(c) for c in bounds],
+            [s["bound"] for s in bounds.values()],
+            color="black",
+            linestyle=":",
+            label="1/(1/C+1/N)",
+        )
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent requests")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    left.set_ylabel("infer/s")
+    right.set_ylabel("latency ms")
+    left.set_yscale("log")
+    fig.suptitle(f"deepserve: {report['model']} on {report['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
