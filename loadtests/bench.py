@@ -133,7 +133,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         images,
         batches,
         args.device,
-        threads=args.intra_op_threads,
+        seconds_per_batch=args.ceiling_seconds,
     )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch_dir:
@@ -180,7 +180,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "model": args.model,
         "device": args.device,
-        "host": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})",
+        "host": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
         "duration_s": args.duration,
         "concurrency": args.concurrency,
         "server": {
@@ -238,7 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--intra-op-threads",
         type=int,
         default=0,
-        help="ONNX Runtime threads, server and ceiling alike (0: its default)",
+        help="ONNX Runtime threads of the server (0: its default); the compute ceiling always "
+        "uses ONNX Runtime's default, all cores",
+    )
+    parser.add_argument(
+        "--ceiling-seconds",
+        type=float,
+        default=1.5,
+        help="seconds of in-process runs per batch size for the compute ceiling",
     )
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for JSON + PNG")
     return parser

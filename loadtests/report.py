@@ -78,15 +78,21 @@ def _plot(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for mode in ("batching", "no_batching", "noop"):
+    colors = {"batching": "tab:blue", "no_batching": "tab:orange", "noop": "tab:green"}
+    for mode, color in colors.items():
         rows = [r for r in report["rows"] if r["mode"] == mode]
         if not rows:
             continue
         conc = [r["concurrency"] for r in rows]
-        left.plot(conc, [r["infer_per_s"] for r in rows], marker="o", label=mode)
-        right.plot(conc, [r["p99_ms"] for r in rows], marker="o", label=f"{mode} p99")
+        left.plot(conc, [r["infer_per_s"] for r in rows], marker="o", color=color, label=mode)
+        right.plot(conc, [r["p99_ms"] for r in rows], marker="o", color=color, label=f"{mode} p99")
         right.plot(
-            conc, [r["p50_ms"] for r in rows], marker=".", linestyle=":", label=f"{mode} p50"
+            conc,
+            [r["p50_ms"] for r in rows],
+            marker=".",
+            linestyle=":",
+            color=color,
+            label=f"{mode} p50",
         )
     left.axhline(
         report["ceiling"]["items_per_s"], color="grey", linestyle="--", label="compute ceiling C"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,19 @@ class ProviderChoice:
     @property
     def names(self) -> list[str]:
         return [p if isinstance(p, str) else p[0] for p in self.providers]
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Let onnxruntime-gpu find CUDA / cuDNN installed as Python packages (as torch installs
+    them) when they are not on the library path; harmless when they are."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # missing packages: ORT then looks on the library path
+        log.debug("onnxruntime.preload_dlls: %s", exc)
 
 
 def _gpu_accelerators(
@@ -81,6 +95,7 @@ def choose_providers(
             reasons.append("config asks for TensorRT but it is not installed")
     else:
         reasons.append("TensorRT not asked for in optimization.execution_accelerators")
+    preload_cuda_libraries()
     providers.append((CUDA, {"device_id": gpu_id}))
     providers.append(CPU)
     reasons.append(f"CUDA available (GPU {gpu_id})")

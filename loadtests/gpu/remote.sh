@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Run on the bare GPU host, from the repository root, one step per command:
+#
+#   bash loadtests/gpu/remote.sh receive .gpu-bundle/part-00   # once per part, any order;
+#   bash loadtests/gpu/remote.sh receive .gpu-bundle/part-01   # each command brings one part
+#   ...                                                         # (and bundle.tar.sha256 once)
+#   bash loadtests/gpu/remote.sh install                        # join, verify, pip --target
+#   bash loadtests/gpu/remote.sh bench OUT_DIR [MODELS...]      # server on CUDA + benchmark
+#
+# Parts wait in $STAGE (default /tmp/deepserve-gpu). The benchmark runs each model (default:
+# mnist cifar10_resnet20) at concurrency 1 to 256 with the CUDA execution provider and writes
+# JSON + PNG to OUT_DIR, plus environment facts in OUT_DIR/environment.txt.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STAGE=${STAGE:-/tmp/deepserve-gpu}
+SITE="$STAGE/site"
+PYTHON=${PYTHON:-python3}
+mkdir -p "$STAGE"
+
+step=${1:-}
+shift || true
+case "$step" in
+  receive)
+    for file in "$@"; do cp "$file" "$STAGE/"; done
+    ls -la "$STAGE"
+    ;;
+  install)
+    cd "$STAGE"
+    cat part-* > bundle.tar
+    sha256sum -c bundle.tar.sha256
+    tar -xf bundle.tar && rm -f bundle.tar part-*
+    "$PYTHON" -m pip install --quiet --no-deps --no-index --target "$SITE" wheels/*.whl
+    PYTHONPATH="$SITE" "$PYTHON" -c \
+      'import onnxruntime as o; print(o.__version__, o.get_available_providers())'
+    ;;
+  bench)
+    out=${1:?bench needs an output folder}
+    shift || true
+    models=("$@")
+    [ ${#models[@]} -gt 0 ] || models=(mnist cifar10_resnet20)
+    mkdir -p "$out"
+    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    { nvidia-smi || true; "$PYTHON" --version; "$PYTHON" -c \
+      'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
+    } > "$out/environment.txt" 2>&1
+    for model in "${models[@]}"; do
+      "$PYTHON" -m loadtests.bench --model "$model" --device "${DEVICE:-cuda}" \
+        --concurrency 1,2,4,8,16,32,64,128,256 --max-batch-size 256 \
+        --duration "${DURATION:-5}" --warmup "${WARMUP:-1}" --out "$out" 2>&1 | tee "$out/bench-$model.log"
+    done
+    ;;
+  *)
+    sed -n '2,14p' "$0"
+    exit 2
+    ;;
+esac
