@@ -14,10 +14,13 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from ..v1 import vision_pb2 as vpb
+from ..v1 import vision_pb2_grpc as vpb_grpc
 from .dataplane import DataPlane
 from .manager import ModelManager
 from .settings import ServerSettings
 from .v2_servicer import InferenceServicer
+from .vision_servicer import VisionServicer
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +70,12 @@ class Server:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.dataplane, self.manager, self.settings.server_name), server
         )
+        vpb_grpc.add_VisionServicer_to_server(VisionServicer(self.dataplane, self.manager), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [
                 pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                vpb.DESCRIPTOR.services_by_name["Vision"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],

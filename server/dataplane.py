@@ -3,7 +3,10 @@ request, runs it through the model's scheduler, encodes the answer and keeps the
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
@@ -16,6 +19,8 @@ from .model import ModelVersion, TensorSpec
 from .stats import RequestTiming
 
 PLATFORM = "onnxruntime_onnx"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _describe(shape: tuple[int, ...] | list[int]) -> str:
@@ -183,6 +188,57 @@ class DataPlane:
             compute_output_ns=t3 - t2 + result.batch_output_ns,
         )
         return response, timing
+
+    async def run_images(
+        self,
+        model: ModelVersion,
+        prepare: Callable[[], tuple[np.ndarray, T]],
+        input_name: str,
+        output_names: list[str],
+        finish: Callable[[dict[str, np.ndarray], T], R],
+        deadline_s: float | None = None,
+    ) -> R:
+        """The Vision API's path through the same scheduler (so its requests batch with tensor
+        requests to the model): `prepare` decodes and resizes on a worker thread, returning the
+        uint8 batch and context for `finish`, which post-processes on a worker thread too.
+        More images than max_batch_size go as several jobs."""
+        started = time.perf_counter_ns()
+        try:
+            batch, context = await asyncio.to_thread(prepare)
+            t1 = time.perf_counter_ns()
+            limit = max(model.max_batch_size, 1)
+            chunks = [batch[i : i + limit] for i in range(0, len(batch), limit)]
+            results = await asyncio.gather(
+                *(
+                    model.scheduler.submit(
+                        {input_name: chunk}, len(chunk), output_names, deadline_s=deadline_s
+                    )
+                    for chunk in chunks
+                )
+            )
+            t2 = time.perf_counter_ns()
+            outputs = {
+                name: np.concatenate([r.outputs[name] for r in results])
+                if len(results) > 1
+                else results[0].outputs[name]
+                for name in output_names
+            }
+            answer = await asyncio.to_thread(finish, outputs, context)
+        except BaseException:
+            model.stats.record_failure(time.perf_counter_ns() - started)
+            raise
+        t3 = time.perf_counter_ns()
+        first = results[0]
+        model.stats.record_success(
+            t3 - started,
+            RequestTiming(
+                queue_ns=first.queue_ns,
+                compute_input_ns=t1 - started + first.batch_input_ns,
+                compute_infer_ns=first.infer_ns,
+                compute_output_ns=t3 - t2 + first.batch_output_ns,
+            ),
+        )
+        return answer
 
     def metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
         model = self.manager.get(name, version)

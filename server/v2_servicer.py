@@ -36,7 +36,7 @@ def _error_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _mapped(method: Handler[Response]) -> Handler[Response]:
+def mapped(method: Handler[Response]) -> Handler[Response]:
     """Turns data-plane errors into gRPC statuses; anything unexpected is INTERNAL, logged."""
 
     @functools.wraps(method)
@@ -73,21 +73,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=self._server_name, version=__version__, extensions=EXTENSIONS
         )
 
-    @_mapped
+    @mapped
     async def ModelMetadata(self, request, context):
         return self._dataplane.metadata(request.name, request.version)
 
-    @_mapped
+    @mapped
     async def ModelConfig(self, request, context):
         return self._dataplane.config(request.name, request.version)
 
-    @_mapped
+    @mapped
     async def ModelStatistics(self, request, context):
         return self._dataplane.statistics(request.name, request.version)
 
     # ---- inference ------------------------------------------------------------------------
 
-    @_mapped
+    @mapped
     async def ModelInfer(self, request, context):
         return await self._dataplane.infer(request, context.time_remaining())
 
@@ -128,7 +128,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # ---- repository -----------------------------------------------------------------------
 
-    @_mapped
+    @mapped
     async def RepositoryIndex(self, request, context):
         return pb.RepositoryIndexResponse(
             models=[
@@ -139,7 +139,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             ]
         )
 
-    @_mapped
+    @mapped
     async def RepositoryModelLoad(self, request, context):
         override = None
         if "config" in request.parameters:
@@ -156,7 +156,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(f"failed to load model '{request.model_name}': {exc}") from exc
         return pb.RepositoryModelLoadResponse()
 
-    @_mapped
+    @mapped
     async def RepositoryModelUnload(self, request, context):
         await self._manager.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()

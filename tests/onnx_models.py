@@ -173,16 +173,17 @@ def standard_repository(repository: Path) -> Path:
     return repository
 
 
-def slow_matmul(width: int = 512, depth: int = 24, seed: int = 0) -> bytes:
-    """FP32 [batch, width] through `depth` MatMuls: compute time grows with the batch, so tests
-    can hold an instance busy. Scaled so values stay finite."""
+def slow_matmul(width: int = 512, depth: int = 64, seed: int = 0) -> bytes:
+    """FP32 [batch, width] through `depth` MatMuls with one shared weight: compute time grows
+    with the batch (tens of ms for 256 items), so tests can hold an instance busy. The weight is
+    orthogonal, so values stay finite."""
     rng = np.random.default_rng(seed)
-    nodes, initializers, current = [], [], "x"
+    weight, _ = np.linalg.qr(rng.standard_normal((width, width)))
+    initializers = [numpy_helper.from_array(weight.astype(np.float32), "w")]
+    nodes, current = [], "x"
     for i in range(depth):
-        weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        initializers.append(numpy_helper.from_array(weight, f"w{i}"))
         out = "y" if i == depth - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [current, f"w{i}"], [out]))
+        nodes.append(helper.make_node("MatMul", [current, "w"], [out]))
         current = out
     return _model(
         nodes,

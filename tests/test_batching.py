@@ -17,7 +17,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from .onnx_models import ADD_SUB_CONFIG, _model, add_sub, slow_matmul, write_model
 from .server_process import RunningServer, run_server
 
-SLOW_ITEMS = 256  # one full batch of the slow model: tens of milliseconds on one thread
+SLOW_ITEMS = 256  # one full batch of the slow model: about 80 ms on one thread
+# Time for a request sent first to reach the server and start running before the next is sent.
+BUSY_SETTLE_S = 0.01
 
 
 def _slow_config(extra: str, instances: int = 1) -> str:
@@ -226,7 +228,7 @@ def test_queue_timeout_rejects_without_computing(batching_server) -> None:
         busy = asyncio.create_task(
             _timed(stub, _request("slow_timeout", _slow_input(1)), order, "busy")
         )
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(BUSY_SETTLE_S)
         late = await _timed(stub, _request("slow_timeout", _slow_input(2)), order, "late")
         await busy
         return before, late, await _stats(stub, "slow_timeout")
@@ -243,7 +245,7 @@ def test_queue_timeout_with_delay_action_still_computes(batching_server) -> None
         busy = asyncio.create_task(
             _timed(stub, _request("slow_timeout_delay", _slow_input(1)), order, "a")
         )
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(BUSY_SETTLE_S)
         late = await _timed(stub, _request("slow_timeout_delay", _slow_input(2)), order, "b")
         await busy
         return late
@@ -258,7 +260,7 @@ def test_request_timeout_parameter_overrides_when_allowed(batching_server) -> No
         busy = asyncio.create_task(
             _timed(stub, _request("slow_override", _slow_input(1)), order, "a")
         )
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(BUSY_SETTLE_S)
         short = asyncio.create_task(
             _timed(stub, _request("slow_override", _slow_input(2), timeout=3000), order, "short")
         )
@@ -279,7 +281,7 @@ def test_grpc_deadline_while_queued_is_never_computed(batching_server) -> None:
         busy = asyncio.create_task(
             _timed(stub, _request("slow_deadline", _slow_input(1)), order, "a")
         )
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(BUSY_SETTLE_S)
         late = await _timed(
             stub, _request("slow_deadline", _slow_input(2)), order, "late", timeout=0.005
         )
@@ -301,7 +303,7 @@ def test_higher_priority_overtakes_the_queue(batching_server) -> None:
                 _timed(stub, _request("slow_priority", _slow_input(0)), order, "busy")
             )
         ]
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(BUSY_SETTLE_S)
         for i in range(3):
             tasks.append(
                 asyncio.create_task(
@@ -313,7 +315,7 @@ def test_higher_priority_overtakes_the_queue(batching_server) -> None:
                     )
                 )
             )
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(BUSY_SETTLE_S)
         tasks.append(
             asyncio.create_task(
                 _timed(stub, _request("slow_priority", _slow_input(9), priority=1), order, "high")
@@ -339,7 +341,7 @@ def test_preserve_ordering(batching_server, model: str, big_first: bool) -> None
     async def scenario(stub):
         order: list[str] = []
         big = asyncio.create_task(_timed(stub, _request(model, _slow_input(1)), order, "big"))
-        await asyncio.sleep(0.003)
+        await asyncio.sleep(BUSY_SETTLE_S)
         small = asyncio.create_task(
             _timed(stub, _request(model, _slow_input(2, 1)), order, "small")
         )

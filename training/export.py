@@ -52,6 +52,8 @@ class ExportSpec:
     max_batch_size: int
     parameters: dict[str, str] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    dynamic_axes: dict[str, dict[int, str]] | None = None
+    """Variable dimensions per tensor; None means a variable batch on every tensor."""
 
 
 def image_classifier_spec(
@@ -91,7 +93,7 @@ def export_onnx(
         str(path),
         input_names=input_names,
         output_names=output_names,
-        dynamic_axes={n: {0: "batch"} for n in input_names + output_names},
+        dynamic_axes=spec.dynamic_axes or {n: {0: "batch"} for n in input_names + output_names},
         opset_version=OPSET,
         dynamo=False,
     )
@@ -115,10 +117,47 @@ def write_config(spec: ExportSpec, model_dir: Path) -> None:
         )
     for key, value in spec.parameters.items():
         config.parameters[key].string_value = value
+    # Batch whatever queued while the instance was busy; never wait for more.
+    config.dynamic_batching.max_queue_delay_microseconds = 0
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
     if spec.labels:
         (model_dir / "labels.txt").write_text("\n".join(spec.labels) + "\n")
+
+
+def write_model_card(model_dir: Path, title: str, sections: dict[str, str]) -> Path:
+    """README.md beside the model: what it is, data, command, metrics, parity, size, speed."""
+    body = [f"# {title}", ""]
+    for heading, text in sections.items():
+        body += [f"## {heading}", "", text.strip(), ""]
+    path = model_dir / "README.md"
+    path.write_text("\n".join(body))
+    return path
+
+
+def onnx_size_mb(path: Path) -> float:
+    return path.stat().st_size / 1e6
+
+
+def cpu_latency_ms(
+    path: Path, example: np.ndarray, batches: Sequence[int], runs: int = 20
+) -> dict[int, float]:
+    """Median ms per run of ONNX Runtime on the CPU at each batch size (inputs cycled)."""
+    import time
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    result: dict[int, float] = {}
+    for batch in batches:
+        feed = np.ascontiguousarray(example[np.arange(batch) % len(example)])
+        session.run(None, {name: feed})
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            session.run(None, {name: feed})
+            times.append((time.perf_counter() - start) * 1e3)
+        result[batch] = float(np.median(times))
+    return result
 
 
 def parity(model: nn.Module, path: Path, images: np.ndarray) -> float:

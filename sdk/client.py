@@ -1,0 +1,175 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from . import _calls, _convert
+from ._calls import Call
+from ._connection import ConnectionOptions, RoundRobin, backoff_seconds
+from ._convert import ImageLike
+from .errors import RETRYABLE, DeepserveError, from_rpc_error
+from .results import Classification, Detection, ModelInfo, Segmentation
+from .v1 import vision_pb2_grpc as vpb_grpc
+
+
+class Client:
+    """A deepserve client: one call, one prediction.
+
+    >>> from deepserve import Client
+    >>> client = Client("localhost:8001")
+    >>> client.classify("digit.png", model="mnist").label
+    '7'
+    >>> for box in client.detect("scene.png", model="ssd"):
+    ...     print(box)
+    4 (0.981) at [31, 40, 62, 95]
+
+    Each task method takes one image (a path, encoded bytes, a uint8 numpy array or a PIL
+    image) and returns one result, or a list of images (one request) and returns a list.
+    `model` may be left out when the server has exactly one model of that task.
+
+    `target` may be several addresses: calls are spread over them, and an attempt whose server
+    is down moves on to the next. UNAVAILABLE and RESOURCE_EXHAUSTED are retried `retries` times
+    with exponential backoff; `timeout` (seconds) bounds each attempt. `tls=True` (or
+    `root_certificates`, or ready `credentials`) uses TLS; `token` is sent as a bearer token.
+    """
+
+    def __init__(
+        self,
+        target: str | Sequence[str] = "localhost:8001",
+        *,
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        max_message_mb: int = 64,
+    ) -> None:
+        self._options = ConnectionOptions.build(
+            target, timeout, retries, tls, root_certificates, credentials, token, max_message_mb
+        )
+        self._channels = [self._open(t) for t in self._options.targets]
+        self._stubs = {
+            _calls.VISION: [vpb_grpc.VisionStub(c) for c in self._channels],
+            _calls.TENSORS: [pb_grpc.GRPCInferenceServiceStub(c) for c in self._channels],
+        }
+        self._rotation = RoundRobin(len(self._channels))
+
+    def _open(self, target: str) -> grpc.Channel:
+        options = self._options.channel_options
+        if self._options.credentials is not None:
+            return grpc.secure_channel(target, self._options.credentials, options=options)
+        return grpc.insecure_channel(target, options=options)
+
+    def _run(self, call: Call) -> Any:
+        if call.task and not call.request.model:
+            call.request.model = _calls.pick_model(call.task, self.models())
+        stubs = self._stubs[call.service]
+        last: grpc.RpcError | None = None
+        for attempt, index in enumerate(self._rotation.attempts(self._options.retries)):
+            try:
+                response = getattr(stubs[index], call.method)(
+                    call.request, timeout=self._options.timeout, metadata=self._options.metadata
+                )
+                return call.parse(response)
+            except grpc.RpcError as error:
+                last = error
+                if error.code() not in RETRYABLE or attempt == self._options.retries:
+                    break
+                # Another target may answer at once; the same one needs a moment.
+                if len(stubs) == 1 or error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    time.sleep(backoff_seconds(attempt))
+        assert last is not None
+        raise from_rpc_error(last) from None
+
+    def classify(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        top_k: int = 1,
+        version: str = "",
+    ) -> Classification | list[Classification]:
+        """Top `top_k` labels of an image (or of each image of a list)."""
+        return self._run(_calls.classify(images, model, top_k, version))
+
+    def detect(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+        version: str = "",
+    ) -> list[Detection] | list[list[Detection]]:
+        """Labelled boxes in an image (or in each image of a list), in its own pixels."""
+        return self._run(_calls.detect(images, model, score_threshold, max_detections, version))
+
+    def segment(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        png: bool = False,
+        version: str = "",
+    ) -> Segmentation | list[Segmentation]:
+        """A class per pixel of an image (or of each image of a list), at its own size. `png`
+        sends masks PNG-compressed (fewer bytes on the wire, a little more CPU)."""
+        return self._run(_calls.segment(images, model, png, version))
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        version: str = "",
+    ) -> dict[str, np.ndarray]:
+        """Tensors in, tensors out, over the Open Inference Protocol (ModelInfer).
+
+        >>> client.infer("mnist", {"image": digits})["logits"].shape
+        (8, 10)
+        """
+        return self._run(_calls.infer(model, inputs, outputs, version))
+
+    def models(self) -> list[ModelInfo]:
+        """Every model the server holds, with its task, input size and labels."""
+        return self._run(_calls.list_models())
+
+    def model_info(self, name: str) -> ModelInfo:
+        """One model, with its tensor inputs and outputs."""
+        summary = next((m for m in self.models() if m.name == name), None)
+        if summary is None:
+            raise DeepserveError(f"the server has no model '{name}'")
+        return _convert.with_tensors(summary, self._run(_calls.model_metadata(name)))
+
+    def ready(self) -> bool:
+        """True when the server has loaded every model it should (ServerReady)."""
+        try:
+            return self._run(_calls.server_ready())
+        except DeepserveError:
+            return False
+
+    def live(self) -> bool:
+        """True when a server answers at all (ServerLive)."""
+        try:
+            return self._run(_calls.server_live())
+        except DeepserveError:
+            return False
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
