@@ -1,4 +1,4 @@
-"""The `deepserve` command: `deepserve serve`, `deepserve models`.
+"""The `deepserve` command: `serve`, `models`, and `classify`, `detect`, `segment` for people.
 
 Every `serve` option can also be set by an environment variable, DEEPSERVE_<OPTION> (for
 example DEEPSERVE_PORT=9001), which containers use; a flag on the command line wins.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_tasks import add_task_commands
 
 
 def _env(name: str, default: str) -> str:
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_models(commands)
+    add_task_commands(commands)
     return parser
 
 

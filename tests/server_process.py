@@ -62,8 +62,9 @@ def run_server(
     *extra_args: str,
     wait_ready: bool = True,
     timeout: float = 60.0,
+    port: int | None = None,
 ) -> Iterator[RunningServer]:
-    port = free_port()
+    port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
     command = [
         sys.executable,

@@ -9,26 +9,16 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 
-from deepserve.training.mnist_data import read_idx
-
+from .mnist_sample import digits
 from .reference import assert_bitwise_equal, run_in_process
 from .server_process import RunningServer, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
-SAMPLE = Path(__file__).resolve().parent / "data" / "mnist"
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    import gzip
-
-    images = read_idx(
-        gzip.decompress((SAMPLE / "t10k-images-idx3-ubyte-8000-8499.gz").read_bytes())
-    )
-    labels = read_idx(
-        gzip.decompress((SAMPLE / "t10k-labels-idx1-ubyte-8000-8499.gz").read_bytes())
-    )
-    return images, labels
+    return digits()
 
 
 @pytest.fixture(scope="module")
