@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
+from .export import (
+    UInt8ImageInput,
+    cpu_latency_ms,
+    export_onnx,
+    image_classifier_spec,
+    onnx_size_mb,
+    parity,
+    write_model_card,
+)
 from .resnet_cifar import CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD, load_pretrained
 
 DEFAULT_WEIGHTS = Path("../shared/data/pretrained/resnet20-cifar10-12fca82f.th")
@@ -44,13 +52,36 @@ def main(argv: list[str] | None = None) -> int:
         f"exported {path} (published top-1 {reported_top1:.2f} %): "
         f"PyTorch vs ONNX Runtime max abs diff {diff:.2e}"
     )
+    latency = cpu_latency_ms(path, images, [1, 64])
     report = {
         "model": "cifar10_resnet20",
         "published_top1": reported_top1,
         "parity_max_abs_diff": diff,
+        "size_mb": onnx_size_mb(path),
+        "cpu_latency_ms": latency,
         "source": str(args.weights.name),
     }
-    (args.out / spec.name / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    model_dir = args.out / spec.name
+    (model_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_model_card(
+        model_dir,
+        "cifar10_resnet20: natural-image classifier (CIFAR-10)",
+        {
+            "What": "ResNet-20 for 32x32 images (He et al. 2016; 16/32/64 channels, option-A "
+            "shortcuts, 0.27 M parameters), the published CIFAR-10 weights exported unchanged.",
+            "Input / output": "`image` uint8 [N, 32, 32, 3] RGB; `logits` fp32 [N, 10]: airplane, "
+            "automobile, bird, cat, deer, dog, frog, horse, ship, truck.",
+            "Data": "CIFAR-10, as trained by its authors (akamaster/pytorch_resnet_cifar10, BSD "
+            "2-Clause, (c) 2018 Yerlan Idelbayev; see NOTICE).",
+            "Command": "`python -m deepserve.training.cifar10_resnet20 --weights "
+            "resnet20-cifar10-12fca82f.th --out models`",
+            "Metrics": f"top-1 {reported_top1:.2f} % on CIFAR-10 as published (the CIFAR-10 "
+            "test set is not bundled, so it is not re-measured here).",
+            "Parity": f"PyTorch vs ONNX Runtime on 64 random images: max abs diff {diff:.2e}.",
+            "Size and speed": f"{onnx_size_mb(path):.2f} MB. CPU latency (ms per run, median): "
+            + ", ".join(f"batch {b}: {ms:.2f}" for b, ms in latency.items()),
+        },
+    )
     return 0 if diff <= 1e-4 else 1
 
 
