@@ -24,6 +24,14 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture(scope="session")
+def bundled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server on the committed model repository (what `make serve` serves)."""
+    root = Path(__file__).resolve().parent.parent
+    with run_server(root / "models", tmp_path_factory.mktemp("bundled")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def client(server: RunningServer) -> Iterator[triton.InferenceServerClient]:
     client = triton.InferenceServerClient(server.url)
     yield client

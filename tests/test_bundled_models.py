@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import tritonclient.grpc as triton
 
 from .mnist_sample import digits
 from .reference import assert_bitwise_equal, run_in_process
-from .server_process import RunningServer, run_server
+from .server_process import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -22,9 +21,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with run_server(MODELS, tmp_path_factory.mktemp("bundled")) as server:
-        yield server
+def bundled(bundled_server: RunningServer) -> RunningServer:
+    return bundled_server
 
 
 def test_bundled_repository_is_ready(bundled: RunningServer) -> None:

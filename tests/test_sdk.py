@@ -187,3 +187,37 @@ def test_two_targets_survive_one_going_down(repo: Path, tmp_path: Path) -> None:
                 answers += [client.classify(images[i], model="mnist").label for i in range(30, 50)]
             client.close()
     assert answers == [str(y) for y in labels[:50]]
+
+
+def test_vision_and_tensor_requests_batch_together(client: Client, sdk_server) -> None:
+    """Classify and ModelInfer requests to one model share its batches, and each gets its own
+    answer."""
+    import tritonclient.grpc as triton
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
+    logits = run_in_process(MODELS, "cifar10_resnet20", {"image": images})["logits"]
+    expected = [str(i) for i in logits.argmax(1)]
+    labels = client.model_info("cifar10_resnet20").labels
+    stats = triton.InferenceServerClient(sdk_server.url)
+    before = stats.get_inference_statistics("cifar10_resnet20").model_stats[0]
+
+    async def main():
+        async with AsyncClient(sdk_server.url) as aclient:
+            vision = [
+                aclient.classify(images[i], model="cifar10_resnet20") for i in range(0, 48, 2)
+            ]
+            tensor = [
+                aclient.infer("cifar10_resnet20", {"image": images[i : i + 1]})
+                for i in range(1, 48, 2)
+            ]
+            return await asyncio.gather(*vision), await asyncio.gather(*tensor)
+
+    classified, inferred = asyncio.run(main())
+    after = stats.get_inference_statistics("cifar10_resnet20").model_stats[0]
+    for i, result in zip(range(0, 48, 2), classified, strict=True):
+        assert result.label == labels[int(expected[i])]
+    for i, result in zip(range(1, 48, 2), inferred, strict=True):
+        assert result["logits"].tobytes() == logits[i : i + 1].tobytes()
+    assert after.inference_count - before.inference_count == 48
+    assert after.execution_count - before.execution_count < 48

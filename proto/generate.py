@@ -1,7 +1,7 @@
 """Generate the Python code of proto/ into sdk/ (the `deepserve` package).
 
-    python tools/generate_protos.py            # write
-    python tools/generate_protos.py --check    # exit 1 when the committed code differs
+    python proto/generate.py            # write
+    python proto/generate.py --check    # exit 1 when the committed code differs
 
 Needs grpcio-tools (the `dev` extra), at a version whose protoc matches the protobuf runtime
 range in pyproject.toml.
@@ -56,7 +56,7 @@ def main() -> int:
                 target.write_bytes(fresh)
                 print(f"wrote {target.relative_to(ROOT)}")
     if stale:
-        print("generated code is stale, run python tools/generate_protos.py:", *stale, sep="\n  ")
+        print("generated code is stale, run python proto/generate.py:", *stale, sep="\n  ")
         return 1
     return 0
 
