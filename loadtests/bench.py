@@ -68,6 +68,8 @@ def serve(repository: Path, device: str, threads: int, log: Path) -> Iterator[st
         str(threads),
         "--log-level",
         "WARNING",
+        "--metrics-port",
+        "0",
     ]
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)

@@ -50,6 +50,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="gRPC port; 0 picks a free one (logged)",
     )
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", "8002")),
+        help="Prometheus /metrics HTTP port; 0 turns metrics off",
+    )
+    serve.add_argument(
         "--model",
         dest="models",
         action="append",
@@ -145,6 +151,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         model_repository=args.model_repository,
         host=args.host,
         port=args.port,
+        metrics_port=args.metrics_port,
         models=tuple(args.models),
         device=args.device,
         intra_op_threads=args.intra_op_threads,
@@ -175,6 +182,35 @@ def _run_event_loop(main: Coroutine[Any, Any, None], choice: str) -> None:
             return
     logging.getLogger("deepserve").info("event loop: asyncio")
     asyncio.run(main)
+
+
+def _add_health(commands: argparse._SubParsersAction) -> None:
+    health = commands.add_parser(
+        "health",
+        help="ask a server's grpc.health.v1 service; exit 0 when SERVING (container probes)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    health.add_argument("--url", default=_env("URL", "localhost:8001"), help="server address")
+    health.add_argument("--service", default="", help="a model name; empty: the whole server")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    health.set_defaults(run=_run_health)
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.url) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"{args.url}: {error.code().name} {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{args.url} {args.service or '(server)'}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _run_models(args: argparse.Namespace) -> int:
@@ -221,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_models(commands)
+    _add_health(commands)
     add_task_commands(commands)
     return parser
 

@@ -18,6 +18,7 @@ from ..v1 import vision_pb2 as vpb
 from ..v1 import vision_pb2_grpc as vpb_grpc
 from .dataplane import DataPlane
 from .manager import ModelManager
+from .metrics import serve_metrics
 from .settings import ServerSettings
 from .v2_servicer import InferenceServicer
 from .vision_servicer import VisionServicer
@@ -94,6 +95,7 @@ class Server:
             self.port,
             self.settings.model_repository,
         )
+        serve_metrics(self.manager, self.settings.host, self.settings.metrics_port)
         # Live at once; ready once the models are loaded and warmed up.
         self._loading = asyncio.create_task(self.manager.load_all(self.settings.models))
 

@@ -19,6 +19,9 @@ class ServerSettings:
     port: int = 8001
     """gRPC port (Triton's default). 0 picks a free port and logs it."""
 
+    metrics_port: int = 8002
+    """Prometheus /metrics HTTP port (Triton's default); 0 turns metrics off."""
+
     models: tuple[str, ...] = ()
     """Models to load at start; empty means every model in the repository."""
 

@@ -78,6 +78,8 @@ def run_server(
         str(port),
         "--grace-seconds",
         "2",
+        "--metrics-port",
+        "0",
         *extra_args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

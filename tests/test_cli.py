@@ -63,3 +63,14 @@ def test_serve_refuses_a_missing_repository(tmp_path: Path) -> None:
     result = _run("serve", "--model-repository", str(tmp_path / "absent"))
     assert result.returncode == 2
     assert "is not a folder" in result.stderr
+
+
+def test_health_command_for_probes(server: RunningServer, tmp_path: Path) -> None:
+    ok = _run("health", "--url", server.url)
+    assert ok.returncode == 0 and "SERVING" in ok.stdout
+    assert _run("health", "--url", server.url, "--service", "negate").returncode == 0
+    assert _run("health", "--url", server.url, "--service", "nope").returncode == 1
+    from .server_process import free_port
+
+    down = _run("health", "--url", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert down.returncode == 1

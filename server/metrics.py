@@ -1,0 +1,83 @@
+"""Prometheus metrics on their own HTTP port (default 8002, as Triton), read from the models'
+statistics at scrape time, so the request path pays nothing for them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+_COUNTERS = {
+    "request_success": "Requests answered",
+    "request_failure": "Requests that failed (bad input, timeout, internal error)",
+    "inference_count": "Items inferred (a request of batch 4 counts 4)",
+    "execution_count": "Model executions (inference_count / execution_count = average batch)",
+}
+_DURATIONS = {
+    "request": "success",
+    "queue": "queue",
+    "compute_input": "compute_input",
+    "compute_infer": "compute_infer",
+    "compute_output": "compute_output",
+}
+
+
+class ModelCollector(Collector):
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["model", "version"]
+        counters = {
+            key: CounterMetricFamily(f"deepserve_inference_{key}", text, labels=labels)
+            for key, text in _COUNTERS.items()
+        }
+        durations = {
+            key: CounterMetricFamily(
+                f"deepserve_{key}_duration_us",
+                f"Cumulative {key} time, microseconds",
+                labels=labels,
+            )
+            for key in _DURATIONS
+        }
+        queued = GaugeMetricFamily(
+            "deepserve_queue_size", "Requests waiting for an instance now", labels=labels
+        )
+        ready = GaugeMetricFamily(
+            "deepserve_model_ready", "1 when the version serves", labels=labels
+        )
+        for model in self._manager.ready_models():
+            key = [model.name, str(model.version)]
+            stats = model.stats.to_proto(model.name, key[1])
+            infer = stats.inference_stats
+            counters["request_success"].add_metric(key, infer.success.count)
+            counters["request_failure"].add_metric(key, infer.fail.count)
+            counters["inference_count"].add_metric(key, stats.inference_count)
+            counters["execution_count"].add_metric(key, stats.execution_count)
+            for name, field in _DURATIONS.items():
+                durations[name].add_metric(key, getattr(infer, field).ns / 1000)
+            queued.add_metric(key, len(model.scheduler.queue))
+            ready.add_metric(key, 1)
+        server_ready = GaugeMetricFamily("deepserve_server_ready", "1 when ServerReady is true")
+        server_ready.add_metric([], 1 if self._manager.server_ready else 0)
+        yield from counters.values()
+        yield from durations.values()
+        yield queued
+        yield ready
+        yield server_ready
+
+
+def serve_metrics(manager: ModelManager, host: str, port: int) -> None:
+    """Start the /metrics HTTP endpoint in a background thread (port 0: no metrics)."""
+    if port == 0:
+        return
+    REGISTRY.register(ModelCollector(manager))
+    start_http_server(port, addr=host)
+    log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
