@@ -51,11 +51,16 @@ class Server:
         self._health_sync = loop.create_task(self._sync_health())
 
     async def _sync_health(self) -> None:
-        await self.health.set("", SERVING if self.manager.server_ready else NOT_SERVING)
-        await self.health.set(
+        """Health services: "" and "ready" follow ServerReady (readiness probes), "live" is
+        SERVING while the process serves at all (liveness probes), and one per model."""
+        ready = SERVING if self.manager.server_ready else NOT_SERVING
+        await self.health.set("live", SERVING)
+        for service in (
+            "",
+            "ready",
             pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-            SERVING if self.manager.server_ready else NOT_SERVING,
-        )
+        ):
+            await self.health.set(service, ready)
         for row in self.manager.index():
             ready = self.manager.is_ready(row.name)
             await self.health.set(row.name, SERVING if ready else NOT_SERVING)
