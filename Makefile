@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8001
 MODEL_REPOSITORY ?= models
 
-.PHONY: serve test lint models clean
+.PHONY: serve test lint loadtest bench container-check clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "deepserve needs Python 3.11+"'
@@ -29,6 +29,27 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+
+$(VENV)/.installed-loadtest: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[server,loadtest]"
+	touch $@
+
+# Locust, headless, with checked answers; USERS / DURATION / URL (a running server) optional.
+USERS ?= 16
+DURATION ?= 60s
+loadtest: $(VENV)/.installed-loadtest
+	$(BIN)/python -m loadtests.run --users $(USERS) --duration $(DURATION) \
+		$(if $(URL),--url $(URL)) --out results/load $(if $(P99_MS),--p99-ms $(P99_MS))
+
+# The closed-loop benchmark against the compute and transport ceilings.
+MODEL ?= mnist
+bench: $(VENV)/.installed-loadtest
+	$(BIN)/python -m loadtests.bench --model $(MODEL) --concurrency 1,8,32,64
+
+# Build and run the CPU image with podman on stand-in base images (slow: not part of make test).
+container-check:
+	bash ../shared/tools/container_check.sh check docker/Dockerfile.cpu . \
+		--port 8001 --health --wait 180
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -34,10 +34,10 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
+from .bench_report import format_table, summarize, write_outputs
 from .ceiling import compute_ceiling
 from .closed_loop import run_load
 from .models import bench_repository, read_config
-from .report import format_table, summarize, write_outputs
 
 MODES = ("batching", "no_batching", "noop")
 _DATATYPES = {"TYPE_UINT8": ("UINT8", np.uint8), "TYPE_FP32": ("FP32", np.float32)}

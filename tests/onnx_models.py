@@ -46,19 +46,24 @@ def add_sub(width: int = 16) -> bytes:
     )
 
 
-def linear_classifier(features: int = 8, classes: int = 10, seed: int = 0) -> bytes:
-    """UINT8 [batch, features] -> cast -> scale -> MatMul + bias -> FP32 logits [batch, classes]."""
+def linear_classifier(
+    features: int = 8, classes: int = 10, seed: int = 0, shape: list[int] | None = None
+) -> bytes:
+    """UINT8 [batch, features] (or [batch, *shape], flattened) -> cast -> scale -> MatMul +
+    bias -> FP32 logits [batch, classes]."""
     rng = np.random.default_rng(seed)
     weights = rng.normal(size=(features, classes)).astype(np.float32)
     bias = rng.normal(size=(classes,)).astype(np.float32)
+    shape = shape or [features]
     return _model(
         [
-            helper.make_node("Cast", ["image"], ["as_float"], to=TensorProto.FLOAT),
+            helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+            helper.make_node("Cast", ["flat"], ["as_float"], to=TensorProto.FLOAT),
             helper.make_node("Mul", ["as_float", "scale"], ["scaled"]),
             helper.make_node("MatMul", ["scaled", "weights"], ["product"]),
             helper.make_node("Add", ["product", "bias"], ["logits"]),
         ],
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", features])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", *shape])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
         [
             numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale"),

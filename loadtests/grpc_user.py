@@ -1,0 +1,61 @@
+"""A Locust user that speaks deepserve's gRPC APIs and reports every call as a Locust request:
+its RPC name, response time, response size, and the exception when the call failed or its
+answer was wrong."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from locust import User
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from deepserve import _calls
+from deepserve.errors import from_rpc_error
+from deepserve.v1 import vision_pb2_grpc as vpb_grpc
+
+MIB = 1024 * 1024
+
+
+class GrpcUser(User):
+    """Base class: `self.request(call, name, check)` sends one SDK call description."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        target = self.host or "localhost:8001"
+        options = [
+            ("grpc.max_receive_message_length", 64 * MIB),
+            ("grpc.max_send_message_length", 64 * MIB),
+        ]
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._stubs = {
+            _calls.VISION: vpb_grpc.VisionStub(self._channel),
+            _calls.TENSORS: pb_grpc.GRPCInferenceServiceStub(self._channel),
+        }
+
+    def on_stop(self) -> None:
+        self._channel.close()
+
+    def request(self, call: _calls.Call, name: str, check: Callable[[Any], None]) -> None:
+        started = time.perf_counter()
+        size = 0
+        exception: Exception | None = None
+        try:
+            response = getattr(self._stubs[call.service], call.method)(call.request, timeout=30)
+            size = response.ByteSize()
+            check(call.parse(response))
+        except grpc.RpcError as error:
+            exception = from_rpc_error(error)
+        except Exception as error:  # a wrong answer, reported as this request's failure
+            exception = error
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=size,
+            exception=exception,
+            context={},
+        )

@@ -1,0 +1,164 @@
+"""Locust load test of deepserve over gRPC, with every answer checked.
+
+    locust -f loadtests/locustfile.py --host localhost:8001 --headless -u 16 -r 4 -t 60s \
+        --csv results/load --html results/load.html
+
+Users: `TensorUser` (ModelInfer with MNIST digits), `VisionUser` (Classify MNIST digits,
+Detect and Segment digit scenes). Which models and how often: --classify-model, --infer-model,
+--detect-model, --segment-model (empty skips that task) and --task-weights
+"classify=3,infer=3,detect=1,segment=1"; --images FOLDER sends your images instead (answers then
+checked for shape only). Every option also reads DEEPSERVE_LOCUST_<OPTION> from the environment.
+
+Before the load, each payload is sent once alone; payloads whose answer is not the known one
+there are left out (a model is not 100 % accurate), unless fewer than half pass: then all stay,
+so a wrong model shows up as failures.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import ClassVar
+
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()  # grpc's sync API cooperates with Locust's gevent loop from here on
+
+from locust import between, events, task  # noqa: E402
+
+from deepserve import Client, _calls  # noqa: E402
+from loadtests import checks  # noqa: E402
+from loadtests.grpc_user import GrpcUser  # noqa: E402
+from loadtests.payloads import Payload, digit_scenes, image_folder, mnist_digits  # noqa: E402
+
+DEFAULTS = {
+    "classify_model": "mnist",
+    "infer_model": "mnist",
+    "detect_model": "ssd",
+    "segment_model": "segmentation",
+    "task_weights": "classify=3,infer=3,detect=1,segment=1",
+    "images": "",
+}
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    for key, default in DEFAULTS.items():
+        env = f"DEEPSERVE_LOCUST_{key.upper()}"
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            default=os.environ.get(env, default),
+            include_in_web_ui=True,
+            help=f"(env {env})",
+        )
+
+
+class Payloads:
+    """Filled once per process at test start (the reference pass)."""
+
+    digits: ClassVar[list[Payload]] = []
+    scenes: ClassVar[list[Payload]] = []
+    weights: ClassVar[dict[str, int]] = {}
+
+
+def _reference(items: list[Payload], answer, check) -> list[Payload]:
+    kept = []
+    for payload in items:
+        try:
+            check(payload, answer(payload))
+            kept.append(payload)
+        except Exception:
+            continue
+    return kept if len(kept) * 2 >= len(items) else items
+
+
+@events.test_start.add_listener
+def _prepare(environment, **_) -> None:
+    options = environment.parsed_options
+    Payloads.weights = {
+        name: int(weight)
+        for name, weight in (pair.split("=") for pair in options.task_weights.split(",") if pair)
+    }
+    if options.images:
+        custom = image_folder(options.images)
+        Payloads.digits, Payloads.scenes = custom, custom
+        return
+    client = Client(environment.host or "localhost:8001", retries=3)
+    digits, scenes = mnist_digits(200), digit_scenes(32)
+    if options.classify_model or options.infer_model:
+        model = options.classify_model or options.infer_model
+        digits = _reference(
+            digits, lambda p: client.classify(p.pixels, model=model), checks.check_classification
+        )
+    if options.detect_model:
+        scenes = _reference(
+            scenes,
+            lambda p: client.detect(p.pixels, model=options.detect_model),
+            checks.check_detections,
+        )
+    Payloads.digits, Payloads.scenes = digits, scenes
+    client.close()
+
+
+class VisionUser(GrpcUser):
+    """The task API: Classify, Detect, Segment."""
+
+    wait_time = between(0, 0.01)
+
+    def _weight(self, name: str) -> int:
+        model = getattr(self.environment.parsed_options, f"{name}_model")
+        return Payloads.weights.get(name, 1) if model else 0
+
+    @task
+    def predict(self) -> None:
+        choices = {name: self._weight(name) for name in ("classify", "detect", "segment")}
+        choices = {k: v for k, v in choices.items() if v > 0}
+        if not choices:
+            return
+        name = random.choices(list(choices), weights=list(choices.values()))[0]
+        options = self.environment.parsed_options
+        if name == "classify":
+            payload = random.choice(Payloads.digits)
+            call = _calls.classify(payload.pixels, options.classify_model, 1, "")
+            self.request(
+                call,
+                f"Classify {options.classify_model}",
+                lambda result: checks.check_classification(payload, result),
+            )
+        elif name == "detect":
+            payload = random.choice(Payloads.scenes)
+            call = _calls.detect(payload.pixels, options.detect_model, None, None, "")
+            self.request(
+                call,
+                f"Detect {options.detect_model}",
+                lambda result: checks.check_detections(payload, result),
+            )
+        else:
+            payload = random.choice(Payloads.scenes)
+            call = _calls.segment(payload.pixels, options.segment_model, True, "")
+            self.request(
+                call,
+                f"Segment {options.segment_model}",
+                lambda result: checks.check_segmentation(payload, result),
+            )
+
+
+class TensorUser(GrpcUser):
+    """The tensor API: ModelInfer with an MNIST digit as uint8 [1, 28, 28, 1]."""
+
+    wait_time = between(0, 0.01)
+
+    @task
+    def infer(self) -> None:
+        options = self.environment.parsed_options
+        if not options.infer_model or not Payloads.weights.get("infer", 1):
+            return
+        payload = random.choice(Payloads.digits)
+        call = _calls.infer(
+            options.infer_model, {"image": payload.pixels[None, :, :, None]}, None, ""
+        )
+        self.request(
+            call,
+            f"ModelInfer {options.infer_model}",
+            lambda outputs: checks.check_logits(payload, outputs["logits"]),
+        )

@@ -1,0 +1,145 @@
+"""Run the Locust load test headless and write its CSV, HTML report, plots and summary.
+
+    python -m loadtests.run --users 16 --spawn-rate 4 --duration 60s --out results/load
+    python -m loadtests.run --url host:8001 ...          # against a running server
+    python -m loadtests.run --p99-ms 100 ...             # then apply the SLO gate
+
+Without --url it starts a server on the bundled models (on a free port) and stops it after.
+Extra arguments after -- go to Locust (e.g. -- --detect-model "" to skip detection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .locust_report import write_report
+from .slo import check, read_stats
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(repository: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    from deepserve import Client
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deepserve.server",
+            "--model-repository",
+            str(repository),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            "0",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"127.0.0.1:{port}"
+    client = Client(url, retries=0, timeout=2)
+    deadline = time.monotonic() + 120
+    while not client.ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not become ready: {log.read_text()}")
+        time.sleep(0.3)
+    return process, url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--url", default=None, help="a running server (default: start one)")
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--spawn-rate", type=float, default=4)
+    parser.add_argument("--duration", default="60s", help="Locust --run-time")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "results" / "load",
+        help="prefix of the CSV / HTML / PNG / markdown files",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Locust worker processes on this machine (-1: one per core)",
+    )
+    parser.add_argument("--p99-ms", type=float, default=None, help="SLO gate: p99 limit")
+    parser.add_argument("--max-failure-ratio", type=float, default=0.0, help="SLO gate")
+    args, locust_args = parser.parse_known_args(argv)
+    if locust_args[:1] == ["--"]:
+        locust_args = locust_args[1:]
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    server = None
+    url = args.url
+    if url is None:
+        server, url = _start_server(args.model_repository, Path(f"{args.out}_server.log"))
+    try:
+        command = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(ROOT / "loadtests" / "locustfile.py"),
+            "--host",
+            url,
+            "--headless",
+            "--users",
+            str(args.users),
+            "--spawn-rate",
+            str(args.spawn_rate),
+            "--run-time",
+            args.duration,
+            "--csv",
+            str(args.out),
+            "--csv-full-history",
+            "--html",
+            f"{args.out}.html",
+            "--only-summary",
+            "--exit-code-on-error",
+            "0",
+        ]
+        if args.processes != 1:
+            command += ["--processes", str(args.processes)]
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        subprocess.run([*command, *locust_args], check=True, cwd=ROOT, env=env)
+        print(f"wrote {args.out}.html, {args.out}_stats.csv, {write_report(args.out, url)}")
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    if args.p99_ms is not None:
+        broken = check(
+            read_stats(Path(f"{args.out}_stats.csv")),
+            args.p99_ms,
+            args.max_failure_ratio,
+            per_request=False,
+        )
+        for line in broken:
+            print(f"SLO BROKEN: {line}")
+        return 1 if broken else 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
