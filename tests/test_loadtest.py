@@ -111,7 +111,7 @@ def test_slo_gate_names_what_broke(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "failure ratio 0.0200 > 0.01" in result.stdout and "p99 40 ms > 30 ms" in result.stdout
     ok = subprocess.run(
-        [*command[:4], "100", "--max-failure-ratio", "0.05"],
+        [*command[:4], "--p99-ms", "100", "--max-failure-ratio", "0.05"],
         cwd=ROOT,
         capture_output=True,
         text=True,
