@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from . import repository, runtime
 from .autoconfig import complete_config
 from .codecs import datatype_from_config
+from .errors import ModelLoadError
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .stats import ModelStats
@@ -74,6 +75,19 @@ def _instance_gpu_ids(config: mc.ModelConfig) -> list[int]:
     return ids
 
 
+def _check_gpu_fallback(label: str, wanted: list[str], got: list[str], device: str) -> None:
+    """ONNX Runtime drops a GPU provider it cannot start (CUDA / cuDNN libraries missing or of
+    another major version) and runs on the CPU: say so, or refuse when a GPU was demanded."""
+    if runtime.CUDA in wanted and runtime.CUDA not in got:
+        message = (
+            f"{label}: onnxruntime could not start the CUDA provider (are CUDA and cuDNN of "
+            f"the versions this onnxruntime-gpu was built for installed?); providers now {got}"
+        )
+        if device == "cuda":
+            raise ModelLoadError(message)
+        log.warning("%s; running on the CPU", message)
+
+
 def load_version(
     model_dir: Path,
     config: mc.ModelConfig,
@@ -91,6 +105,7 @@ def load_version(
     for gpu_id in _instance_gpu_ids(config):
         choice = runtime.choose_providers(config, settings.device, gpu_id=gpu_id)
         session = runtime.create_session(path, choice, threads)
+        _check_gpu_fallback(label, choice.names, session.get_providers(), settings.device)
         if not sessions:
             completed = complete_config(
                 config,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from .export import (
     UInt8ImageInput,
@@ -76,30 +77,35 @@ def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> t
 
 
 def train(
-    images: np.ndarray, labels: np.ndarray, epochs: int, seed: int, batch_size: int = 64
+    images: np.ndarray,
+    labels: np.ndarray,
+    epochs: int,
+    seed: int,
+    batch_size: int = 64,
+    device: str = "cpu",
 ) -> nn.Module:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = UInt8ImageInput(DigitNet(), MEAN, STD)
+    model = UInt8ImageInput(DigitNet(), MEAN, STD).to(device)
     x = torch.from_numpy(images[..., None].copy())  # uint8 NHWC
     y = torch.from_numpy(labels.astype(np.int64))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
-    for epoch in range(epochs):
+    for epoch in tqdm(range(epochs), desc="mnist", unit="epoch"):
         model.train()
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
             batch = _shift(x[index].permute(0, 3, 1, 2), 2, generator).permute(0, 2, 3, 1)
-            loss = F.cross_entropy(model(batch), y[index])
+            loss = F.cross_entropy(model(batch.to(device)), y[index].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
             total += loss.item() * len(index)
-        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}")
+        tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}")
     return model.eval()
 
 
@@ -126,13 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--quick", action="store_true", help="one epoch on 512 digits, for tests")
     args = parser.parse_args(argv)
 
     folder = download_mnist(args.data) if args.download else args.data
     split = load_split(folder)
     print(f"data: {split.description}")
     started = time.perf_counter()
-    model = train(split.train_images, split.train_labels, args.epochs, args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_images, train_labels = split.train_images, split.train_labels
+    if args.quick:
+        args.epochs, train_images, train_labels = 1, train_images[:512], train_labels[:512]
+    model = train(train_images, train_labels, args.epochs, args.seed, device=args.device).cpu()
     held_out = accuracy(model, split.test_images, split.test_labels)
     print(
         f"held-out accuracy: {held_out:.4f} on {len(split.test_labels)} digits "

@@ -1,8 +1,9 @@
 """MNIST in its published IDX format (gzip or not), from any folder that holds the files.
 
 Offline, the 10,000-image test set alone is split: the first 8,000 for training and the last 2,000
-held out. With the 60,000-image training files present, the standard split is used. Where a
-machine has internet, `download_mnist` fetches the public files through torchvision.
+held out (80 / 20 of whatever the folder holds). With the 60,000-image training files present,
+the standard split is used. Where a machine has internet, `download_mnist` fetches the public
+files through torchvision.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
-OFFLINE_TRAIN_COUNT = 8000
+OFFLINE_TRAIN_SHARE = 0.8  # of the 10,000 test images: the first 8,000 train, 2,000 held out
 
 
 def _open(folder: Path, stem: str) -> bytes:
@@ -62,7 +63,7 @@ def load_split(folder: Path) -> Split:
         train_images = read_idx(_open(folder, TRAIN_IMAGES))
         train_labels = read_idx(_open(folder, TRAIN_LABELS))
     except FileNotFoundError:
-        n = OFFLINE_TRAIN_COUNT
+        n = int(len(test_images) * OFFLINE_TRAIN_SHARE)
         return Split(
             test_images[:n],
             test_labels[:n],
