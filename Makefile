@@ -17,9 +17,10 @@ $(VENV)/.installed-server: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[server]"
 	touch $@
 
+# Tests train every model family for a few steps, so they need the train extra (torch) too.
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[server,dev]"
-	touch $@ $(VENV)/.installed-server
+	$(BIN)/python -m pip install --quiet -e ".[server,dev,train,loadtest]"
+	touch $@ $(VENV)/.installed-server $(VENV)/.installed-loadtest
 
 serve: $(VENV)/.installed-server
 	$(BIN)/deepserve serve --model-repository $(MODEL_REPOSITORY) --port $(PORT)

@@ -1,0 +1,108 @@
+"""Every model family end to end in quick mode: train a few steps, export, onnx.checker,
+PyTorch vs ONNX Runtime parity, load in the real server, infer through tritonclient."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import tritonclient.grpc as triton
+
+from deepserve.training.mnist_data import write_idx
+
+from .mnist_sample import digits
+from .server_process import RunningServer, run_server
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "tests" / "data" / "pretrained" / "resnet20-cifar10-12fca82f.th"
+FAMILIES = ("mnist", "cifar10_resnet20", "resnet_transfer", "ssd", "segmentation")
+
+
+@pytest.fixture(scope="module")
+def quick_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("quick")
+    data = root / "mnist"
+    data.mkdir()
+    images, labels = digits()
+    write_idx(data / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", labels)
+    out = root / "models"
+    command = [
+        sys.executable,
+        "-m",
+        "deepserve.training",
+        "all",
+        "--quick",
+        "--data",
+        str(data),
+        "--weights",
+        str(WEIGHTS),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def quick_server(
+    quick_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    with run_server(quick_repo, tmp_path_factory.mktemp("quick-logs")) as server:
+        yield server
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_follows_the_rules(quick_repo: Path, family: str) -> None:
+    model_dir = quick_repo / family
+    model = onnx.load(str(model_dir / "1" / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert not [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    (graph_input,) = model.graph.input
+    assert graph_input.name == "image"
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    first = model.graph.node[0]
+    assert first.op_type == "Cast", "normalisation starts by casting the uint8 input"
+    config = (model_dir / "config.pbtxt").read_text()
+    assert "dynamic_batching" in config and 'key: "task"' in config
+    assert (model_dir / "README.md").read_text().startswith("# ")
+    report = json.loads((model_dir / "training_report.json").read_text())
+    if "parity_max_abs_diff" in report:
+        assert report["parity_max_abs_diff"] <= 1e-4
+    if family == "segmentation":
+        assert report["parity_identical_pixels"] == 1.0
+
+
+def _infer(server: RunningServer, model: str, image: np.ndarray) -> triton.InferResult:
+    client = triton.InferenceServerClient(server.url)
+    tensor = triton.InferInput("image", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(image)
+    return client.infer(model, [tensor])
+
+
+def test_every_family_serves(quick_server: RunningServer) -> None:
+    client = triton.InferenceServerClient(quick_server.url)
+    assert client.is_server_ready()
+    rng = np.random.default_rng(0)
+    assert _infer(quick_server, "mnist", rng.integers(0, 256, (3, 28, 28, 1), np.uint8)).as_numpy(
+        "logits"
+    ).shape == (3, 10)
+    for name in ("cifar10_resnet20", "resnet_transfer"):
+        logits = _infer(quick_server, name, rng.integers(0, 256, (2, 32, 32, 3), np.uint8))
+        assert logits.as_numpy("logits").shape == (2, 10)
+    found = _infer(quick_server, "ssd", rng.integers(0, 256, (2, 320, 320, 3), np.uint8))
+    assert found.as_numpy("boxes").shape == (2, 100, 4)
+    assert found.as_numpy("count").shape == (2,)
+    mask = _infer(quick_server, "segmentation", rng.integers(0, 256, (1, 200, 120, 3), np.uint8))
+    assert mask.as_numpy("mask").shape == (1, 200, 120)
+    assert mask.as_numpy("mask").dtype == np.uint8
