@@ -125,8 +125,13 @@ def create_session(path: Path, choice: ProviderChoice, threads: int) -> ort.Infe
         raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {exc}") from exc
 
 
-def _warmup_value(tensor: mc.ModelInput, batching: bool) -> np.ndarray:
-    dims = [1 if d < 0 else d for d in tensor.dims]
+def _warmup_value(
+    tensor: mc.ModelInput, batching: bool, image_size: tuple[int, int] | None
+) -> np.ndarray:
+    dims = list(tensor.dims)
+    if image_size and len(dims) == 3 and dims[0] < 0 and dims[1] < 0:
+        dims[:2] = image_size  # an image of any size: warm up at the size it is served at
+    dims = [1 if d < 0 else d for d in dims]
     shape = ([1] if batching else []) + dims
     datatype = datatype_from_config(tensor.data_type)
     if datatype == "BYTES":
@@ -142,7 +147,12 @@ def warmup_inputs(config: mc.ModelConfig) -> tuple[dict[str, np.ndarray], bool]:
     """
     batching = config.max_batch_size > 0
     exact = all(d >= 0 for t in config.input for d in t.dims)
-    return {t.name: _warmup_value(t, batching) for t in config.input}, exact
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    size = None
+    if params.get("image_height", "").isdigit() and params.get("image_width", "").isdigit():
+        size = (int(params["image_height"]), int(params["image_width"]))
+        exact = exact or len(config.input) == 1
+    return {t.name: _warmup_value(t, batching, size) for t in config.input}, exact
 
 
 def warm_up(session: ort.InferenceSession, config: mc.ModelConfig, label: str) -> None:

@@ -74,3 +74,30 @@ def test_health_command_for_probes(server: RunningServer, tmp_path: Path) -> Non
 
     down = _run("health", "--url", f"127.0.0.1:{free_port()}", "--timeout", "1")
     assert down.returncode == 1
+
+
+def test_classify_and_segment_commands(bundled_server: RunningServer, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    digit = root / "docs" / "images" / "digit-7.png"
+    result = _run("classify", str(digit), "--model", "mnist", "--url", bundled_server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{digit}: 7 (")
+    overlay = tmp_path / "overlay.png"
+    scene = root / "docs" / "images" / "scene.png"
+    result = _run(
+        "segment",
+        str(scene),
+        "--model",
+        "segmentation",
+        "--url",
+        bundled_server.url,
+        "--out",
+        str(overlay),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "classes present" in result.stdout
+    from PIL import Image
+
+    assert Image.open(overlay).size == Image.open(scene).size
+    missing = _run("classify", str(digit), "--model", "nope", "--url", bundled_server.url)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
