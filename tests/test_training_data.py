@@ -21,8 +21,10 @@ def test_idx_round_trip_and_offline_split(tmp_path: Path) -> None:
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
     split = load_split(tmp_path)  # no training files: the offline split of what is there
-    # 500 images: all fall in the "first 8,000" training part, none held out.
-    assert np.array_equal(split.train_images, images) and len(split.test_images) == 0
+    # 80 / 20, in order: of 10,000 that is the first 8,000 for training, the last 2,000 held out.
+    assert np.array_equal(split.train_images, images[:400])
+    assert np.array_equal(split.test_images, images[400:])
+    assert np.array_equal(split.test_labels, labels[400:])
 
 
 def test_scenes_are_deterministic_and_consistent() -> None:

@@ -37,10 +37,22 @@ from .segmenter import NUM_CLASSES, SegmenterExport, build_lraspp, loss_fn, norm
 LABELS = ["background"] + [str(d) for d in range(10)]
 
 
+def _crop_origin(scene: Scene, crop: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Mostly around a digit (so crops carry strokes, not just background), sometimes anywhere."""
+    if len(scene.boxes) and rng.random() < 0.8:
+        x1, y1, x2, y2 = scene.boxes[rng.integers(len(scene.boxes))]
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        x = int(np.clip(cx - rng.uniform(0.25, 0.75) * crop, 0, SIZE - crop))
+        y = int(np.clip(cy - rng.uniform(0.25, 0.75) * crop, 0, SIZE - crop))
+        return y, x
+    y, x = rng.integers(0, SIZE - crop + 1, 2)
+    return int(y), int(x)
+
+
 def _crops(scenes: list[Scene], crop: int, rng: np.random.Generator):
     images, masks = [], []
     for scene in scenes:
-        y, x = rng.integers(0, SIZE - crop + 1, 2)
+        y, x = _crop_origin(scene, crop, rng)
         images.append(scene.image[y : y + crop, x : x + crop])
         masks.append(scene.mask[y : y + crop, x : x + crop])
     images_t = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
