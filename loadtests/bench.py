@@ -16,16 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,62 +30,11 @@ from tritonclient.grpc import service_pb2 as pb
 from .bench_report import format_table, summarize, write_outputs
 from .ceiling import compute_ceiling
 from .closed_loop import run_load
+from .local_server import local_server
 from .models import bench_repository, read_config
 
 MODES = ("batching", "no_batching", "noop")
 _DATATYPES = {"TYPE_UINT8": ("UINT8", np.uint8), "TYPE_FP32": ("FP32", np.float32)}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(repository: Path, device: str, threads: int, log: Path) -> Iterator[str]:
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "deepserve.server",
-        "--model-repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--device",
-        device,
-        "--intra-op-threads",
-        str(threads),
-        "--log-level",
-        "WARNING",
-        "--metrics-port",
-        "0",
-    ]
-    with open(log, "w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"127.0.0.1:{port}"
-    try:
-        client = triton.InferenceServerClient(url)
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()}")
-            with contextlib.suppress(Exception):
-                if client.is_server_ready():
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready: {log.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def make_images(config, count: int, seed: int = 0) -> tuple[str, np.ndarray, str]:
@@ -148,9 +90,15 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             args.instances,
             args.queue_delay_us,
         )
-        with serve(
-            scratch / "models", args.device, args.intra_op_threads, scratch / "server.log"
-        ) as url:
+        server_flags = (
+            "--device",
+            args.device,
+            "--intra-op-threads",
+            str(args.intra_op_threads),
+            "--log-level",
+            "WARNING",
+        )
+        with local_server(scratch / "models", scratch / "server.log", *server_flags) as url:
             client = triton.InferenceServerClient(url)
             for mode in args.modes:
                 model = names[mode]

@@ -11,55 +11,17 @@ Extra arguments after -- go to Locust (e.g. -- --detect-model "" to skip detecti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from .local_server import local_server
 from .locust_report import write_report
 from .slo import check, read_stats
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(repository: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    from deepserve import Client
-
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deepserve.server",
-            "--model-repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--metrics-port",
-            "0",
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"127.0.0.1:{port}"
-    client = Client(url, retries=0, timeout=2)
-    deadline = time.monotonic() + 120
-    while not client.ready():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not become ready: {log.read_text()}")
-        time.sleep(0.3)
-    return process, url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         locust_args = locust_args[1:]
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    server = None
-    url = args.url
-    if url is None:
-        server, url = _start_server(args.model_repository, Path(f"{args.out}_server.log"))
-    try:
+    with contextlib.ExitStack() as stack:
+        url = args.url or stack.enter_context(
+            local_server(args.model_repository, Path(f"{args.out}_server.log"))
+        )
         command = [
             sys.executable,
             "-m",
@@ -124,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         subprocess.run([*command, *locust_args], check=True, cwd=ROOT, env=env)
         print(f"wrote {args.out}.html, {args.out}_stats.csv, {write_report(args.out, url)}")
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
     if args.p99_ms is not None:
         broken = check(
             read_stats(Path(f"{args.out}_stats.csv")),

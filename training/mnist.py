@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from .cli_args import add_common, parse
 from .export import (
     UInt8ImageInput,
     cpu_latency_ms,
@@ -117,32 +117,20 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("../shared/data/mnist"),
-        help="folder with the MNIST IDX files (.gz or not)",
-    )
+    add_common(parser, "one epoch on 512 digits, for tests")
     parser.add_argument(
         "--download",
         action="store_true",
         help="download the public MNIST files into --data first (needs internet)",
     )
-    parser.add_argument("--out", type=Path, default=Path("models"), help="model repository")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--quick", action="store_true", help="one epoch on 512 digits, for tests")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
 
     folder = download_mnist(args.data) if args.download else args.data
     split = load_split(folder)
     print(f"data: {split.description}")
     started = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train_images, train_labels = split.train_images, split.train_labels
     if args.quick:
         args.epochs, train_images, train_labels = 1, train_images[:512], train_labels[:512]

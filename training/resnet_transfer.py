@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from .cli_args import add_common, parse
 from .export import (
     UInt8ImageInput,
     cpu_latency_ms,
@@ -120,8 +121,7 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/mnist"))
-    parser.add_argument("--out", type=Path, default=Path("models"))
+    add_common(parser, "one epoch on 64 images, for tests")
     parser.add_argument("--arch", choices=["resnet20", "resnet18", "resnet50"], default="resnet20")
     parser.add_argument(
         "--weights",
@@ -140,13 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         help="leading stages (stem, layer1, ...) kept frozen throughout",
     )
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--quick", action="store_true", help="one epoch on 64 images, for tests")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser, argv)
     if args.quick:
         args.labels, args.epochs, args.frozen_epochs = 64, 1, 1
 

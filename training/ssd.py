@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 from tritonclient.grpc import model_config_pb2 as mc
 
+from .cli_args import add_common, parse
 from .detector import SIZE, DetectorExport, build_ssd
 from .export import (
     ExportSpec,
@@ -171,19 +172,12 @@ def nms_placement(model: DetectorExport, scenes: list[Scene], folder: Path) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/mnist"))
-    parser.add_argument("--out", type=Path, default=Path("models"))
+    add_common(parser, "a few steps, for tests")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--scenes-per-epoch", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--held-out", type=int, default=500, help="held-out scenes to evaluate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--quick", action="store_true", help="a few steps, for tests")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser, argv)
     if args.quick:
         args.held_out = 8
 

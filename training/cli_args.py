@@ -1,0 +1,31 @@
+"""Command-line options every training script shares."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+DEFAULT_DATA = Path("../shared/data/mnist")
+
+
+def add_common(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder with the MNIST IDX files (.gz or not)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("models"), help="model repository")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
