@@ -354,3 +354,27 @@ def test_preserve_ordering(batching_server, model: str, big_first: bool) -> None
         order,
         time.perf_counter() - started,
     )
+
+
+def test_sdk_maps_a_full_queue_to_server_busy(batching_server) -> None:
+    """With retries off the SDK raises ServerBusyError; with retries it waits and gets through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import deepserve
+
+    x = _slow_input(1)["x"]
+
+    def call(retries: int):
+        client = deepserve.Client(batching_server.url, retries=retries, timeout=60)
+        try:
+            return client.infer("slow_small_queue", {"x": x})
+        except deepserve.DeepserveError as error:
+            return error
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(call, [0] * 8))
+    busy = [o for o in outcomes if isinstance(o, deepserve.ServerBusyError)]
+    assert busy and "max_queue_size 2" in busy[0].message
+    with ThreadPoolExecutor(4) as pool:
+        retried = list(pool.map(call, [6] * 4))
+    assert all(isinstance(o, dict) for o in retried), retried
