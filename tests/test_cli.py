@@ -101,3 +101,17 @@ def test_classify_and_segment_commands(bundled_server: RunningServer, tmp_path: 
     assert Image.open(overlay).size == Image.open(scene).size
     missing = _run("classify", str(digit), "--model", "nope", "--url", bundled_server.url)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_detect_command_draws_boxes(bundled_server: RunningServer, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    scene = root / "docs" / "images" / "scene.png"
+    out = tmp_path / "boxes.png"
+    result = _run(
+        "detect", str(scene), "--model", "ssd", "--url", bundled_server.url, "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert " found" in result.stdout and " at [" in result.stdout
+    from PIL import Image
+
+    assert Image.open(out).size == Image.open(scene).size

@@ -60,3 +60,46 @@ def test_segment_png_and_lists(client: Client) -> None:
     assert len(raw) == len(png) == 3
     for a, b in zip(raw, png, strict=True):
         np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_detect_finds_the_digits_of_a_scene_in_original_pixels(client: Client) -> None:
+    scene = _scene(4242)
+    # Served at another size: boxes must come back in this image's pixels.
+    height, width = 480, 400
+    image = np.asarray(Image.fromarray(scene.image).resize((width, height), Image.BILINEAR))
+    scale = np.array([width / 320, height / 320, width / 320, height / 320], np.float32)
+    found = client.detect(image, model="ssd")
+    assert found, "no detections"
+    for box, label in zip(scene.boxes * scale, scene.labels, strict=True):
+        best = max(
+            (d for d in found if d.index == label),
+            key=lambda d: _iou(box, np.array(d.box.as_tuple())),
+            default=None,
+        )
+        assert best is not None and _iou(box, np.array(best.box.as_tuple())) >= 0.5, (
+            label,
+            box,
+            [str(d) for d in found],
+        )
+        assert best.label == str(label)
+    assert all(
+        0 <= d.box.x1 <= d.box.x2 <= width and 0 <= d.box.y1 <= d.box.y2 <= height for d in found
+    )
+
+
+def test_detect_options_and_lists(client: Client) -> None:
+    scenes = [_scene(s).image for s in (11, 12)]
+    everything = client.detect(scenes, model="ssd", score_threshold=0.0)
+    limited = client.detect(scenes, model="ssd", score_threshold=0.0, max_detections=2)
+    assert len(everything) == len(limited) == 2
+    for many, few in zip(everything, limited, strict=True):
+        assert len(few) == min(2, len(many))
+        assert [d.score for d in few] == sorted((d.score for d in many), reverse=True)[:2]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union)
