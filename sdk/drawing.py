@@ -23,7 +23,7 @@ def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Im
     for d in detections:
         colour = tuple(int(c) for c in colours[d.index])
         draw.rectangle(d.box.as_tuple(), outline=colour, width=2)
-        text = f"{d.label} {d.score:.2f}"
+        text = f"{d.label}: {d.score:.2f}"
         left, top = d.box.x1, max(0.0, d.box.y1 - 12)
         draw.rectangle(draw.textbbox((left, top), text), fill=colour)
         draw.text((left, top), text, fill=(0, 0, 0))
