@@ -58,6 +58,7 @@ class Payloads:
 
     digits: ClassVar[list[Payload]] = []
     scenes: ClassVar[list[Payload]] = []
+    segment_scenes: ClassVar[list[Payload]] = []
     weights: ClassVar[dict[str, int]] = {}
 
 
@@ -81,7 +82,7 @@ def _prepare(environment, **_) -> None:
     }
     if options.images:
         custom = image_folder(options.images)
-        Payloads.digits, Payloads.scenes = custom, custom
+        Payloads.digits = Payloads.scenes = Payloads.segment_scenes = custom
         return
     client = Client(environment.host or "localhost:8001", retries=3)
     digits, scenes = mnist_digits(200), digit_scenes(32)
@@ -90,13 +91,20 @@ def _prepare(environment, **_) -> None:
         digits = _reference(
             digits, lambda p: client.classify(p.pixels, model=model), checks.check_classification
         )
+    segment_scenes = scenes
     if options.detect_model:
         scenes = _reference(
             scenes,
             lambda p: client.detect(p.pixels, model=options.detect_model),
             checks.check_detections,
         )
-    Payloads.digits, Payloads.scenes = digits, scenes
+    if options.segment_model:
+        segment_scenes = _reference(
+            segment_scenes,
+            lambda p: client.segment(p.pixels, model=options.segment_model),
+            checks.check_segmentation,
+        )
+    Payloads.digits, Payloads.scenes, Payloads.segment_scenes = digits, scenes, segment_scenes
     client.close()
 
 
@@ -134,7 +142,7 @@ class VisionUser(GrpcUser):
                 lambda result: checks.check_detections(payload, result),
             )
         else:
-            payload = random.choice(Payloads.scenes)
+            payload = random.choice(Payloads.segment_scenes)
             call = _calls.segment(payload.pixels, options.segment_model, True, "")
             self.request(
                 call,
