@@ -10,6 +10,7 @@ from . import imaging
 from .dataplane import DataPlane
 from .errors import InvalidInput
 from .manager import ModelManager
+from .model import ModelVersion
 from .task_classify import classifications
 from .task_config import TaskNotSupported, TaskSpec, task_spec
 from .task_detect import OUTPUTS as DETECTION_OUTPUTS
@@ -18,52 +19,52 @@ from .task_segment import masks
 from .v2_servicer import mapped
 
 
-def _check_images(request) -> None:
-    if not request.images:
-        raise InvalidInput("the request has no images")
-
-
-def _labels(model, output: str) -> list[str]:
-    return model.labels.get(output, [])
-
-
 class VisionServicer(vpb_grpc.VisionServicer):
     def __init__(self, dataplane: DataPlane, manager: ModelManager) -> None:
         self._dataplane = dataplane
         self._manager = manager
 
-    def _preparer(self, request, spec: TaskSpec):
-        return lambda: imaging.prepare(list(request.images), spec.height, spec.width, spec.channels)
-
-    @mapped
-    async def Classify(self, request: vpb.ClassifyRequest, context) -> vpb.ClassifyResponse:
+    def _task(self, request, task: str) -> tuple[ModelVersion, TaskSpec]:
+        """The model a task request names, checked to do `task`, and the request to hold images."""
         model = self._manager.get(request.model, request.model_version)
-        spec = task_spec(model, "classification")
-        _check_images(request)
-        (output,) = list(model.outputs)[:1]
-        top_k = request.top_k if request.HasField("top_k") else 1
-        are_logits = spec.parameters.get("output_kind", "logits") == "logits"
+        spec = task_spec(model, task)
+        if not request.images:
+            raise InvalidInput("the request has no images")
+        return model, spec
 
-        def finish(outputs: dict[str, np.ndarray], _sizes) -> list[vpb.Classification]:
-            return classifications(outputs[output], _labels(model, output), top_k, are_logits)
-
-        results = await self._dataplane.run_images(
+    async def _run(
+        self, model: ModelVersion, spec: TaskSpec, request, outputs: list[str], finish, context
+    ) -> list:
+        """Decode and resize the request's images, batch them through the model, post-process."""
+        images = list(request.images)
+        return await self._dataplane.run_images(
             model,
-            self._preparer(request, spec),
+            lambda: imaging.prepare(images, spec.height, spec.width, spec.channels),
             spec.input_name,
-            [output],
+            outputs,
             finish,
             context.time_remaining(),
         )
+
+    @mapped
+    async def Classify(self, request: vpb.ClassifyRequest, context) -> vpb.ClassifyResponse:
+        model, spec = self._task(request, "classification")
+        output = next(iter(model.outputs))
+        top_k = request.top_k if request.HasField("top_k") else 1
+        are_logits = spec.parameters.get("output_kind", "logits") == "logits"
+        labels = model.labels.get(output, [])
+
+        def finish(outputs: dict[str, np.ndarray], _sizes) -> list[vpb.Classification]:
+            return classifications(outputs[output], labels, top_k, are_logits)
+
+        results = await self._run(model, spec, request, [output], finish, context)
         return vpb.ClassifyResponse(
             model=model.name, model_version=str(model.version), results=results
         )
 
     @mapped
     async def Detect(self, request: vpb.DetectRequest, context) -> vpb.DetectResponse:
-        model = self._manager.get(request.model, request.model_version)
-        spec = task_spec(model, "detection")
-        _check_images(request)
+        model, spec = self._task(request, "detection")
         missing = [o for o in DETECTION_OUTPUTS if o not in model.outputs]
         if missing:
             raise TaskNotSupported(f"detection model '{model.name}' lacks outputs {missing}")
@@ -73,42 +74,26 @@ class VisionServicer(vpb_grpc.VisionServicer):
             else spec.number("score_threshold", 0.5)
         )
         limit = request.max_detections if request.HasField("max_detections") else None
-        labels = _labels(model, "classes")
+        labels = model.labels.get("classes", [])
 
         def finish(outputs, sizes) -> list[vpb.Detections]:
             return detections(outputs, sizes, (spec.height, spec.width), labels, threshold, limit)
 
-        results = await self._dataplane.run_images(
-            model,
-            self._preparer(request, spec),
-            spec.input_name,
-            list(DETECTION_OUTPUTS),
-            finish,
-            context.time_remaining(),
-        )
+        results = await self._run(model, spec, request, list(DETECTION_OUTPUTS), finish, context)
         return vpb.DetectResponse(
             model=model.name, model_version=str(model.version), results=results
         )
 
     @mapped
     async def Segment(self, request: vpb.SegmentRequest, context) -> vpb.SegmentResponse:
-        model = self._manager.get(request.model, request.model_version)
-        spec = task_spec(model, "segmentation")
-        _check_images(request)
-        (output,) = list(model.outputs)[:1]
-        labels = _labels(model, output)
+        model, spec = self._task(request, "segmentation")
+        output = next(iter(model.outputs))
+        labels = model.labels.get(output, [])
 
         def finish(outputs, sizes) -> list[vpb.Mask]:
             return masks(outputs[output], sizes, labels, request.mask_encoding)
 
-        results = await self._dataplane.run_images(
-            model,
-            self._preparer(request, spec),
-            spec.input_name,
-            [output],
-            finish,
-            context.time_remaining(),
-        )
+        results = await self._run(model, spec, request, [output], finish, context)
         return vpb.SegmentResponse(
             model=model.name, model_version=str(model.version), results=results
         )
@@ -127,13 +112,9 @@ class VisionServicer(vpb_grpc.VisionServicer):
             model = self._manager.get(name)
             params = {k: v.string_value for k, v in model.config.parameters.items()}
             summary.task = params.get("task", "")
-            for key, field in (
-                ("image_height", "image_height"),
-                ("image_width", "image_width"),
-                ("image_channels", "image_channels"),
-            ):
+            for key in ("image_height", "image_width", "image_channels"):
                 if params.get(key, "").isdigit():
-                    setattr(summary, field, int(params[key]))
+                    setattr(summary, key, int(params[key]))
             for labels in model.labels.values():
                 summary.labels.extend(labels)
                 break

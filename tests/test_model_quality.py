@@ -15,6 +15,7 @@ from deepserve.training.metrics import mean_average_precision, mean_iou
 from deepserve.training.scenes import make_scene
 
 from .mnist_sample import digits
+from .reference import pair_iou
 from .server_process import RunningServer
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -77,18 +78,10 @@ def test_ssd_map50(client: Client) -> None:
         for true_box, label in zip(scene.boxes, scene.labels, strict=True):
             total += 1
             hits += any(
-                d.index == label and _iou(true_box, np.array(d.box.as_tuple())) >= 0.5
+                d.index == label and pair_iou(true_box, np.array(d.box.as_tuple())) >= 0.5
                 for d in boxes
             )
     assert hits / total >= 0.85, (hits, total)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
 
 
 def _segmentation_miou(client: Client) -> float:

@@ -13,7 +13,7 @@ from deepserve import Client
 from deepserve.training.scenes import make_scene
 
 from .mnist_sample import digits
-from .reference import run_in_process
+from .reference import pair_iou, run_in_process
 from .server_process import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,10 +73,10 @@ def test_detect_finds_the_digits_of_a_scene_in_original_pixels(client: Client) -
     for box, label in zip(scene.boxes * scale, scene.labels, strict=True):
         best = max(
             (d for d in found if d.index == label),
-            key=lambda d: _iou(box, np.array(d.box.as_tuple())),
+            key=lambda d: pair_iou(box, np.array(d.box.as_tuple())),
             default=None,
         )
-        assert best is not None and _iou(box, np.array(best.box.as_tuple())) >= 0.5, (
+        assert best is not None and pair_iou(box, np.array(best.box.as_tuple())) >= 0.5, (
             label,
             box,
             [str(d) for d in found],
@@ -95,11 +95,3 @@ def test_detect_options_and_lists(client: Client) -> None:
     for many, few in zip(everything, limited, strict=True):
         assert len(few) == min(2, len(many))
         assert [d.score for d in few] == sorted((d.score for d in many), reverse=True)[:2]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union)

@@ -116,4 +116,5 @@ def make_scene(
 
 
 def make_scenes(digits: np.ndarray, labels: np.ndarray, count: int, seed: int) -> list[Scene]:
+    """`count` scenes drawn from `digits`; different seeds keep sets (training, held out) apart."""
     return [make_scene(digits, labels, seed * 1_000_003 + i) for i in range(count)]

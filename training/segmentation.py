@@ -31,7 +31,7 @@ from .export import (
 )
 from .metrics import mean_iou
 from .mnist_data import load_split
-from .scenes import SIZE, Scene, make_scene
+from .scenes import SIZE, Scene, make_scene, make_scenes
 from .segmenter import NUM_CLASSES, SegmenterExport, build_lraspp, loss_fn, normalised
 
 LABELS = ["background"] + [str(d) for d in range(10)]
@@ -129,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ).cpu()
     train_seconds = time.perf_counter() - started
     export = SegmenterExport(model).eval()
-    scenes = [
-        make_scene(split.test_images, split.test_labels, 515151 * 1_000_003 + i)
-        for i in range(args.held_out)
-    ]
+    scenes = make_scenes(split.test_images, split.test_labels, args.held_out, 515151)
 
     def run_torch(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -32,7 +32,7 @@ from .export import (
 )
 from .metrics import box_iou, mean_average_precision
 from .mnist_data import load_split
-from .scenes import Scene, make_scene
+from .scenes import Scene, make_scene, make_scenes
 
 LABELS = [str(d) for d in range(10)]
 OUTPUTS = ["boxes", "scores", "classes", "count"]
@@ -89,9 +89,7 @@ def train(
 
 
 def held_out_scenes(split, count: int, seed: int = 424242) -> list[Scene]:
-    return [
-        make_scene(split.test_images, split.test_labels, seed * 1_000_003 + i) for i in range(count)
-    ]
+    return make_scenes(split.test_images, split.test_labels, count, seed)
 
 
 def detections(outputs) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
