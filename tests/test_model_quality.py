@@ -84,32 +84,9 @@ def test_ssd_map50(client: Client) -> None:
     assert hits / total >= 0.85, (hits, total)
 
 
-def _segmentation_miou(client: Client) -> float:
+def test_segmentation_miou(client: Client) -> None:
     scenes = _held_out_scenes(40)
     masks = client.segment([s.image for s in scenes], model="segmentation")
-    return mean_iou([m.mask for m in masks], [s.mask for s in scenes], 11)[0]
-
-
-SEGMENTATION_BAR = 0.80
-
-
-@pytest.mark.skipif(
-    _card("segmentation")["miou_onnx"] >= SEGMENTATION_BAR
-    if (MODELS / "segmentation").is_dir()
-    else True,
-    reason="the committed segmentation model meets its bar: test_segmentation_miou checks it",
-)
-def test_segmentation_below_bar_is_what_its_card_says(client: Client) -> None:
-    """Until a model that reaches the bar is trained, hold the committed one to its own card."""
-    miou = _segmentation_miou(client)
-    assert abs(miou - _card("segmentation")["miou_onnx"]) < 0.1, miou
-
-
-@pytest.mark.skipif(
-    _card("segmentation")["miou_onnx"] < SEGMENTATION_BAR
-    if (MODELS / "segmentation").is_dir()
-    else True,
-    reason="the committed segmentation model is below the 0.80 bar (see its model card)",
-)
-def test_segmentation_miou(client: Client) -> None:
-    assert _segmentation_miou(client) >= SEGMENTATION_BAR
+    miou, _ = mean_iou([m.mask for m in masks], [s.mask for s in scenes], 11)
+    assert miou >= 0.80, miou
+    assert _card("segmentation")["miou_onnx"] >= 0.80

@@ -71,7 +71,8 @@ def train(
 ) -> torch.nn.Module:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_lraspp().to(device)
+    # channels_last: oneDNN's faster layout for depthwise convolutions on the CPU.
+    model = build_lraspp().to(device, memory_format=torch.channels_last)
     total = max_steps or epochs * (scenes_per_epoch // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -86,14 +87,15 @@ def train(
                 for i in range(batch_size)
             ]
             images, masks = _crops(scenes, crop, rng)
-            loss = loss_fn(model(images.to(device))["out"], masks.to(device))
+            images = images.to(device, memory_format=torch.channels_last)
+            loss = loss_fn(model(images)["out"], masks.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             bar.update()
-    return model.eval()
+    return model.to(memory_format=torch.contiguous_format).eval()
 
 
 def evaluate(run, scenes: list[Scene], batch: int = 8) -> tuple[float, list[float]]:
@@ -106,8 +108,8 @@ def evaluate(run, scenes: list[Scene], batch: int = 8) -> tuple[float, list[floa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common(parser, "a few steps, for tests")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--scenes-per-epoch", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=64)
+    parser.add_argument("--scenes-per-epoch", type=int, default=3200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--crop", type=int, default=160, help="training crop size, pixels")
     parser.add_argument("--held-out", type=int, default=200, help="held-out scenes to evaluate")
