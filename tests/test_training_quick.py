@@ -106,3 +106,49 @@ def test_every_family_serves(quick_server: RunningServer) -> None:
     mask = _infer(quick_server, "segmentation", rng.integers(0, 256, (1, 200, 120, 3), np.uint8))
     assert mask.as_numpy("mask").shape == (1, 200, 120)
     assert mask.as_numpy("mask").dtype == np.uint8
+
+
+def test_transfer_from_a_torchvision_resnet18_file(tmp_path: Path) -> None:
+    """`--arch resnet18 --weights FILE`: a torchvision state dict (what `--weights imagenet`
+    fetches where there is internet) loads, fine-tunes, exports and keeps parity."""
+    import torch
+    import torchvision
+
+    data = tmp_path / "mnist"
+    data.mkdir()
+    images, labels = digits()
+    write_idx(data / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", labels)
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    command = [
+        sys.executable,
+        "-m",
+        "deepserve.training.resnet_transfer",
+        "--quick",
+        "--arch",
+        "resnet18",
+        "--data",
+        str(data),
+        "--weights",
+        str(weights),
+        "--out",
+        str(tmp_path / "models"),
+        "--threads",
+        "1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads((tmp_path / "models/resnet_transfer/training_report.json").read_text())
+    assert (report["arch"], report["weights"]) == ("resnet18", "resnet18.pth")
+    assert report["parity_max_abs_diff"] <= 1e-4
+    onnx.checker.check_model(str(tmp_path / "models/resnet_transfer/1/model.onnx"), full_check=True)
+
+    # A file for another network is refused by name, not silently half-loaded.
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, wrong)
+    command[command.index(str(weights))] = str(wrong)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "state_dict" in result.stderr and "fc.weight" in result.stderr
