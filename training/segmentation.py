@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         "segmentation: digit segmenter",
         {
             "What": "torchvision LR-ASPP on a MobileNetV3-Small backbone (dilated, 1.1 M "
-            "parameters, trained from scratch), low-level branch at stride 4; argmax in the graph.",
+            "parameters, trained from scratch), low-level branch at stride 4; argmax in the graph, "
+            "after taking the loss's background weight back out of the scores.",
             "Input / output": "`image` uint8 [N, H, W, 3], any H and W; `mask` uint8 [N, H, W]: 0 "
             "background, 1 + d for digit d (labels.txt in that order).",
             "Data": f"Random {args.crop}x{args.crop} crops of digit scenes made afresh from the "
