@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -25,6 +26,26 @@ def test_idx_round_trip_and_offline_split(tmp_path: Path) -> None:
     assert np.array_equal(split.train_images, images[:400])
     assert np.array_equal(split.test_images, images[400:])
     assert np.array_equal(split.test_labels, labels[400:])
+
+
+def test_standard_split_when_the_training_files_are_there(tmp_path: Path) -> None:
+    images, labels = digits()
+    for stem, array in (
+        ("train-images-idx3-ubyte", images[:300]),
+        ("train-labels-idx1-ubyte", labels[:300]),
+    ):
+        # The training files uncompressed (as torchvision leaves them), the test files gzip'd.
+        packed = tmp_path / f"{stem}.gz"
+        write_idx(packed, array)
+        (tmp_path / stem).write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images[300:])
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[300:])
+    split = load_split(tmp_path)
+    assert np.array_equal(split.train_images, images[:300])
+    assert np.array_equal(split.train_labels, labels[:300])
+    assert np.array_equal(split.test_images, images[300:])
+    assert split.description.startswith("standard")
 
 
 def test_scenes_are_deterministic_and_consistent() -> None:
