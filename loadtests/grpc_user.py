@@ -10,11 +10,9 @@ from typing import Any
 
 import grpc
 from locust import User
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from deepserve import _calls
 from deepserve.errors import from_rpc_error
-from deepserve.v1 import vision_pb2_grpc as vpb_grpc
 
 MIB = 1024 * 1024
 
@@ -31,10 +29,7 @@ class GrpcUser(User):
             ("grpc.max_send_message_length", 64 * MIB),
         ]
         self._channel = grpc.insecure_channel(target, options=options)
-        self._stubs = {
-            _calls.VISION: vpb_grpc.VisionStub(self._channel),
-            _calls.TENSORS: pb_grpc.GRPCInferenceServiceStub(self._channel),
-        }
+        self._stubs = _calls.stubs(self._channel)
 
     def on_stop(self) -> None:
         self._channel.close()

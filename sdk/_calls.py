@@ -9,14 +9,24 @@ from typing import Any
 
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from . import _convert
 from ._convert import ImageLike
 from .errors import DeepserveError
 from .v1 import vision_pb2 as vpb
+from .v1 import vision_pb2_grpc as vpb_grpc
 
 VISION = "vision"
 TENSORS = "tensors"
+
+
+def stubs(channel: Any) -> dict[str, Any]:
+    """The stub for each service on one channel (sync or asyncio), keyed as Call.service."""
+    return {
+        VISION: vpb_grpc.VisionStub(channel),
+        TENSORS: pb_grpc.GRPCInferenceServiceStub(channel),
+    }
 
 
 @dataclass

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import grpc
+
+from . import _calls
+from .errors import RETRYABLE
 
 MIB = 1024 * 1024
 
@@ -67,3 +71,54 @@ class RoundRobin:
 def backoff_seconds(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
     """Exponential backoff with full jitter before retry number `attempt` (0-based)."""
     return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def retry_delay(code: grpc.StatusCode, attempt: int, retries: int, targets: int) -> float | None:
+    """Seconds to wait before the next attempt, or None when the call should give up."""
+    if code not in RETRYABLE or attempt >= retries:
+        return None
+    # Another target may answer at once; the same one (or a full queue) needs a moment.
+    if targets == 1 or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return backoff_seconds(attempt)
+    return 0.0
+
+
+class Connections:
+    """What Client and AsyncClient share: the options, a channel and stubs per target, and
+    which target each attempt goes to. Subclasses name their grpc channel constructors."""
+
+    _secure_channel: ClassVar[Callable[..., Any]]
+    _insecure_channel: ClassVar[Callable[..., Any]]
+
+    def __init__(
+        self,
+        target: str | Sequence[str] = "localhost:8001",
+        *,
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        max_message_mb: int = 64,
+    ) -> None:
+        self._options = ConnectionOptions.build(
+            target, timeout, retries, tls, root_certificates, credentials, token, max_message_mb
+        )
+        self._channels = [self._open(t) for t in self._options.targets]
+        self._stubs = [_calls.stubs(channel) for channel in self._channels]
+        self._rotation = RoundRobin(len(self._channels))
+
+    def _open(self, target: str) -> Any:
+        options = self._options.channel_options
+        if self._options.credentials is not None:
+            return self._secure_channel(target, self._options.credentials, options=options)
+        return self._insecure_channel(target, options=options)
+
+    def _attempts(self, call: _calls.Call) -> Iterator[tuple[int, Callable[..., Any]]]:
+        """(attempt number, the bound RPC on that attempt's target) for each allowed try."""
+        for attempt, index in enumerate(self._rotation.attempts(self._options.retries)):
+            yield attempt, getattr(self._stubs[index][call.service], call.method)
+
+    def _delay(self, error: grpc.RpcError, attempt: int) -> float | None:
+        return retry_delay(error.code(), attempt, self._options.retries, len(self._stubs))

@@ -8,69 +8,42 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from . import _calls, _convert
 from ._calls import Call
-from ._connection import ConnectionOptions, RoundRobin, backoff_seconds
+from ._connection import Connections
 from ._convert import ImageLike
-from .errors import RETRYABLE, DeepserveError, from_rpc_error
+from .errors import DeepserveError, from_rpc_error
 from .results import Classification, Detection, ModelInfo, Segmentation
-from .v1 import vision_pb2_grpc as vpb_grpc
 
 
-class AsyncClient:
+class AsyncClient(Connections):
     """Like :class:`deepserve.Client`, for asyncio code.
 
     >>> async with AsyncClient("localhost:8001") as client:
     ...     labels = await asyncio.gather(*(client.classify(p, model="mnist") for p in paths))
     """
 
-    def __init__(
-        self,
-        target: str | Sequence[str] = "localhost:8001",
-        *,
-        timeout: float | None = 30.0,
-        retries: int = 3,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        token: str | None = None,
-        max_message_mb: int = 64,
-    ) -> None:
-        self._options = ConnectionOptions.build(
-            target, timeout, retries, tls, root_certificates, credentials, token, max_message_mb
-        )
-        self._channels = [self._open(t) for t in self._options.targets]
-        self._stubs = {
-            _calls.VISION: [vpb_grpc.VisionStub(c) for c in self._channels],
-            _calls.TENSORS: [pb_grpc.GRPCInferenceServiceStub(c) for c in self._channels],
-        }
-        self._rotation = RoundRobin(len(self._channels))
-
-    def _open(self, target: str) -> grpc.aio.Channel:
-        options = self._options.channel_options
-        if self._options.credentials is not None:
-            return grpc.aio.secure_channel(target, self._options.credentials, options=options)
-        return grpc.aio.insecure_channel(target, options=options)
+    _secure_channel = staticmethod(grpc.aio.secure_channel)
+    _insecure_channel = staticmethod(grpc.aio.insecure_channel)
 
     async def _run(self, call: Call) -> Any:
         if call.task and not call.request.model:
             call.request.model = _calls.pick_model(call.task, await self.models())
-        stubs = self._stubs[call.service]
         last: grpc.RpcError | None = None
-        for attempt, index in enumerate(self._rotation.attempts(self._options.retries)):
+        for attempt, rpc in self._attempts(call):
             try:
-                response = await getattr(stubs[index], call.method)(
+                response = await rpc(
                     call.request, timeout=self._options.timeout, metadata=self._options.metadata
                 )
                 return call.parse(response)
             except grpc.RpcError as error:
                 last = error
-                if error.code() not in RETRYABLE or attempt == self._options.retries:
+                delay = self._delay(error, attempt)
+                if delay is None:
                     break
-                if len(stubs) == 1 or error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    await asyncio.sleep(backoff_seconds(attempt))
+                if delay:
+                    await asyncio.sleep(delay)
         assert last is not None
         raise from_rpc_error(last) from None
 

@@ -8,18 +8,16 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from . import _calls, _convert
 from ._calls import Call
-from ._connection import ConnectionOptions, RoundRobin, backoff_seconds
+from ._connection import Connections
 from ._convert import ImageLike
-from .errors import RETRYABLE, DeepserveError, from_rpc_error
+from .errors import DeepserveError, from_rpc_error
 from .results import Classification, Detection, ModelInfo, Segmentation
-from .v1 import vision_pb2_grpc as vpb_grpc
 
 
-class Client:
+class Client(Connections):
     """A deepserve client: one call, one prediction.
 
     >>> from deepserve import Client
@@ -40,52 +38,26 @@ class Client:
     `root_certificates`, or ready `credentials`) uses TLS; `token` is sent as a bearer token.
     """
 
-    def __init__(
-        self,
-        target: str | Sequence[str] = "localhost:8001",
-        *,
-        timeout: float | None = 30.0,
-        retries: int = 3,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        token: str | None = None,
-        max_message_mb: int = 64,
-    ) -> None:
-        self._options = ConnectionOptions.build(
-            target, timeout, retries, tls, root_certificates, credentials, token, max_message_mb
-        )
-        self._channels = [self._open(t) for t in self._options.targets]
-        self._stubs = {
-            _calls.VISION: [vpb_grpc.VisionStub(c) for c in self._channels],
-            _calls.TENSORS: [pb_grpc.GRPCInferenceServiceStub(c) for c in self._channels],
-        }
-        self._rotation = RoundRobin(len(self._channels))
-
-    def _open(self, target: str) -> grpc.Channel:
-        options = self._options.channel_options
-        if self._options.credentials is not None:
-            return grpc.secure_channel(target, self._options.credentials, options=options)
-        return grpc.insecure_channel(target, options=options)
+    _secure_channel = staticmethod(grpc.secure_channel)
+    _insecure_channel = staticmethod(grpc.insecure_channel)
 
     def _run(self, call: Call) -> Any:
         if call.task and not call.request.model:
             call.request.model = _calls.pick_model(call.task, self.models())
-        stubs = self._stubs[call.service]
         last: grpc.RpcError | None = None
-        for attempt, index in enumerate(self._rotation.attempts(self._options.retries)):
+        for attempt, rpc in self._attempts(call):
             try:
-                response = getattr(stubs[index], call.method)(
+                response = rpc(
                     call.request, timeout=self._options.timeout, metadata=self._options.metadata
                 )
                 return call.parse(response)
             except grpc.RpcError as error:
                 last = error
-                if error.code() not in RETRYABLE or attempt == self._options.retries:
+                delay = self._delay(error, attempt)
+                if delay is None:
                     break
-                # Another target may answer at once; the same one needs a moment.
-                if len(stubs) == 1 or error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    time.sleep(backoff_seconds(attempt))
+                if delay:
+                    time.sleep(delay)
         assert last is not None
         raise from_rpc_error(last) from None
 

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,9 @@ from .export import (
     image_classifier_spec,
     onnx_size_mb,
     parity,
+    size_and_speed,
     write_model_card,
+    write_report,
 )
 from .resnet_cifar import CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD, load_pretrained
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "source": str(args.weights.name),
     }
     model_dir = args.out / spec.name
-    (model_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(model_dir, report)
     write_model_card(
         model_dir,
         "cifar10_resnet20: natural-image classifier (CIFAR-10)",
@@ -78,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "Metrics": f"top-1 {reported_top1:.2f} % on CIFAR-10 as published (the CIFAR-10 "
             "test set is not bundled, so it is not re-measured here).",
             "Parity": f"PyTorch vs ONNX Runtime on 64 random images: max abs diff {diff:.2e}.",
-            "Size and speed": f"{onnx_size_mb(path):.2f} MB. CPU latency (ms per run, median): "
-            + ", ".join(f"batch {b}: {ms:.2f}" for b, ms in latency.items()),
+            "Size and speed": size_and_speed(path, latency),
         },
     )
     return 0 if diff <= 1e-4 else 1

@@ -7,6 +7,7 @@ config.pbtxt whose `parameters` carry the task facts the server's pre/post-proce
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +136,21 @@ def write_model_card(model_dir: Path, title: str, sections: dict[str, str]) -> P
     return path
 
 
+def write_report(model_dir: Path, report: dict) -> None:
+    """training_report.json beside the model: the figures its card states, machine-readable."""
+    (model_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
 def onnx_size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
+
+
+def size_and_speed(path: Path, latency: dict[int, float], decimals: int = 2, at: str = "") -> str:
+    """The model card's size and CPU latency line."""
+    return (
+        f"{onnx_size_mb(path):.{decimals}f} MB. CPU latency{at} (ms per run, median): "
+        + ", ".join(f"batch {b}: {ms:.{decimals}f}" for b, ms in latency.items())
+    )
 
 
 def cpu_latency_ms(

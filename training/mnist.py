@@ -10,7 +10,6 @@ public files with torchvision where a machine has internet.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -27,7 +26,9 @@ from .export import (
     image_classifier_spec,
     onnx_size_mb,
     parity,
+    size_and_speed,
     write_model_card,
+    write_report,
 )
 from .mnist_data import download_mnist, load_split
 
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
     }
     model_dir = args.out / "mnist"
-    (model_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(model_dir, report)
     write_model_card(
         model_dir,
         "mnist: handwritten digit classifier",
@@ -172,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(epochs {args.epochs}, seed {args.seed}; --download fetches MNIST)",
             "Metrics": f"held-out accuracy {held_out:.4f} on {len(split.test_labels)} digits.",
             "Parity": f"PyTorch vs ONNX Runtime on 256 held-out digits: max abs diff {diff:.2e}.",
-            "Size and speed": f"{onnx_size_mb(path):.2f} MB. CPU latency (ms per run, median): "
-            + ", ".join(f"batch {b}: {ms:.2f}" for b, ms in latency.items()),
+            "Size and speed": size_and_speed(path, latency),
         },
     )
     return 0 if diff <= 1e-4 else 1

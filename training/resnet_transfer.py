@@ -31,7 +31,9 @@ from .export import (
     image_classifier_spec,
     onnx_size_mb,
     parity,
+    size_and_speed,
     write_model_card,
+    write_report,
 )
 from .mnist_data import load_split
 from .resnet_cifar import CIFAR_MEAN, CIFAR_STD, ResNetCifar, load_pretrained
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": split.description,
     }
     model_dir = args.out / "resnet_transfer"
-    (model_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(model_dir, report)
     write_model_card(
         model_dir,
         "resnet_transfer: ResNet transfer learning on few digits",
@@ -214,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             "Metrics": f"held-out accuracy: transfer {results['transfer']:.4f}, the same network "
             f"from scratch on the same labels {results['scratch']:.4f}.",
             "Parity": f"PyTorch vs ONNX Runtime on 256 held-out digits: max abs diff {diff:.2e}.",
-            "Size and speed": f"{onnx_size_mb(path):.2f} MB. CPU latency (ms per run, median): "
-            + ", ".join(f"batch {b}: {ms:.2f}" for b, ms in latency.items()),
+            "Size and speed": size_and_speed(path, latency),
         },
     )
     print(json.dumps(report, indent=2))

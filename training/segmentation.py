@@ -27,7 +27,9 @@ from .export import (
     cpu_latency_ms,
     export_onnx,
     onnx_size_mb,
+    size_and_speed,
     write_model_card,
+    write_report,
 )
 from .metrics import mean_iou
 from .mnist_data import load_split
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": split.description,
     }
     model_dir = args.out / "segmentation"
-    (model_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(model_dir, report)
     write_model_card(
         model_dir,
         "segmentation: digit segmenter",
@@ -202,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch_miou:.4f} (PyTorch).",
             "Parity": f"PyTorch vs ONNX Runtime on 8 held-out scenes: {identical:.6f} of mask "
             "pixels identical.",
-            "Size and speed": f"{onnx_size_mb(path):.1f} MB. CPU latency at 320x320 (ms per run, "
-            "median): " + ", ".join(f"batch {b}: {ms:.1f}" for b, ms in latency.items()),
+            "Size and speed": size_and_speed(path, latency, 1, at=" at 320x320"),
         },
     )
     print(json.dumps(report, indent=2))

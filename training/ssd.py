@@ -28,7 +28,9 @@ from .export import (
     cpu_latency_ms,
     export_onnx,
     onnx_size_mb,
+    size_and_speed,
     write_model_card,
+    write_report,
 )
 from .metrics import box_iou, mean_average_precision
 from .mnist_data import load_split
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": split.description,
     }
     model_dir = args.out / "ssd"
-    (model_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(model_dir, report)
     write_model_card(
         model_dir,
         "ssd: digit detector",
@@ -271,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch_map:.4f} (PyTorch).",
             "Parity": f"PyTorch vs ONNX Runtime on 16 held-out scenes: same detections "
             f"{same_detections}, max abs diff of boxes and scores {diff:.2e}.",
-            "Size and speed": f"{onnx_size_mb(path):.1f} MB. CPU latency (ms per run, median): "
-            + ", ".join(f"batch {b}: {ms:.1f}" for b, ms in latency.items()),
+            "Size and speed": size_and_speed(path, latency, 1),
             "Where NMS runs": "In the graph. Measured (ms per image): "
             + ", ".join(f"{k} {v:.2f}" for k, v in placement.items())
             + ". Without NMS the model would send every anchor's boxes and scores "
