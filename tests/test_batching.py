@@ -122,6 +122,9 @@ async def _stats(stub, model: str) -> pb.ModelStatistics:
 def _run(server: RunningServer, scenario) -> object:
     async def main():
         async with grpc.aio.insecure_channel(server.url) as channel:
+            # Connect first: otherwise requests queued behind the handshake may reach the server
+            # in any order, and the scenarios below depend on which arrives first.
+            await channel.channel_ready()
             return await scenario(pb_grpc.GRPCInferenceServiceStub(channel))
 
     return asyncio.run(main())
