@@ -153,13 +153,19 @@ def size_and_speed(path: Path, latency: dict[int, float], decimals: int = 2, at:
     )
 
 
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU: where every export figure (metrics, parity, speed) is
+    measured, whatever the training device."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def cpu_latency_ms(
     path: Path, example: np.ndarray, batches: Sequence[int], runs: int = 20
 ) -> dict[int, float]:
     """Median ms per run of ONNX Runtime on the CPU at each batch size (inputs cycled)."""
     import time
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     name = session.get_inputs()[0].name
     result: dict[int, float] = {}
     for batch in batches:
@@ -179,6 +185,6 @@ def parity(model: nn.Module, path: Path, images: np.ndarray) -> float:
     model.eval()
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     got = session.run(None, {session.get_inputs()[0].name: images})[0]
     return float(np.abs(got - expected).max())

@@ -15,7 +15,6 @@ import json
 import time
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 from tritonclient.grpc import model_config_pb2 as mc
@@ -25,6 +24,7 @@ from .export import (
     ExportSpec,
     TensorInfo,
     cpu_latency_ms,
+    cpu_session,
     export_onnx,
     onnx_size_mb,
     size_and_speed,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     path = export_onnx(export, torch.from_numpy(scenes[0].image[None]), spec, args.out)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     onnx_miou, per_class = evaluate(lambda images: session.run(None, {"image": images})[0], scenes)
     images = np.stack([s.image for s in scenes[:8]])
     got, expected = session.run(None, {"image": images})[0], run_torch(images)

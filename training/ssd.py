@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 from tritonclient.grpc import model_config_pb2 as mc
@@ -26,6 +25,7 @@ from .export import (
     ExportSpec,
     TensorInfo,
     cpu_latency_ms,
+    cpu_session,
     export_onnx,
     onnx_size_mb,
     size_and_speed,
@@ -146,8 +146,8 @@ def nms_placement(model: DetectorExport, scenes: list[Scene], folder: Path) -> d
         dynamic_axes={"image": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
     )
     images = np.stack([s.image for s in scenes[:32]])
-    graph = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    graph = cpu_session(folder / "model.onnx")
+    plain = cpu_session(path)
     result = {}
     for batch in (1, 8):
         feed = images[:batch]
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         labels=LABELS,
     )
     path = export_onnx(export, torch.from_numpy(scenes[0].image[None]), spec, args.out)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     onnx_map, per_class = evaluate(lambda images: session.run(None, {"image": images}), scenes)
     # Parity: same detections (count, classes) and boxes / scores within 1e-4 on held-out scenes.
     images = np.stack([s.image for s in scenes[:16]])
