@@ -7,16 +7,14 @@ example DEEPSERVE_PORT=9001), which containers use; a flag on the command line w
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .cli_tasks import add_task_commands
+from .server.command import add_serve_command
 
 
 def _env(name: str, default: str) -> str:
@@ -26,98 +24,6 @@ def _env(name: str, default: str) -> str:
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(f"DEEPSERVE_{name}")
     return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _add_serve(commands: argparse._SubParsersAction) -> None:
-    serve = commands.add_parser(
-        "serve",
-        help="serve a model repository over gRPC (Open Inference Protocol / KServe v2)",
-        description="Serve every model of a Triton-style model repository over gRPC. "
-        "Each option may also come from DEEPSERVE_<OPTION> in the environment.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    serve.add_argument(
-        "--model-repository",
-        type=Path,
-        default=Path(_env("MODEL_REPOSITORY", "models")),
-        help="folder with <model>/config.pbtxt and <model>/<version>/model.onnx",
-    )
-    serve.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="address to bind")
-    serve.add_argument(
-        "--port",
-        type=int,
-        default=int(_env("PORT", "8001")),
-        help="gRPC port; 0 picks a free one (logged)",
-    )
-    serve.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(_env("METRICS_PORT", "8002")),
-        help="Prometheus /metrics HTTP port; 0 turns metrics off",
-    )
-    serve.add_argument(
-        "--model",
-        dest="models",
-        action="append",
-        default=[m for m in _env("MODELS", "").split(",") if m],
-        help="load only this model at start (repeatable); default: all",
-    )
-    serve.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default=_env("DEVICE", "auto"),
-        help="auto: CUDA/TensorRT when installed and a GPU answers, else CPU",
-    )
-    serve.add_argument(
-        "--intra-op-threads",
-        type=int,
-        default=int(_env("INTRA_OP_THREADS", "0")),
-        help="ONNX Runtime intra-op threads per session (0: its default)",
-    )
-    serve.add_argument(
-        "--default-max-batch-size",
-        type=int,
-        default=int(_env("DEFAULT_MAX_BATCH_SIZE", "32")),
-        help="max_batch_size for batching models that have no config.pbtxt",
-    )
-    serve.add_argument(
-        "--max-message-mb",
-        type=int,
-        default=int(_env("MAX_MESSAGE_MB", "64")),
-        help="largest gRPC message received or sent, in MiB",
-    )
-    serve.add_argument(
-        "--strict-readiness",
-        action=argparse.BooleanOptionalAction,
-        default=_env_bool("STRICT_READINESS", True),
-        help="ready only when every model to load is ready (else: when any is)",
-    )
-    serve.add_argument(
-        "--grace-seconds",
-        type=float,
-        default=float(_env("GRACE_SECONDS", "10")),
-        help="on SIGTERM, time given to in-flight requests before stopping",
-    )
-    serve.add_argument(
-        "--max-queue-size",
-        type=int,
-        default=int(_env("MAX_QUEUE_SIZE", "1024")),
-        help="requests that may wait per model and priority level when its config sets no "
-        "max_queue_size; past it the server answers RESOURCE_EXHAUSTED",
-    )
-    serve.add_argument(
-        "--event-loop",
-        choices=["auto", "uvloop", "asyncio"],
-        default=_env("EVENT_LOOP", "auto"),
-        help="auto: uvloop when installed (less CPU per request), else asyncio",
-    )
-    serve.add_argument(
-        "--log-level",
-        default=_env("LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity",
-    )
-    serve.set_defaults(run=_run_serve)
 
 
 def _add_models(commands: argparse._SubParsersAction) -> None:
@@ -138,50 +44,6 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
         help="ask a running server (host:port) for its repository index instead",
     )
     models.set_defaults(run=_run_models)
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    from .server.app import serve  # the server extra is needed only here
-    from .server.settings import MIB, ServerSettings
-
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = ServerSettings(
-        model_repository=args.model_repository,
-        host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
-        models=tuple(args.models),
-        device=args.device,
-        intra_op_threads=args.intra_op_threads,
-        default_max_batch_size=args.default_max_batch_size,
-        max_message_bytes=args.max_message_mb * MIB,
-        strict_readiness=args.strict_readiness,
-        grace_seconds=args.grace_seconds,
-        default_max_queue_size=args.max_queue_size,
-    )
-    if not settings.model_repository.is_dir():
-        print(f"model repository '{settings.model_repository}' is not a folder", file=sys.stderr)
-        return 2
-    _run_event_loop(serve(settings), args.event_loop)
-    return 0
-
-
-def _run_event_loop(main: Coroutine[Any, Any, None], choice: str) -> None:
-    """uvloop cuts the event loop's share of each request; asyncio is the fallback."""
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise
-        else:
-            logging.getLogger("deepserve").info("event loop: uvloop")
-            uvloop.run(main)
-            return
-    logging.getLogger("deepserve").info("event loop: asyncio")
-    asyncio.run(main)
 
 
 def _add_health(commands: argparse._SubParsersAction) -> None:
@@ -255,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepserve", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"deepserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_serve(commands)
+    add_serve_command(commands)
     _add_models(commands)
     _add_health(commands)
     add_task_commands(commands)

@@ -16,14 +16,19 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ..v1 import vision_pb2 as vpb
 from ..v1 import vision_pb2_grpc as vpb_grpc
-from .dataplane import DataPlane
+from .auth import Authenticator, ConfigurationError, check_exposure
+from .dataplane import DataPlane, RequestLimits
+from .grpc_security import TokenInterceptor, server_credentials
 from .manager import ModelManager
 from .metrics import serve_metrics
+from .repository_watch import watch_repository
 from .settings import ServerSettings
 from .v2_servicer import InferenceServicer
 from .vision_servicer import VisionServicer
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ConfigurationError", "Server", "serve"]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -37,12 +42,16 @@ class Server:
         self._executor = ThreadPoolExecutor(
             max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="deepserve-infer"
         )
+        self.auth = Authenticator(settings)
+        check_exposure(settings, self.auth)
+        self._credentials = server_credentials(settings)
         self.manager = ModelManager(settings, self._executor, on_change=self._health_changed)
-        self.dataplane = DataPlane(self.manager)
+        self.dataplane = DataPlane(self.manager, RequestLimits.from_settings(settings))
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._health_sync: asyncio.Task[None] | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self.port = settings.port
 
     def _health_changed(self) -> None:
@@ -72,37 +81,59 @@ class Server:
             ("grpc.max_send_message_length", limit),
             *self.settings.extra_grpc_options,
         ]
-        server = grpc.aio.server(options=options)
+        interceptors = [TokenInterceptor(self.auth)] if self.auth.enabled else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.dataplane, self.manager, self.settings.server_name), server
         )
-        vpb_grpc.add_VisionServicer_to_server(VisionServicer(self.dataplane, self.manager), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [
-                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-                vpb.DESCRIPTOR.services_by_name["Vision"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        vpb_grpc.add_VisionServicer_to_server(
+            VisionServicer(self.dataplane, self.manager, self.settings), server
         )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.settings.reflection:
+            reflection.enable_server_reflection(
+                [
+                    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                    vpb.DESCRIPTOR.services_by_name["Vision"].full_name,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                server,
+            )
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        if self._credentials is not None:
+            self.port = server.add_secure_port(address, self._credentials)
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC port {address}")
         await self._sync_health()
         await server.start()
         self._grpc = server
         log.info(
-            "deepserve listening on %s:%d (model repository %s)",
+            "deepserve listening on %s:%d (%s, %s; model control %s; repository %s)",
             self.settings.host,
             self.port,
+            "TLS" + (" with client certificates" if self.settings.tls_client_ca else "")
+            if self._credentials is not None
+            else "plaintext",
+            "bearer tokens required" if self.auth.enabled else "no authentication",
+            self.settings.model_control_mode,
             self.settings.model_repository,
         )
-        serve_metrics(self.manager, self.settings.host, self.settings.metrics_port)
+        if not self.auth.enabled and not self.settings.binds_loopback_only:
+            log.warning("serving %s without authentication", self.settings.host)
+        serve_metrics(
+            self.manager,
+            self.settings.metrics_host or self.settings.host,
+            self.settings.metrics_port,
+        )
         # Live at once; ready once the models are loaded and warmed up.
         self._loading = asyncio.create_task(self.manager.load_all(self.settings.models))
+        if self.settings.model_control_mode == "poll":
+            self._watching = asyncio.create_task(
+                watch_repository(self.manager, self.settings.repository_poll_seconds, self._loading)
+            )
 
     async def wait(self) -> None:
         assert self._grpc is not None

@@ -191,7 +191,22 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
+    if dtype.kind in "iu" and dtype.itemsize < 8:
+        return _narrowed(values, dtype, name, field).reshape(shape)
     return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def _narrowed(values: Sequence[int], dtype: np.dtype, name: str, field: str) -> np.ndarray:
+    """Typed contents carry 8..16-bit integers in 32-bit fields: check they fit before narrowing."""
+    wide = np.asarray(values, dtype=np.int64)
+    info = np.iinfo(dtype)
+    if wide.size and (wide.min() < info.min or wide.max() > info.max):
+        bad = wide[(wide < info.min) | (wide > info.max)][0]
+        raise InvalidInput(
+            f"input '{name}': {field} value {bad} is outside the range of {dtype.name} "
+            f"({info.min}..{info.max})"
+        )
+    return wide.astype(dtype)
 
 
 def encode_output(

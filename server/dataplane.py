@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -13,9 +14,10 @@ from tritonclient.grpc import service_pb2 as pb
 
 from . import codecs
 from .classification import top_k
-from .errors import InvalidInput
+from .errors import InvalidInput, LimitExceeded
 from .manager import ModelManager
 from .model import ModelVersion, TensorSpec
+from .settings import ServerSettings
 from .stats import RequestTiming
 
 PLATFORM = "onnxruntime_onnx"
@@ -63,8 +65,38 @@ def _to_runtime(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         raise InvalidInput(f"input '{spec.name}': BYTES element is not UTF-8 text: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    max_elements: int
+    """Tensor elements per request, over all inputs."""
+    max_bytes_element: int
+    """Length of one BYTES element."""
+    max_response_bytes: int
+    """What a response may carry: outputs known to be larger are refused before the work."""
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> RequestLimits:
+        return cls(
+            settings.max_request_elements,
+            settings.max_bytes_element,
+            settings.max_message_bytes - 64 * 1024,
+        )
+
+
+UNLIMITED = RequestLimits(1 << 62, 1 << 62, 1 << 62)
+
+
+def _check_bytes_lengths(spec: TensorSpec, array: np.ndarray, limit: int) -> None:
+    longest = max((len(item) for item in array.reshape(-1)), default=0)
+    if longest > limit:
+        raise LimitExceeded(
+            f"input '{spec.name}': a BYTES element of {longest} bytes is longer than this "
+            f"server's limit of {limit} bytes (max_bytes_element_kb)"
+        )
+
+
 def decode_inputs(
-    model: ModelVersion, request: pb.ModelInferRequest
+    model: ModelVersion, request: pb.ModelInferRequest, limits: RequestLimits = UNLIMITED
 ) -> tuple[dict[str, np.ndarray], int]:
     """Validated input arrays by name, and the request's batch size."""
     raw = request.raw_input_contents
@@ -75,6 +107,7 @@ def decode_inputs(
         )
     feeds: dict[str, np.ndarray] = {}
     batch_sizes: dict[str, int] = {}
+    elements = 0
     for position, tensor in enumerate(request.inputs):
         spec = model.inputs.get(tensor.name)
         if spec is None:
@@ -90,7 +123,15 @@ def decode_inputs(
                 f"{tensor.datatype or '(none)'}"
             )
         batch_sizes[tensor.name] = _check_shape(model, spec, tuple(tensor.shape))
+        elements += codecs.element_count(tensor.shape)
+        if elements > limits.max_elements:
+            raise LimitExceeded(
+                f"input '{tensor.name}': the request's inputs hold {elements} or more elements, "
+                f"above this server's limit of {limits.max_elements} (max_request_elements)"
+            )
         array = codecs.decode_input(tensor, raw[position] if raw else None)
+        if spec.datatype == "BYTES":
+            _check_bytes_lengths(spec, array, limits.max_bytes_element)
         feeds[tensor.name] = _to_runtime(spec, array)
     missing = [n for n, s in model.inputs.items() if n not in feeds and not s.optional]
     if missing:
@@ -126,6 +167,26 @@ def _requested_outputs(model: ModelVersion, request: pb.ModelInferRequest) -> li
     return wanted
 
 
+def _check_response_size(
+    model: ModelVersion, wanted: list[tuple[str, int]], batch: int, limit: int
+) -> None:
+    """Outputs of static shape have a size known before the work: refuse what cannot be sent."""
+    total = 0
+    for name, k in wanted:
+        spec = model.outputs[name]
+        if k or spec.datatype == "BYTES" or not spec.static:
+            continue
+        items = batch if model.max_batch_size > 0 else 1
+        total += (
+            items * codecs.element_count(spec.dims) * codecs.numpy_dtype(spec.datatype).itemsize
+        )
+    if total > limit:
+        raise LimitExceeded(
+            f"the requested outputs would take {total} bytes, more than the response limit of "
+            f"{limit} bytes (max_message_mb); send a smaller batch or request fewer outputs"
+        )
+
+
 def _int_parameter(request: pb.ModelInferRequest, key: str) -> int:
     """A request parameter that must be a non-negative integer (`priority`, `timeout`)."""
     if key not in request.parameters:
@@ -138,8 +199,9 @@ def _int_parameter(request: pb.ModelInferRequest, key: str) -> int:
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, limits: RequestLimits = UNLIMITED) -> None:
         self.manager = manager
+        self.limits = limits
 
     async def infer(
         self, request: pb.ModelInferRequest, deadline_s: float | None = None
@@ -159,8 +221,9 @@ class DataPlane:
         self, model: ModelVersion, request: pb.ModelInferRequest, deadline_s: float | None
     ) -> tuple[pb.ModelInferResponse, RequestTiming]:
         t0 = time.perf_counter_ns()
-        feeds, batch = decode_inputs(model, request)
+        feeds, batch = decode_inputs(model, request, self.limits)
         wanted = _requested_outputs(model, request)
+        _check_response_size(model, wanted, batch, self.limits.max_response_bytes)
         names = list(dict.fromkeys(name for name, _ in wanted))
         priority = _int_parameter(request, "priority")
         timeout_us = _int_parameter(request, "timeout")

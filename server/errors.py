@@ -37,3 +37,17 @@ class ServerBusy(ServingError):
 
 class ModelLoadError(Exception):
     """Raised while loading a model; the message is the reason shown in RepositoryIndex."""
+
+
+class Unauthenticated(ServingError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServingError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class LimitExceeded(ServingError):
+    """A request past a configured limit: the client must send less, so no retry helps."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT

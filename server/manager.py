@@ -16,7 +16,8 @@ from enum import StrEnum
 from tritonclient.grpc import model_config_pb2 as mc
 
 from . import repository
-from .errors import ModelLoadError, ModelNotFound, ModelUnavailable
+from .config_limits import check_resources
+from .errors import ModelLoadError, ModelNotFound, ModelUnavailable, PermissionDenied
 from .model import ModelVersion, load_version
 from .settings import ServerSettings
 
@@ -158,8 +159,9 @@ class ModelManager:
             entry.reason = ""
             self._on_change()
             try:
-                versions = await asyncio.to_thread(self._build, name, config_override)
+                versions = await asyncio.to_thread(self._build_checked, name, config_override)
             except ModelLoadError as exc:
+                exc.args = (repository.redact(str(exc), self.settings.model_repository),)
                 # A failed reload leaves the versions already serving in place.
                 entry.state = State.READY if entry.versions else State.UNAVAILABLE
                 entry.reason = str(exc)
@@ -172,20 +174,57 @@ class ModelManager:
             log.info("model '%s' ready: versions %s", name, sorted(versions))
             self._on_change()
 
+    def _build_checked(
+        self, name: str, config_override: mc.ModelConfig | None
+    ) -> dict[int, ModelVersion]:
+        try:
+            return self._build(name, config_override)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # a reason for the index, not an INTERNAL for the caller
+            log.exception("model '%s': unexpected error while loading", name)
+            raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
+
     def _build(self, name: str, config_override: mc.ModelConfig | None) -> dict[int, ModelVersion]:
         model_dir = self.settings.model_repository / name
         if config_override is not None:
             config = mc.ModelConfig()
             config.CopyFrom(config_override)
-            config.name = name
+            repository.check_config(config, name, "the 'config' parameter")
         else:
             config = repository.read_config(model_dir)
+        check_resources(config, self.settings)
         chosen = repository.select_versions(config, repository.version_folders(model_dir))
         return {
             v: load_version(model_dir, config, v, self.settings, self._executor) for v in chosen
         }
 
-    async def unload(self, name: str) -> None:
+    # ---- repository control from callers (RepositoryModelLoad / Unload) ----------------------
+
+    def _check_control(self, what: str) -> None:
+        mode = self.settings.model_control_mode
+        if mode != "explicit":
+            raise PermissionDenied(
+                f"{what} is refused: this server's model control mode is '{mode}' (the "
+                + (
+                    "repository is loaded at start"
+                    if mode == "none"
+                    else "server loads what appears in the repository itself"
+                )
+                + "); start it with --model-control-mode explicit to load and unload by call"
+            )
+
+    async def control_load(self, name: str, config_override: mc.ModelConfig | None) -> None:
+        self._check_control("RepositoryModelLoad")
+        await self.load(name, config_override)
+
+    async def control_unload(self, name: str) -> None:
+        self._check_control("RepositoryModelUnload")
+        await self.unload(name)
+
+    async def unload(
+        self, name: str, reason: str = "unloaded by a RepositoryModelUnload call"
+    ) -> None:
         entry = self._entry(name)
         async with entry.lock:
             entry.wanted = False
@@ -196,6 +235,6 @@ class ModelManager:
             for old in replaced.values():
                 old.scheduler.retire()
             entry.state = State.UNAVAILABLE
-            entry.reason = "unloaded"
+            entry.reason = reason
             log.info("model '%s' unloaded", name)
             self._on_change()

@@ -9,7 +9,7 @@ This module only reads files; building sessions from them is the runtime's job.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -20,6 +20,7 @@ CONFIG_FILENAME = "config.pbtxt"
 DEFAULT_MODEL_FILENAME = "model.onnx"
 ONNX_PLATFORM = "onnxruntime_onnx"
 ONNX_BACKEND = "onnxruntime"
+MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
 
 
 def model_names(repository: Path) -> list[str]:
@@ -44,12 +45,15 @@ def read_config(model_dir: Path) -> mc.ModelConfig:
             raise ModelLoadError(
                 f"{CONFIG_FILENAME} does not parse as a ModelConfig: {exc}"
             ) from exc
-    if config.name and config.name != model_dir.name:
-        raise ModelLoadError(
-            f"{CONFIG_FILENAME} names the model '{config.name}' "
-            f"but its folder is '{model_dir.name}'"
-        )
-    config.name = model_dir.name
+    return check_config(config, model_dir.name, CONFIG_FILENAME)
+
+
+def check_config(config: mc.ModelConfig, name: str, source: str) -> mc.ModelConfig:
+    """What every config must satisfy, whether from config.pbtxt or a load call's override:
+    its name, platform and backend, and file names that stay inside the model's folder."""
+    if config.name and config.name != name:
+        raise ModelLoadError(f"{source} names the model '{config.name}' but its folder is '{name}'")
+    config.name = name
     if config.platform and config.platform != ONNX_PLATFORM:
         raise ModelLoadError(
             f"platform '{config.platform}' is not served; deepserve runs '{ONNX_PLATFORM}' models"
@@ -58,7 +62,31 @@ def read_config(model_dir: Path) -> mc.ModelConfig:
         raise ModelLoadError(
             f"backend '{config.backend}' is not served; deepserve runs '{ONNX_BACKEND}' models"
         )
+    if config.default_model_filename:
+        _check_file_name("default_model_filename", config.default_model_filename)
+    for output in config.output:
+        if output.label_filename:
+            _check_file_name(f"output '{output.name}' label_filename", output.label_filename)
     return config
+
+
+def _check_file_name(what: str, value: str) -> None:
+    """A file name in a config is relative to the model's folder and stays inside it."""
+    relative = PurePosixPath(value.replace("\\", "/"))
+    if relative.is_absolute() or ".." in relative.parts or value.startswith("~") or ":" in value:
+        raise ModelLoadError(
+            f"{what} '{value}' must be a file name inside the model's folder (no absolute path, "
+            "no '..')"
+        )
+
+
+def inside(model_dir: Path, relative: str, what: str) -> Path:
+    """model_dir / relative, refused when it resolves (symbolic links followed) outside it."""
+    path = model_dir / relative
+    root = model_dir.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise ModelLoadError(f"{what} '{relative}' resolves outside the model's folder")
+    return path
 
 
 def version_folders(model_dir: Path) -> list[int]:
@@ -92,9 +120,10 @@ def select_versions(config: mc.ModelConfig, present: list[int]) -> list[int]:
 
 
 def model_file(model_dir: Path, version: int, config: mc.ModelConfig) -> Path:
-    path = model_dir / str(version) / (config.default_model_filename or DEFAULT_MODEL_FILENAME)
+    filename = config.default_model_filename or DEFAULT_MODEL_FILENAME
+    path = inside(model_dir, f"{version}/{filename}", "model file")
     if not path.is_file():
-        raise ModelLoadError(f"version {version} has no model file {path.name}")
+        raise ModelLoadError(f"version {version} has no model file {filename}")
     return path
 
 
@@ -104,12 +133,29 @@ def read_labels(model_dir: Path, config: mc.ModelConfig) -> dict[str, list[str]]
     for output in config.output:
         if not output.label_filename:
             continue
-        path = model_dir / output.label_filename
+        what = f"output '{output.name}' label file"
+        path = inside(model_dir, output.label_filename, what)
         if not path.is_file():
+            raise ModelLoadError(f"{what} '{output.label_filename}' is missing")
+        if path.stat().st_size > MAX_LABEL_FILE_BYTES:
             raise ModelLoadError(
-                f"output '{output.name}' names label file '{output.label_filename}', "
-                "which is missing"
+                f"{what} '{output.label_filename}' is larger than {MAX_LABEL_FILE_BYTES} bytes"
             )
-        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ModelLoadError(
+                f"{what} '{output.label_filename}' is not UTF-8 text (byte {exc.start})"
+            ) from None
         labels[output.name] = [line.strip() for line in lines if line.strip()]
     return labels
+
+
+def redact(text: str, repository: Path) -> str:
+    """`text` with the repository's location on the server's disk replaced: load errors go to
+    clients, who have no business knowing the server's paths."""
+    roots = {str(repository.resolve()), str(repository.absolute()), str(repository)}
+    for root in sorted(roots, key=len, reverse=True):
+        if root not in (".", ""):
+            text = text.replace(root, "<repository>")
+    return text

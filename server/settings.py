@@ -1,56 +1,171 @@
-"""Server settings: one typed place, filled from the command line or DEEPSERVE_* variables."""
+"""Server settings: one typed place. The `serve` command line and the DEEPSERVE_* environment
+variables are generated from these fields (server/command.py), so a setting is added here once.
+
+Each field's `help` is what `deepserve serve --help` prints. Fields marked `env_only` are secrets
+or lists that do not belong on a command line (it is visible to every user of the host).
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MIB = 1024 * 1024
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
+DEFAULT_IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    env_only: bool = False,
+) -> Any:
+    """A settings field with what the command line needs to offer it."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "env_only": env_only}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    model_repository: Path = Path("models")
-    """Folder in Triton's layout: <model>/config.pbtxt and <model>/<version>/model.onnx."""
+    # ---- what is served ------------------------------------------------------------------
+    model_repository: Path = setting(
+        Path("models"), "folder with <model>/config.pbtxt and <model>/<version>/model.onnx"
+    )
+    models: tuple[str, ...] = setting(
+        (),
+        "load only this model at start (repeatable; env: comma-separated); default: all",
+        flag="--model",
+    )
+    model_control_mode: str = setting(
+        "none",
+        "none: the repository is loaded at start and load/unload calls are refused; explicit: "
+        "RepositoryModelLoad/Unload work for admin callers; poll: the server watches the "
+        "repository and (re)loads changed models without dropping requests",
+        choices=MODEL_CONTROL_MODES,
+    )
+    repository_poll_seconds: float = setting(
+        15.0, "with --model-control-mode poll: seconds between looks at the repository"
+    )
+    device: str = setting(
+        "auto",
+        "auto: CUDA/TensorRT when installed and a GPU answers, else CPU; cuda: fail a model's "
+        "load when CUDA cannot be used",
+        choices=("auto", "cpu", "cuda"),
+    )
+    intra_op_threads: int = setting(
+        0,
+        "ONNX Runtime intra-op threads per session (0: its default); a model's config "
+        "parameter intra_op_thread_count overrides it",
+    )
+    default_max_batch_size: int = setting(
+        32, "max_batch_size for batching models that have no config.pbtxt"
+    )
+    strict_readiness: bool = setting(
+        True, "ready only when every model to load is ready (else: when any is)"
+    )
 
-    host: str = "0.0.0.0"
-    """Address the gRPC server binds to."""
+    # ---- network and security ------------------------------------------------------------
+    host: str = setting(
+        "127.0.0.1",
+        "address the gRPC server binds; 0.0.0.0 for every interface (then tokens are required "
+        "unless --allow-unauthenticated)",
+    )
+    port: int = setting(8001, "gRPC port; 0 picks a free one (logged)")
+    metrics_host: str = setting(
+        "", "address the Prometheus /metrics port binds (empty: the same as --host)"
+    )
+    metrics_port: int = setting(8002, "Prometheus /metrics HTTP port; 0 turns metrics off")
+    tls_cert: Path | None = setting(None, "PEM certificate chain: serve gRPC over TLS")
+    tls_key: Path | None = setting(None, "PEM private key of --tls-cert")
+    tls_client_ca: Path | None = setting(
+        None, "PEM CA bundle: require client certificates signed by it (mutual TLS)"
+    )
+    token_file: Path | None = setting(
+        None,
+        "file of bearer tokens, one per line as '<scopes> <token>' (scopes: inference, admin, "
+        "or both comma-separated); re-read when it changes",
+    )
+    inference_token: str = setting("", "a bearer token with the inference scope", env_only=True)
+    admin_token: str = setting(
+        "", "a bearer token with the admin and inference scopes", env_only=True
+    )
+    allow_unauthenticated: bool = setting(
+        False,
+        "allow binding a non-loopback address with no tokens configured (anyone who can reach "
+        "the port may then infer, and read statistics)",
+    )
+    reflection: bool = setting(
+        True, "gRPC server reflection (grpcurl); needs the inference scope when tokens are set"
+    )
 
-    port: int = 8001
-    """gRPC port (Triton's default). 0 picks a free port and logs it."""
+    # ---- limits ----------------------------------------------------------------------------
+    max_message_mb: int = setting(64, "largest gRPC message received or sent, in MiB")
+    max_image_pixels: int = setting(
+        40_000_000,
+        "largest image a Vision call may send, in pixels (width x height), checked "
+        "from the image header before decoding",
+    )
+    max_request_image_mb: int = setting(
+        256,
+        "decoded size budget of all images of one Vision call, width x height x channels, in MiB",
+    )
+    image_formats: tuple[str, ...] = setting(
+        DEFAULT_IMAGE_FORMATS,
+        "image formats the Vision API decodes, by Pillow's name (repeatable; env: comma-separated)",
+        flag="--image-format",
+    )
+    max_request_elements: int = setting(
+        1 << 25, "most tensor elements one inference request may carry, over all its inputs"
+    )
+    max_bytes_element_kb: int = setting(4096, "longest element of a BYTES input tensor, in KiB")
+    max_instances: int = setting(
+        16, "most ONNX Runtime sessions (instance_group counts) one model version may ask for"
+    )
+    max_intra_op_threads: int = setting(
+        max(os.cpu_count() or 1, 1) * 2, "most intra-op threads a model config may ask for"
+    )
+    max_batch_size_limit: int = setting(4096, "largest max_batch_size a model config may set")
+    default_max_queue_size: int = setting(
+        1024,
+        "requests that may wait per model and priority level when its config sets no "
+        "max_queue_size; past it the server answers RESOURCE_EXHAUSTED",
+        flag="--max-queue-size",
+    )
 
-    metrics_port: int = 8002
-    """Prometheus /metrics HTTP port (Triton's default); 0 turns metrics off."""
-
-    models: tuple[str, ...] = ()
-    """Models to load at start; empty means every model in the repository."""
-
-    device: str = "auto"
-    """`auto` uses CUDA / TensorRT when installed and a GPU answers, `cpu` forces the CPU, `cuda`
-    fails a model's load when CUDA cannot be used."""
-
-    intra_op_threads: int = 0
-    """ONNX Runtime threads per session for one operator; 0 lets ONNX Runtime decide. A model's
-    config parameter `intra_op_thread_count` overrides it."""
-
-    default_max_batch_size: int = 32
-    """max_batch_size given to a model that has no config.pbtxt and whose graph batches."""
-
-    default_max_queue_size: int = 1024
-    """Requests that may wait per model and priority level when the config sets no
-    max_queue_size: past it the server answers RESOURCE_EXHAUSTED, so memory stays bounded."""
-
-    max_message_bytes: int = 64 * MIB
-    """Largest gRPC message accepted or sent."""
-
-    strict_readiness: bool = True
-    """ServerReady only when every model that should be loaded is READY (Triton's default)."""
-
-    grace_seconds: float = 10.0
-    """On SIGTERM, how long in-flight requests may take to finish before the server stops."""
-
-    server_name: str = "deepserve"
-    """Name reported by ServerMetadata."""
-
+    # ---- process ---------------------------------------------------------------------------
+    grace_seconds: float = setting(
+        10.0, "on SIGTERM: how long accepted requests may take to finish before the server exits"
+    )
+    event_loop: str = setting(
+        "auto",
+        "auto: uvloop when installed (less CPU per request), else asyncio",
+        choices=("auto", "uvloop", "asyncio"),
+    )
+    log_level: str = setting("INFO", "log verbosity", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    server_name: str = setting("deepserve", "name reported by ServerMetadata")
     extra_grpc_options: tuple[tuple[str, int], ...] = field(default_factory=tuple)
-    """Further grpc channel arguments for the server."""
+    """Further grpc channel arguments for the server (not on the command line)."""
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mb * MIB
+
+    @property
+    def max_request_image_bytes(self) -> int:
+        return self.max_request_image_mb * MIB
+
+    @property
+    def max_bytes_element(self) -> int:
+        return self.max_bytes_element_kb * 1024
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS

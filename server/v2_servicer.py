@@ -151,14 +151,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     f"parameter 'config' is not a ModelConfig in JSON: {exc}"
                 ) from exc
         try:
-            await self._manager.load(request.model_name, override)
+            await self._manager.control_load(request.model_name, override)
         except ModelLoadError as exc:
             raise InvalidInput(f"failed to load model '{request.model_name}': {exc}") from exc
         return pb.RepositoryModelLoadResponse()
 
     @mapped
     async def RepositoryModelUnload(self, request, context):
-        await self._manager.unload(request.model_name)
+        await self._manager.control_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # ---- not implemented: answer clearly rather than with the generated stub's text ---------

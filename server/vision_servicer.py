@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..v1 import vision_pb2 as vpb
 from ..v1 import vision_pb2_grpc as vpb_grpc
 from . import imaging
 from .dataplane import DataPlane
-from .errors import InvalidInput
+from .errors import InvalidInput, LimitExceeded
 from .manager import ModelManager
 from .model import ModelVersion
+from .settings import ServerSettings
 from .task_classify import classifications
 from .task_config import TaskNotSupported, TaskSpec, task_spec
 from .task_detect import OUTPUTS as DETECTION_OUTPUTS
@@ -20,9 +23,18 @@ from .v2_servicer import mapped
 
 
 class VisionServicer(vpb_grpc.VisionServicer):
-    def __init__(self, dataplane: DataPlane, manager: ModelManager) -> None:
+    def __init__(
+        self, dataplane: DataPlane, manager: ModelManager, settings: ServerSettings
+    ) -> None:
         self._dataplane = dataplane
         self._manager = manager
+        self._limits = imaging.ImageLimits(
+            max_pixels=settings.max_image_pixels,
+            max_request_bytes=settings.max_request_image_bytes,
+            formats=tuple(f.upper() for f in settings.image_formats),
+        )
+        # Room for a response's masks: the message limit less a margin for the other fields.
+        self._response_budget = settings.max_message_bytes - 64 * 1024
 
     def _task(self, request, task: str) -> tuple[ModelVersion, TaskSpec]:
         """The model a task request names, checked to do `task`, and the request to hold images."""
@@ -33,13 +45,28 @@ class VisionServicer(vpb_grpc.VisionServicer):
         return model, spec
 
     async def _run(
-        self, model: ModelVersion, spec: TaskSpec, request, outputs: list[str], finish, context
+        self,
+        model: ModelVersion,
+        spec: TaskSpec,
+        request,
+        outputs: list[str],
+        finish,
+        context,
+        check_sizes: Callable[[list[tuple[int, int]]], None] | None = None,
     ) -> list:
-        """Decode and resize the request's images, batch them through the model, post-process."""
+        """Decode and resize the request's images, batch them through the model, post-process.
+        `check_sizes` sees the images' sizes from their headers before anything is decoded."""
         images = list(request.images)
+        limits = self._limits
+
+        def prepare() -> tuple[np.ndarray, list[tuple[int, int]]]:
+            if check_sizes is not None:
+                check_sizes(imaging.header_sizes(images, limits))
+            return imaging.prepare(images, spec.height, spec.width, spec.channels, limits)
+
         return await self._dataplane.run_images(
             model,
-            lambda: imaging.prepare(images, spec.height, spec.width, spec.channels),
+            prepare,
             spec.input_name,
             outputs,
             finish,
@@ -90,10 +117,30 @@ class VisionServicer(vpb_grpc.VisionServicer):
         output = next(iter(model.outputs))
         labels = model.labels.get(output, [])
 
-        def finish(outputs, sizes) -> list[vpb.Mask]:
-            return masks(outputs[output], sizes, labels, request.mask_encoding)
+        encoding = request.mask_encoding
+        budget = self._response_budget
 
-        results = await self._run(model, spec, request, [output], finish, context)
+        def check_sizes(sizes: list[tuple[int, int]]) -> None:
+            # A raw mask is one byte a pixel: refuse now what could not be sent after the work.
+            raw_bytes = sum(h * w for h, w in sizes)
+            if encoding != vpb.MASK_ENCODING_PNG and raw_bytes > budget:
+                raise LimitExceeded(
+                    f"the raw masks of these images would take {raw_bytes} bytes, more than the "
+                    f"response limit of {budget} bytes (max_message_mb); ask for "
+                    "MASK_ENCODING_PNG, or send fewer or smaller images"
+                )
+
+        def finish(outputs, sizes) -> list[vpb.Mask]:
+            results = masks(outputs[output], sizes, labels, encoding)
+            encoded = sum(len(m.data) for m in results)
+            if encoded > budget:
+                raise LimitExceeded(
+                    f"the PNG masks take {encoded} bytes, more than the response limit of "
+                    f"{budget} bytes (max_message_mb); send fewer or smaller images"
+                )
+            return results
+
+        results = await self._run(model, spec, request, [output], finish, context, check_sizes)
         return vpb.SegmentResponse(
             model=model.name, model_version=str(model.version), results=results
         )

@@ -18,6 +18,8 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from .onnx_models import ADD_SUB_CONFIG, add_constant, add_sub, int_negate, write_model
 from .server_process import run_server
 
+EXPLICIT = ("--model-control-mode", "explicit")
+
 
 def _negate(client: triton.InferenceServerClient, model: str = "negate") -> np.ndarray:
     tensor = triton.InferInput("x", [1, 3], "INT32")
@@ -93,7 +95,7 @@ def test_unload_then_load_again(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_model(repo, "negate", int_negate())
     write_model(repo, "other", int_negate())
-    with run_server(repo, tmp_path) as server:
+    with run_server(repo, tmp_path, *EXPLICIT) as server:
         client = triton.InferenceServerClient(server.url)
         client.unload_model("negate")
         assert not client.is_model_ready("negate")
@@ -115,7 +117,7 @@ def test_unload_then_load_again(tmp_path: Path) -> None:
 def test_model_added_to_repository_loads_on_request(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_model(repo, "negate", int_negate())
-    with run_server(repo, tmp_path) as server:
+    with run_server(repo, tmp_path, *EXPLICIT) as server:
         client = triton.InferenceServerClient(server.url)
         write_model(repo, "added", int_negate())
         index = {m.name: m.state for m in client.get_model_repository_index().models}
@@ -127,7 +129,7 @@ def test_model_added_to_repository_loads_on_request(tmp_path: Path) -> None:
 def test_reload_with_new_version_drops_no_traffic(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_model(repo, "counter", add_constant(1.0))
-    with run_server(repo, tmp_path) as server:
+    with run_server(repo, tmp_path, *EXPLICIT) as server:
         client = triton.InferenceServerClient(server.url)
         stop = threading.Event()
         seen: list[float] = []
@@ -163,7 +165,7 @@ def test_reload_with_new_version_drops_no_traffic(tmp_path: Path) -> None:
 def test_load_with_config_override(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_model(repo, "negate", int_negate())
-    with run_server(repo, tmp_path) as server:
+    with run_server(repo, tmp_path, *EXPLICIT) as server:
         client = triton.InferenceServerClient(server.url)
         client.load_model("negate", config=json.dumps({"max_batch_size": 2}))
         assert client.get_model_config("negate").config.max_batch_size == 2
@@ -178,7 +180,7 @@ def test_load_only_named_models(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_model(repo, "negate", int_negate())
     write_model(repo, "idle", int_negate())
-    with run_server(repo, tmp_path, "--model", "negate") as server:
+    with run_server(repo, tmp_path, *EXPLICIT, "--model", "negate") as server:
         client = triton.InferenceServerClient(server.url)
         assert client.is_model_ready("negate")
         assert not client.is_model_ready("idle")
@@ -187,7 +189,7 @@ def test_load_only_named_models(tmp_path: Path) -> None:
 def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_model(repo, "negate", int_negate())
-    with run_server(repo, tmp_path) as server:
+    with run_server(repo, tmp_path, *EXPLICIT) as server:
         _negate(triton.InferenceServerClient(server.url))
         process = server.process
     assert process.returncode == 0
