@@ -4,8 +4,10 @@ answer was wrong."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,7 +30,15 @@ class GrpcUser(User):
             ("grpc.max_receive_message_length", 64 * MIB),
             ("grpc.max_send_message_length", 64 * MIB),
         ]
-        self._channel = grpc.insecure_channel(target, options=options)
+        # The same variables as the deepserve command line: DEEPSERVE_TOKEN, DEEPSERVE_TLS_CA.
+        token = os.environ.get("DEEPSERVE_TOKEN")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        ca = os.environ.get("DEEPSERVE_TLS_CA")
+        if ca:
+            credentials = grpc.ssl_channel_credentials(Path(ca).read_bytes())
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stubs = _calls.stubs(self._channel)
 
     def on_stop(self) -> None:
@@ -39,7 +49,8 @@ class GrpcUser(User):
         size = 0
         exception: Exception | None = None
         try:
-            response = getattr(self._stubs[call.service], call.method)(call.request, timeout=30)
+            rpc = getattr(self._stubs[call.service], call.method)
+            response = rpc(call.request, timeout=30, metadata=self._metadata)
             size = response.ByteSize()
             check(call.parse(response))
         except grpc.RpcError as error:

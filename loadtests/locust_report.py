@@ -96,9 +96,15 @@ def plot(prefix: Path) -> list[Path]:
 
 def batch_sizes(url: str) -> dict[str, float]:
     """Average batch size per model from the server's statistics (inference / execution)."""
+    import os
+
     import tritonclient.grpc as triton
 
-    stats = triton.InferenceServerClient(url).get_inference_statistics().model_stats
+    # Statistics need the admin scope where the server checks tokens.
+    token = os.environ.get("DEEPSERVE_ADMIN_TOKEN") or os.environ.get("DEEPSERVE_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    client = triton.InferenceServerClient(url)
+    stats = client.get_inference_statistics(headers=headers).model_stats
     return {
         f"{s.name} v{s.version}": s.inference_count / s.execution_count
         for s in stats

@@ -84,7 +84,9 @@ def _prepare(environment, **_) -> None:
         custom = image_folder(options.images)
         Payloads.digits = Payloads.scenes = Payloads.segment_scenes = custom
         return
-    client = Client(environment.host or "localhost:8001", retries=3)
+    client = Client(
+        environment.host or "localhost:8001", retries=3, token=os.environ.get("DEEPSERVE_TOKEN")
+    )
     digits, scenes = mnist_digits(200), digit_scenes(32)
     if options.classify_model or options.infer_model:
         model = options.classify_model or options.infer_model

@@ -13,10 +13,12 @@ from importlib.metadata import PackageNotFoundError, version
 from .aio import AsyncClient
 from .client import Client
 from .errors import (
+    AuthenticationError,
     DeadlineExceededError,
     DeepserveError,
     InvalidInputError,
     ModelNotFoundError,
+    PermissionDeniedError,
     ServerBusyError,
     UnavailableError,
 )
@@ -29,6 +31,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "AsyncClient",
+    "AuthenticationError",
     "Box",
     "Classification",
     "Client",
@@ -39,6 +42,7 @@ __all__ = [
     "Label",
     "ModelInfo",
     "ModelNotFoundError",
+    "PermissionDeniedError",
     "Segmentation",
     "ServerBusyError",
     "UnavailableError",

@@ -36,12 +36,20 @@ class ConnectionOptions:
         credentials: grpc.ChannelCredentials | None,
         token: str | None,
         max_message_mb: int,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> ConnectionOptions:
         targets = (target,) if isinstance(target, str) else tuple(target)
         if not targets:
             raise ValueError("give at least one target, e.g. 'localhost:8001'")
-        if credentials is None and (tls or root_certificates):
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("client_certificate and client_key go together (mutual TLS)")
+        if credentials is None and (tls or root_certificates or client_certificate):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=client_key,
+                certificate_chain=client_certificate,
+            )
         return cls(targets, timeout, max(retries, 0), credentials, token, max_message_mb)
 
     @property
@@ -101,9 +109,20 @@ class Connections:
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         max_message_mb: int = 64,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> None:
         self._options = ConnectionOptions.build(
-            target, timeout, retries, tls, root_certificates, credentials, token, max_message_mb
+            target,
+            timeout,
+            retries,
+            tls,
+            root_certificates,
+            credentials,
+            token,
+            max_message_mb,
+            client_certificate,
+            client_key,
         )
         self._channels = [self._open(t) for t in self._options.targets]
         self._stubs = [_calls.stubs(channel) for channel in self._channels]

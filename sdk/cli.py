@@ -12,18 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, cli_connection
 from .cli_tasks import add_task_commands
 from .server.command import add_serve_command
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"DEEPSERVE_{name}", default)
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(f"DEEPSERVE_{name}")
-    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _add_models(commands: argparse._SubParsersAction) -> None:
@@ -43,6 +38,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="ask a running server (host:port) for its repository index instead",
     )
+    cli_connection.add_connection_options(models, url=False)
     models.set_defaults(run=_run_models)
 
 
@@ -55,6 +51,7 @@ def _add_health(commands: argparse._SubParsersAction) -> None:
     health.add_argument("--url", default=_env("URL", "localhost:8001"), help="server address")
     health.add_argument("--service", default="", help="a model name; empty: the whole server")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    cli_connection.add_connection_options(health, url=False)
     health.set_defaults(run=_run_health)
 
 
@@ -62,7 +59,7 @@ def _run_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.url) as channel:
+    with cli_connection.open_channel(args) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
@@ -79,8 +76,17 @@ def _run_models(args: argparse.Namespace) -> int:
     if args.url:
         import tritonclient.grpc as triton
 
-        client = triton.InferenceServerClient(args.url)
-        for row in client.get_model_repository_index(as_json=True).get("models", []):
+        client = triton.InferenceServerClient(
+            args.url,
+            ssl=cli_connection.uses_tls(args),
+            root_certificates=str(args.tls_ca) if args.tls_ca else None,
+            private_key=str(args.tls_key) if args.tls_key else None,
+            certificate_chain=str(args.tls_cert) if args.tls_cert else None,
+        )
+        index = client.get_model_repository_index(
+            headers=cli_connection.metadata(args), as_json=True
+        )
+        for row in index.get("models", []):
             print(
                 f"{row['name']:24} {row.get('version', '-'):>7}  {row.get('state', '')}  "
                 f"{row.get('reason', '')}".rstrip()

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from PIL import Image
 
+from . import cli_connection
 from .client import Client
 from .drawing import draw_detections, overlay_mask
 from .errors import DeepserveError
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, timeout=args.timeout)
+    return cli_connection.client(args)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +25,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="model name (may be left out when only one model does the task)",
     )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("DEEPSERVE_URL", "localhost:8001"),
-        help="server address (env DEEPSERVE_URL)",
-    )
+    cli_connection.add_connection_options(parser)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
 
 

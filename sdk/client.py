@@ -35,7 +35,8 @@ class Client(Connections):
     `target` may be several addresses: calls are spread over them, and an attempt whose server
     is down moves on to the next. UNAVAILABLE and RESOURCE_EXHAUSTED are retried `retries` times
     with exponential backoff; `timeout` (seconds) bounds each attempt. `tls=True` (or
-    `root_certificates`, or ready `credentials`) uses TLS; `token` is sent as a bearer token.
+    `root_certificates`, or ready `credentials`) uses TLS, with `client_certificate` and
+    `client_key` (PEM bytes) for mutual TLS; `token` is sent as a bearer token.
     """
 
     _secure_channel = staticmethod(grpc.secure_channel)

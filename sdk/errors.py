@@ -35,6 +35,15 @@ class UnavailableError(DeepserveError):
     """No server answered, or the model is not ready (UNAVAILABLE); retried before raising."""
 
 
+class AuthenticationError(DeepserveError):
+    """No token, or one the server does not know (UNAUTHENTICATED)."""
+
+
+class PermissionDeniedError(DeepserveError):
+    """The token lacks the scope this call needs, or the server refuses it by configuration
+    (PERMISSION_DENIED)."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[DeepserveError]] = {
     grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
@@ -42,6 +51,8 @@ _BY_CODE: dict[grpc.StatusCode, type[DeepserveError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ServerBusyError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

@@ -202,6 +202,8 @@ class DataPlane:
     def __init__(self, manager: ModelManager, limits: RequestLimits = UNLIMITED) -> None:
         self.manager = manager
         self.limits = limits
+        self.in_flight = 0
+        """Requests inside the data plane now: the drain waits for them."""
 
     async def infer(
         self, request: pb.ModelInferRequest, deadline_s: float | None = None
@@ -209,11 +211,14 @@ class DataPlane:
         """Run one request. `deadline_s`: seconds the caller still waits (its gRPC deadline)."""
         model = self.manager.get(request.model_name, request.model_version)
         started = time.perf_counter_ns()
+        self.in_flight += 1
         try:
             response, timing = await self._infer(model, request, deadline_s)
         except BaseException:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
+        finally:
+            self.in_flight -= 1
         model.stats.record_success(time.perf_counter_ns() - started, timing)
         return response
 
@@ -266,6 +271,7 @@ class DataPlane:
         uint8 batch and context for `finish`, which post-processes on a worker thread too.
         More images than max_batch_size go as several jobs."""
         started = time.perf_counter_ns()
+        self.in_flight += 1
         try:
             batch, context = await asyncio.to_thread(prepare)
             t1 = time.perf_counter_ns()
@@ -290,6 +296,8 @@ class DataPlane:
         except BaseException:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
+        finally:
+            self.in_flight -= 1
         t3 = time.perf_counter_ns()
         first = results[0]
         model.stats.record_success(

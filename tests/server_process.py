@@ -34,9 +34,17 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _wait(url: str, process: subprocess.Popen, log_path: Path, ready: bool, timeout: float) -> None:
+def _wait(
+    url: str,
+    process: subprocess.Popen,
+    log_path: Path,
+    ready: bool,
+    timeout: float,
+    credentials: grpc.ChannelCredentials | None,
+) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(url) as channel:
+    channel = grpc.secure_channel(url, credentials) if credentials else grpc.insecure_channel(url)
+    with channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -63,7 +71,11 @@ def run_server(
     wait_ready: bool = True,
     timeout: float = 60.0,
     port: int | None = None,
+    env: dict[str, str] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Iterator[RunningServer]:
+    """`env` adds to the environment (tokens); `credentials` is what the wait for readiness
+    connects with when the server speaks TLS."""
     port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
     command = [
@@ -82,12 +94,14 @@ def run_server(
         "0",
         *extra_args,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=environment
+        )
     server = RunningServer(url=f"127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        _wait(server.url, process, log_path, wait_ready, timeout)
+        _wait(server.url, process, log_path, wait_ready, timeout, credentials)
         yield server
     finally:
         if process.poll() is None:
