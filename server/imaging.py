@@ -16,24 +16,14 @@ from .errors import InvalidInput, LimitExceeded
 # header against its own budget (ImageLimits) before decoding, and Pillow's check stays behind it.
 Image.MAX_IMAGE_PIXELS = None
 _MODES = {1: "L", 3: "RGB"}
-_BANDS = {
-    "1": 1,
-    "L": 1,
-    "P": 1,
-    "I": 1,
-    "F": 1,
-    "I;16": 1,
-    "LA": 2,
-    "PA": 2,
-    "RGB": 3,
-    "YCbCr": 3,
-    "LAB": 3,
-    "HSV": 3,
-    "RGBA": 4,
-    "CMYK": 4,
-    "RGBX": 4,
-    "RGBa": 4,
-}
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """What Pillow keeps in memory per pixel: one byte for 8-bit single-band modes, two for
+    16-bit ones, four for everything else (multi-band images are stored 32 bits a pixel)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
 
 
 @dataclass(frozen=True)
@@ -86,45 +76,32 @@ def _open(data: bytes, index: int, limits: ImageLimits) -> tuple[Image.Image, in
         ) from None
     width, height = opened.size
     _check_pixels(index, width, height, limits)
-    return opened, width * height * _BANDS.get(opened.mode, 4)
+    return opened, width * height * _bytes_per_pixel(opened.mode)
 
 
 def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
 
 
-def decode(
-    image: vpb.Image, index: int, limits: ImageLimits, budget: int
-) -> tuple[Image.Image, int]:
-    """Any supported image -> a PIL image, upright (EXIF orientation applied), and its decoded
-    size in bytes, refused before decoding when that is above `budget` (what is left of the
-    request's)."""
+def _opened(image: vpb.Image, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
+    """The image opened (header read, pixels not yet decoded) and its decoded size in bytes."""
     which = image.WhichOneof("source")
     if which == "raw":
-        picture, decoded_bytes = _from_raw(image.raw, index, limits)
-        _check_budget(index, decoded_bytes, budget, limits)
-        return picture, decoded_bytes
+        return _from_raw(image.raw, index, limits)
     if which != "encoded" or not image.encoded:
         raise InvalidInput(f"image {index}: empty (set 'encoded' bytes or 'raw' pixels)")
-    opened, decoded_bytes = _open(image.encoded, index, limits)
-    _check_budget(index, decoded_bytes, budget, limits)
+    return _open(image.encoded, index, limits)
+
+
+def _decoded(opened: Image.Image, index: int) -> Image.Image:
+    """Decode the pixels, upright (EXIF orientation applied)."""
     try:
         opened.load()
-        upright = ImageOps.exif_transpose(opened)
+        return ImageOps.exif_transpose(opened)
     except Exception as exc:  # truncated data, broken chunks (SyntaxError), bad EXIF, ...
         raise InvalidInput(
-            f"image {index}: cannot decode the {opened.format} data ({_describe(exc)})"
+            f"image {index}: cannot decode the {opened.format or 'raw'} data ({_describe(exc)})"
         ) from None
-    return upright, decoded_bytes
-
-
-def _check_budget(index: int, decoded_bytes: int, budget: int, limits: ImageLimits) -> None:
-    if decoded_bytes > budget:
-        raise LimitExceeded(
-            f"image {index}: the request's images decode to more than "
-            f"{limits.max_request_bytes} bytes (width x height x channels), this server's limit "
-            "per request (max_request_image_mb); send fewer or smaller images"
-        )
 
 
 def to_model_input(picture: Image.Image, height: int, width: int, channels: int) -> np.ndarray:
@@ -148,30 +125,32 @@ def to_model_input(picture: Image.Image, height: int, width: int, channels: int)
     return array[..., None] if channels == 1 else array
 
 
-def header_sizes(images: list[vpb.Image], limits: ImageLimits) -> list[tuple[int, int]]:
-    """Each image's (height, width) from its header or raw fields, without decoding."""
-    sizes = []
+def open_all(images: list[vpb.Image], limits: ImageLimits) -> list[Image.Image]:
+    """Every image of a request opened from its header, each within the pixel limit and all
+    together within the request's decoded-size budget, before any pixel is decoded."""
+    opened: list[Image.Image] = []
+    total = 0
     for index, image in enumerate(images):
-        if image.WhichOneof("source") == "raw":
-            sizes.append((image.raw.height, image.raw.width))
-            continue
-        if not image.encoded:
-            raise InvalidInput(f"image {index}: empty (set 'encoded' bytes or 'raw' pixels)")
-        opened, _ = _open(image.encoded, index, limits)
-        sizes.append((opened.height, opened.width))
-    return sizes
+        picture, decoded_bytes = _opened(image, index, limits)
+        total += decoded_bytes
+        if total > limits.max_request_bytes:
+            raise LimitExceeded(
+                f"image {index}: the request's images decode to more than "
+                f"{limits.max_request_bytes} bytes (width x height x bytes a pixel), this server's "
+                "limit per request (max_request_image_mb); send fewer or smaller images"
+            )
+        opened.append(picture)
+    return opened
 
 
 def prepare(
-    images: list[vpb.Image], height: int, width: int, channels: int, limits: ImageLimits
+    opened: list[Image.Image], height: int, width: int, channels: int
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """A batch [N, height, width, channels] and each original (height, width)."""
-    batch = np.empty((len(images), height, width, channels), np.uint8)
+    batch = np.empty((len(opened), height, width, channels), np.uint8)
     sizes: list[tuple[int, int]] = []
-    budget = limits.max_request_bytes
-    for index, image in enumerate(images):
-        picture, decoded_bytes = decode(image, index, limits, budget)
-        budget -= decoded_bytes
-        sizes.append((picture.height, picture.width))
-        batch[index] = to_model_input(picture, height, width, channels)
+    for index, picture in enumerate(opened):
+        upright = _decoded(picture, index)
+        sizes.append((upright.height, upright.width))
+        batch[index] = to_model_input(upright, height, width, channels)
     return batch, sizes

@@ -60,9 +60,10 @@ class VisionServicer(vpb_grpc.VisionServicer):
         limits = self._limits
 
         def prepare() -> tuple[np.ndarray, list[tuple[int, int]]]:
+            opened = imaging.open_all(images, limits)
             if check_sizes is not None:
-                check_sizes(imaging.header_sizes(images, limits))
-            return imaging.prepare(images, spec.height, spec.width, spec.channels, limits)
+                check_sizes([(picture.height, picture.width) for picture in opened])
+            return imaging.prepare(opened, spec.height, spec.width, spec.channels)
 
         return await self._dataplane.run_images(
             model,
