@@ -2,7 +2,8 @@
 `classify`, `detect`, `segment`, `models --url` and `health`.
 
 The token is never a flag (a command line is visible to every user of the host): it comes from
-DEEPSERVE_TOKEN or from the file --token-file names.
+DEEPSERVE_TOKEN or from the file --token-file names. (DEEPSERVE_TOKEN_FILE is the server's file
+of tokens and scopes, a different thing.)
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ def add_connection_options(parser: argparse.ArgumentParser, url: bool = True) ->
     parser.add_argument(
         "--token-file",
         type=Path,
-        default=os.environ.get("DEEPSERVE_TOKEN_FILE") or None,
-        help="file holding the bearer token (env DEEPSERVE_TOKEN_FILE; or the token itself in "
-        "DEEPSERVE_TOKEN)",
+        default=None,
+        help="file holding the bearer token (default: the token in DEEPSERVE_TOKEN, if set)",
     )
     parser.add_argument(
         "--tls", action="store_true", help="use TLS with the system's root certificates"

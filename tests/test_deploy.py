@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepserve import Client
+from deepserve import AuthenticationError, Client
 
 from .mnist_sample import digits
 from .server_process import free_port
@@ -70,7 +70,19 @@ def test_kustomize_overlays_render_and_validate(overlay: str, tmp_path: Path) ->
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == 8001
     grace = int(kinds["ConfigMap"]["data"]["DEEPSERVE_GRACE_SECONDS"])
-    assert pod["terminationGracePeriodSeconds"] > grace
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pause + grace
+    # Every interface needs credentials: the tokens come from a Secret, not from the manifests.
+    secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    assert secrets == {
+        "DEEPSERVE_INFERENCE_TOKEN": "deepserve-tokens",
+        "DEEPSERVE_ADMIN_TOKEN": "deepserve-tokens",
+    }
+    assert kinds["ConfigMap"]["data"]["DEEPSERVE_HOST"] == "0.0.0.0"
     if overlay.startswith("gpu"):
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     if overlay == "gpu-pvc":
@@ -93,6 +105,8 @@ def test_compose_file_follows_the_compose_spec() -> None:
     gpu = compose["services"]["deepserve"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
     assert compose["services"]["deepserve-cpu"]["profiles"] == ["cpu"]
+    environment = compose["services"]["deepserve-cpu"]["environment"]
+    assert environment["DEEPSERVE_INFERENCE_TOKEN"].startswith("${DEEPSERVE_INFERENCE_TOKEN:?")
     assert compose["services"]["locust-worker"]["profiles"] == ["loadtest"]
 
 
@@ -132,11 +146,13 @@ def test_cpu_image_entrypoint_serves_the_committed_models(tmp_path: Path) -> Non
     assert entrypoint == ["deepserve", "serve"]
     port, metrics_port = free_port(), free_port()
     env.pop("PATH")
+    assert env["DEEPSERVE_HOST"] == "0.0.0.0"  # as in the image: tokens are then required
+    token = "image-test-token-0123456789"
     env.update(
         DEEPSERVE_MODEL_REPOSITORY=str(ROOT / "models"),
         DEEPSERVE_PORT=str(port),
         DEEPSERVE_METRICS_PORT=str(metrics_port),
-        DEEPSERVE_HOST="127.0.0.1",
+        DEEPSERVE_INFERENCE_TOKEN=token,
     )
     command = [str(BIN / entrypoint[0]), *entrypoint[1:]]
     health_cmd = [str(BIN / health[0]), *[a.replace("8001", str(port)) for a in health[1:]]]
@@ -149,8 +165,10 @@ def test_cpu_image_entrypoint_serves_the_committed_models(tmp_path: Path) -> Non
             assert server.poll() is None and time.monotonic() < deadline, "never healthy"
             time.sleep(0.5)
         images, labels = digits()
-        result = Client(f"127.0.0.1:{port}").classify(images[0], model="mnist")
+        result = Client(f"127.0.0.1:{port}", token=token).classify(images[0], model="mnist")
         assert result.label == str(labels[0])
+        with pytest.raises(AuthenticationError):
+            Client(f"127.0.0.1:{port}", retries=0).classify(images[0], model="mnist")
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
