@@ -81,6 +81,29 @@ def test_calls_without_a_token_are_unauthenticated(token_server) -> None:
     client.close()
 
 
+def test_streams_need_a_token_too(token_server) -> None:
+    url, _ = token_server
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name="negate")
+    request.inputs.add(name="x", datatype="INT32", shape=[1, 3])
+    request.raw_input_contents.append(np.array([[1, 2, 3]], np.int32).tobytes())
+    with grpc.insecure_channel(url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.ModelStreamInfer(iter([request]), timeout=10))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        answers = list(
+            stub.ModelStreamInfer(
+                iter([request]), timeout=10, metadata=(("authorization", f"Bearer {FILE_TOKEN}"),)
+            )
+        )
+    assert not answers[0].error_message
+    values = np.frombuffer(answers[0].infer_response.raw_output_contents[0], np.int32)
+    assert values.tolist() == [-1, -2, -3]
+
+
 def test_inference_scope_infers_but_cannot_administer(token_server) -> None:
     url, _ = token_server
     client = triton.InferenceServerClient(url)
@@ -128,6 +151,13 @@ def test_token_file_is_reread_when_it_changes(token_server) -> None:
     assert client.get_inference_statistics(headers=_bearer(rotated)).model_stats
     assert _status(lambda: _negate(client, _bearer(FILE_TOKEN))) == "UNAUTHENTICATED"
     token_file.write_text(f"inference {FILE_TOKEN}\n")  # as the other tests expect
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            _negate(client, _bearer(FILE_TOKEN))
+            break
+        except triton.InferenceServerException:
+            time.sleep(0.2)
     client.close()
 
 
