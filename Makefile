@@ -48,9 +48,11 @@ bench: $(VENV)/.installed-loadtest
 	$(BIN)/python -m loadtests.bench --model $(MODEL) --concurrency 1,8,32,64
 
 # Build and run the CPU image with podman on stand-in base images (slow: not part of make test).
+# The image binds every interface, so it needs a token: a throwaway one for this local check.
 container-check:
 	bash ../shared/tools/container_check.sh check docker/Dockerfile.cpu . \
-		--port 8001 --health --wait 180
+		--port 8001 --health --wait 180 \
+		-e DEEPSERVE_INFERENCE_TOKEN=container-check-$$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

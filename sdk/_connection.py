@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +61,16 @@ class ConnectionOptions:
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+@functools.cache
+def _propagator() -> Any:
+    """opentelemetry.propagate when the application has OpenTelemetry, else None."""
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return None
+    return propagate
 
 
 class RoundRobin:
@@ -138,6 +149,16 @@ class Connections:
         """(attempt number, the bound RPC on that attempt's target) for each allowed try."""
         for attempt, index in enumerate(self._rotation.attempts(self._options.retries)):
             yield attempt, getattr(self._stubs[index][call.service], call.method)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call's metadata: the bearer token, and the W3C trace context when the
+        application traces with OpenTelemetry, so the server's spans join its trace."""
+        propagate = _propagator()
+        if propagate is None:
+            return self._options.metadata
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return self._options.metadata + tuple(carrier.items())
 
     def _delay(self, error: grpc.RpcError, attempt: int) -> float | None:
         return retry_delay(error.code(), attempt, self._options.retries, len(self._stubs))

@@ -34,7 +34,7 @@ class AsyncClient(Connections):
         for attempt, rpc in self._attempts(call):
             try:
                 response = await rpc(
-                    call.request, timeout=self._options.timeout, metadata=self._options.metadata
+                    call.request, timeout=self._options.timeout, metadata=self._metadata()
                 )
                 return call.parse(response)
             except grpc.RpcError as error:

@@ -49,7 +49,7 @@ class Client(Connections):
         for attempt, rpc in self._attempts(call):
             try:
                 response = rpc(
-                    call.request, timeout=self._options.timeout, metadata=self._options.metadata
+                    call.request, timeout=self._options.timeout, metadata=self._metadata()
                 )
                 return call.parse(response)
             except grpc.RpcError as error:

@@ -17,11 +17,13 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ..v1 import vision_pb2 as vpb
 from ..v1 import vision_pb2_grpc as vpb_grpc
+from . import tracing
 from .auth import Authenticator, ConfigurationError, check_exposure
 from .dataplane import DataPlane, RequestLimits
 from .grpc_security import TokenInterceptor, server_credentials
 from .manager import ModelManager
 from .metrics import serve_metrics
+from .observe import Observer
 from .repository_watch import watch_repository
 from .settings import ServerSettings
 from .v2_servicer import InferenceServicer
@@ -48,6 +50,7 @@ class Server:
         self._credentials = server_credentials(settings)
         self.manager = ModelManager(settings, self._executor, on_change=self._health_changed)
         self.dataplane = DataPlane(self.manager, RequestLimits.from_settings(settings))
+        self.observer = Observer(settings)
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._health_sync: asyncio.Task[None] | None = None
@@ -85,10 +88,13 @@ class Server:
         interceptors = [TokenInterceptor(self.auth)] if self.auth.enabled else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane, self.manager, self.settings.server_name), server
+            InferenceServicer(
+                self.dataplane, self.manager, self.settings.server_name, self.observer
+            ),
+            server,
         )
         vpb_grpc.add_VisionServicer_to_server(
-            VisionServicer(self.dataplane, self.manager, self.settings), server
+            VisionServicer(self.dataplane, self.manager, self.settings, self.observer), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.reflection:
@@ -141,48 +147,49 @@ class Server:
         await self._grpc.wait_for_termination()
 
     async def stop(self) -> None:
-        """The drain: health NOT_SERVING at once, no new calls, every accepted request answered
-        (for up to grace_seconds), then what is still open (health watches, idle streams) ends."""
+        """The drain: health NOT_SERVING at once; calls arriving from now on are refused with
+        UNAVAILABLE (clients retry elsewhere); every call already accepted is answered, for up
+        to grace_seconds; then the listener closes and open streams and watches end."""
         if self._grpc is None:
             return
         grace = self.settings.grace_seconds
-        accepted = self.dataplane.in_flight
-        log.info("stopping: draining %d accepted request(s) for up to %.0f s", accepted, grace)
+        accepted = self.observer.in_flight
+        log.info("stopping: draining %d accepted call(s) for up to %.0f s", accepted, grace)
         started = time.monotonic()
+        self.observer.draining = True
         await self.health.enter_graceful_shutdown()
         for task in (self._loading, self._watching):
             if task is not None:
                 task.cancel()
-        closing = asyncio.create_task(self._grpc.stop(grace))
-        await self._wait_for_requests(closing, started + grace)
-        left = self.dataplane.in_flight
-        if not closing.done():
-            await self._grpc.stop(None)  # only open streams and watches remain: end them
-        await closing
+        await self._wait_for_calls(started + grace)
+        left = self.observer.in_flight
+        await self._grpc.stop(None)
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info(
             "drained in %.2f s: %s; stopped",
             time.monotonic() - started,
-            f"{left} request(s) cut at the grace period" if left else "every request answered",
+            f"{left} call(s) cut at the grace period" if left else "every accepted call answered",
         )
 
-    async def _wait_for_requests(self, closing: asyncio.Task[None], until: float) -> None:
-        """Until no request is in the data plane (seen twice, 50 ms apart: a call accepted just
-        before the listener closed may not have reached it yet), or the server has stopped."""
+    async def _wait_for_calls(self, until: float) -> None:
+        """Until no call is being handled, and none has arrived for 100 ms (calls that are on
+        their way get their UNAVAILABLE rather than a closed connection)."""
         quiet_since: float | None = None
-        while not closing.done() and time.monotonic() < until:
+        while time.monotonic() < until:
             now = time.monotonic()
-            if self.dataplane.in_flight:
+            if self.observer.in_flight:
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = now
-            elif now - quiet_since >= 0.05:
+            elif now - quiet_since >= 0.1:
                 return
             await asyncio.sleep(0.01)
 
 
 async def serve(settings: ServerSettings) -> None:
     """Run a server until SIGTERM or SIGINT, then drain and stop."""
+    if settings.tracing:
+        tracing.configure(sample_ratio=settings.trace_sample_ratio)
     server = Server(settings)
     await server.start()
     stop = asyncio.Event()
@@ -195,3 +202,4 @@ async def serve(settings: ServerSettings) -> None:
     await server.stop()
     waiter.cancel()
     stopper.cancel()
+    tracing.shutdown()  # flush the spans still buffered

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 import typing
@@ -109,9 +108,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from . import logs
+
+    logs.setup(settings.log_level, settings.log_format)
     if not settings.model_repository.is_dir():
         print(f"model repository '{settings.model_repository}' is not a folder", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from . import codecs
+from . import codecs, request_context
 from .classification import top_k
 from .errors import InvalidInput, LimitExceeded
 from .manager import ModelManager
@@ -198,28 +198,31 @@ def _int_parameter(request: pb.ModelInferRequest, key: str) -> int:
     return getattr(param, kind)
 
 
+def _record_success(model: ModelVersion, total_ns: int, timing: RequestTiming) -> None:
+    model.stats.record_success(total_ns, timing)
+    model.histograms.observe_request(total_ns, timing.queue_ns, timing.batch_items)
+    compute_ns = timing.compute_input_ns + timing.compute_infer_ns + timing.compute_output_ns
+    request_context.note_timing(timing.queue_ns, compute_ns, timing.batch_items)
+
+
 class DataPlane:
     def __init__(self, manager: ModelManager, limits: RequestLimits = UNLIMITED) -> None:
         self.manager = manager
         self.limits = limits
-        self.in_flight = 0
-        """Requests inside the data plane now: the drain waits for them."""
 
     async def infer(
         self, request: pb.ModelInferRequest, deadline_s: float | None = None
     ) -> pb.ModelInferResponse:
         """Run one request. `deadline_s`: seconds the caller still waits (its gRPC deadline)."""
         model = self.manager.get(request.model_name, request.model_version)
+        request_context.note_model(model.name, model.version)
         started = time.perf_counter_ns()
-        self.in_flight += 1
         try:
             response, timing = await self._infer(model, request, deadline_s)
         except BaseException:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
-        finally:
-            self.in_flight -= 1
-        model.stats.record_success(time.perf_counter_ns() - started, timing)
+        _record_success(model, time.perf_counter_ns() - started, timing)
         return response
 
     async def _infer(
@@ -254,6 +257,7 @@ class DataPlane:
             compute_input_ns=t1 - t0 + result.batch_input_ns,
             compute_infer_ns=result.infer_ns,
             compute_output_ns=t3 - t2 + result.batch_output_ns,
+            batch_items=result.batch_items,
         )
         return response, timing
 
@@ -270,8 +274,8 @@ class DataPlane:
         requests to the model): `prepare` decodes and resizes on a worker thread, returning the
         uint8 batch and context for `finish`, which post-processes on a worker thread too.
         More images than max_batch_size go as several jobs."""
+        request_context.note_model(model.name, model.version)
         started = time.perf_counter_ns()
-        self.in_flight += 1
         try:
             batch, context = await asyncio.to_thread(prepare)
             t1 = time.perf_counter_ns()
@@ -296,19 +300,16 @@ class DataPlane:
         except BaseException:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
-        finally:
-            self.in_flight -= 1
         t3 = time.perf_counter_ns()
         first = results[0]
-        model.stats.record_success(
-            t3 - started,
-            RequestTiming(
-                queue_ns=first.queue_ns,
-                compute_input_ns=t1 - started + first.batch_input_ns,
-                compute_infer_ns=first.infer_ns,
-                compute_output_ns=t3 - t2 + first.batch_output_ns,
-            ),
+        timing = RequestTiming(
+            queue_ns=first.queue_ns,
+            compute_input_ns=t1 - started + first.batch_input_ns,
+            compute_infer_ns=first.infer_ns,
+            compute_output_ns=t3 - t2 + first.batch_output_ns,
+            batch_items=first.batch_items,
         )
+        _record_success(model, t3 - started, timing)
         return answer
 
     def metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:

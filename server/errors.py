@@ -51,3 +51,9 @@ class LimitExceeded(ServingError):
     """A request past a configured limit: the client must send less, so no retry helps."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ShuttingDown(ServingError):
+    """A call that arrived after SIGTERM: another replica should take it."""
+
+    code = grpc.StatusCode.UNAVAILABLE

@@ -13,6 +13,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
@@ -65,6 +66,8 @@ class Job:
     delayed: bool = False
     queued: bool = False
     dispatched_ns: int = 0
+    span: Any = None
+    """The request's trace span, when tracing is on: its batch links to it."""
 
 
 @dataclass

@@ -168,8 +168,10 @@ class ModelManager:
                 self._on_change()
                 raise
             replaced, entry.versions = entry.versions, versions
-            for old in replaced.values():
+            for number, old in replaced.items():
                 old.scheduler.retire()
+                if number not in versions:  # a version kept shares its series with the new
+                    old.histograms.remove()
             entry.state = State.READY
             log.info("model '%s' ready: versions %s", name, sorted(versions))
             self._on_change()
@@ -234,6 +236,7 @@ class ModelManager:
             replaced, entry.versions = entry.versions, {}
             for old in replaced.values():
                 old.scheduler.retire()
+                old.histograms.remove()
             entry.state = State.UNAVAILABLE
             entry.reason = reason
             log.info("model '%s' unloaded", name)

@@ -15,6 +15,7 @@ from . import repository, runtime
 from .autoconfig import complete_config
 from .codecs import datatype_from_config
 from .errors import ModelLoadError
+from .histograms import VersionHistograms
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .stats import ModelStats
@@ -47,6 +48,7 @@ class ModelVersion:
     scheduler: Scheduler
     stats: ModelStats
     providers: list[str]
+    histograms: VersionHistograms
 
     @property
     def max_batch_size(self) -> int:
@@ -125,8 +127,15 @@ def load_version(
         sessions.append(session)
     labels = repository.read_labels(model_dir, completed)
     stats = ModelStats()
+    histograms = VersionHistograms(config.name, version)
     scheduler = Scheduler(
-        config.name, completed, sessions, executor, stats, settings.default_max_queue_size
+        config.name,
+        completed,
+        sessions,
+        executor,
+        stats,
+        settings.default_max_queue_size,
+        histograms,
     )
     log.info(
         "%s: %s, %d instance(s)",
@@ -146,4 +155,5 @@ def load_version(
         scheduler=scheduler,
         stats=stats,
         providers=providers,
+        histograms=histograms,
     )

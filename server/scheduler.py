@@ -24,7 +24,9 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import request_context, tracing
 from .errors import InferenceFailed, InvalidInput, ServingError
+from .histograms import VersionHistograms
 from .job_queue import US, Job, JobQueue
 from .stats import ModelStats
 
@@ -44,11 +46,14 @@ class JobResult:
     batch_input_ns: int
     infer_ns: int
     batch_output_ns: int
+    batch_items: int
+    """Items in the batch the request ran in."""
 
 
 @dataclass(frozen=True)
 class _BatchRun:
     per_job: list[dict[str, np.ndarray]]
+    started_ns: int
     input_ns: int
     infer_ns: int
     output_ns: int
@@ -80,7 +85,7 @@ def _run_batch(
             end = offset + job.items
             per_job.append({n: o[offset:end] for n, o in zip(output_names, outputs, strict=True)})
             offset = end
-    return _BatchRun(per_job, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+    return _BatchRun(per_job, t0, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
 
 
 class Scheduler:
@@ -94,6 +99,7 @@ class Scheduler:
         executor: Executor,
         stats: ModelStats,
         default_max_queue_size: int,
+        histograms: VersionHistograms | None = None,
     ) -> None:
         self.name = name
         has_batcher = config.HasField("dynamic_batching") and config.max_batch_size > 0
@@ -109,6 +115,7 @@ class Scheduler:
         self.instance_count = len(sessions)
         self._executor = executor
         self._stats = stats
+        self._histograms = histograms
         self._wakeup: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -150,6 +157,9 @@ class Scheduler:
             deadline_ns=now + int(deadline_s * 1e9) if deadline_s is not None else None,
             future=asyncio.get_running_loop().create_future(),
         )
+        if tracing.enabled():
+            record = request_context.current.get()
+            job.span = record.span if record is not None else None
         self.queue.push(job)  # raises ServerBusy when the level is full
         if self.preserve_ordering:
             self._in_order.append((job, None))
@@ -288,6 +298,10 @@ class Scheduler:
             self._wakeup.set()
         items = sum(job.items for job in batch)
         self._stats.record_execution(items, run.input_ns, run.infer_ns, run.output_ns)
+        if self._histograms is not None:
+            self._histograms.observe_batch(run.input_ns + run.infer_ns + run.output_ns)
+        if tracing.enabled():
+            self._trace(batch, run, items)
         for job, outputs in zip(batch, run.per_job, strict=True):
             self._finish(
                 job,
@@ -297,7 +311,25 @@ class Scheduler:
                     batch_input_ns=run.input_ns,
                     infer_ns=run.infer_ns,
                     batch_output_ns=run.output_ns,
+                    batch_items=items,
                 ),
+            )
+
+    def _trace(self, batch: list[Job], run: _BatchRun, items: int) -> None:
+        finished = time.perf_counter_ns()
+        run_started = run.started_ns + run.input_ns
+        context = tracing.record_batch(
+            self.name,
+            [job.span for job in batch],
+            items,
+            batch[0].dispatched_ns,
+            run_started,
+            run_started + run.infer_ns,
+            finished,
+        )
+        for job in batch:
+            tracing.record_request_phases(
+                job.span, job.enqueued_ns, job.dispatched_ns, finished, context
             )
 
     def retire(self) -> None:

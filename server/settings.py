@@ -150,6 +150,23 @@ class ServerSettings:
         choices=("auto", "uvloop", "asyncio"),
     )
     log_level: str = setting("INFO", "log verbosity", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = setting(
+        "text", "text, or json: one object a line with stable field names", choices=("text", "json")
+    )
+    access_log_ratio: float = setting(
+        0.0, "share of requests written to the access log (logger deepserve.access); 0: none"
+    )
+    slow_request_ms: float = setting(
+        0.0,
+        "log requests slower than this (logger deepserve.slow) with their queue and compute "
+        "times; 0: never",
+    )
+    tracing: bool = setting(
+        False, "OpenTelemetry traces, exported as the standard OTEL_* variables configure"
+    )
+    trace_sample_ratio: float = setting(
+        1.0, "share of new traces sampled (a caller's sampled trace is always continued)"
+    )
     server_name: str = setting("deepserve", "name reported by ServerMetadata")
     extra_grpc_options: tuple[tuple[str, int], ...] = field(default_factory=tuple)
     """Further grpc channel arguments for the server (not on the command line)."""

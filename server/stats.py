@@ -41,6 +41,8 @@ class RequestTiming:
     compute_input_ns: int
     compute_infer_ns: int
     compute_output_ns: int
+    batch_items: int = 1
+    """Items in the batch the request ran in."""
 
 
 class ModelStats:

@@ -5,10 +5,8 @@ file is registered once per process."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import json_format
@@ -17,45 +15,26 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from .. import __version__
+from . import request_context
 from .dataplane import DataPlane
-from .errors import InvalidInput, ModelLoadError, ServingError
+from .errors import InvalidInput, ModelLoadError, ShuttingDown
+from .grpc_calls import error_status, observed, with_request_id
 from .manager import ModelManager
+from .observe import Observer
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ["classification", "model_configuration", "model_repository", "statistics"]
 
-Response = TypeVar("Response")
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
-
-
-def _error_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    if isinstance(exc, ServingError):
-        return exc.code, exc.message
-    log.exception("unexpected error while handling a request")
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-
-
-def mapped(method: Handler[Response]) -> Handler[Response]:
-    """Turns data-plane errors into gRPC statuses; anything unexpected is INTERNAL, logged."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
-        try:
-            return await method(self, request, context)
-        except Exception as exc:
-            code, message = _error_status(exc)
-            await context.abort(code, message)
-            raise  # unreachable: abort raises
-
-    return wrapper
-
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, server_name: str) -> None:
+    def __init__(
+        self, dataplane: DataPlane, manager: ModelManager, server_name: str, observer: Observer
+    ) -> None:
         self._dataplane = dataplane
         self._manager = manager
         self._server_name = server_name
+        self._observer = observer
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -73,21 +52,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=self._server_name, version=__version__, extensions=EXTENSIONS
         )
 
-    @mapped
+    @observed
     async def ModelMetadata(self, request, context):
         return self._dataplane.metadata(request.name, request.version)
 
-    @mapped
+    @observed
     async def ModelConfig(self, request, context):
         return self._dataplane.config(request.name, request.version)
 
-    @mapped
+    @observed
     async def ModelStatistics(self, request, context):
         return self._dataplane.statistics(request.name, request.version)
 
     # ---- inference ------------------------------------------------------------------------
 
-    @mapped
+    @observed
     async def ModelInfer(self, request, context):
         return await self._dataplane.infer(request, context.time_remaining())
 
@@ -98,19 +77,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         that one request (error_message) and the stream goes on."""
         pending: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
 
+        metadata = context.invocation_metadata()
+
         async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            request_id = request.id or request_context.request_id_from(())
+            record = self._observer.start("ModelStreamInfer", request_id, metadata)
+            token = request_context.current.set(record)
+            code = "OK"
             try:
+                if self._observer.draining:
+                    raise ShuttingDown("the server is shutting down; send it to another replica")
                 return pb.ModelStreamInferResponse(
                     infer_response=await self._dataplane.infer(request, context.time_remaining())
                 )
             except Exception as exc:
-                _, message = _error_status(exc)
+                status, message = error_status(exc)
+                code = status.name
                 echo = pb.ModelInferResponse(
                     model_name=request.model_name,
                     model_version=request.model_version,
                     id=request.id,
                 )
-                return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+                return pb.ModelStreamInferResponse(
+                    error_message=with_request_id(message, request_id), infer_response=echo
+                )
+            finally:
+                request_context.current.reset(token)
+                self._observer.finish(record, code)
 
         async def read() -> None:
             try:
@@ -128,7 +121,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # ---- repository -----------------------------------------------------------------------
 
-    @mapped
+    @observed
     async def RepositoryIndex(self, request, context):
         return pb.RepositoryIndexResponse(
             models=[
@@ -139,7 +132,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             ]
         )
 
-    @mapped
+    @observed
     async def RepositoryModelLoad(self, request, context):
         override = None
         if "config" in request.parameters:
@@ -156,7 +149,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(f"failed to load model '{request.model_name}': {exc}") from exc
         return pb.RepositoryModelLoadResponse()
 
-    @mapped
+    @observed
     async def RepositoryModelUnload(self, request, context):
         await self._manager.control_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()

@@ -11,23 +11,29 @@ from ..v1 import vision_pb2_grpc as vpb_grpc
 from . import imaging
 from .dataplane import DataPlane
 from .errors import InvalidInput, LimitExceeded
+from .grpc_calls import observed
 from .manager import ModelManager
 from .model import ModelVersion
+from .observe import Observer
 from .settings import ServerSettings
 from .task_classify import classifications
 from .task_config import TaskNotSupported, TaskSpec, task_spec
 from .task_detect import OUTPUTS as DETECTION_OUTPUTS
 from .task_detect import detections
 from .task_segment import masks
-from .v2_servicer import mapped
 
 
 class VisionServicer(vpb_grpc.VisionServicer):
     def __init__(
-        self, dataplane: DataPlane, manager: ModelManager, settings: ServerSettings
+        self,
+        dataplane: DataPlane,
+        manager: ModelManager,
+        settings: ServerSettings,
+        observer: Observer,
     ) -> None:
         self._dataplane = dataplane
         self._manager = manager
+        self._observer = observer
         self._limits = imaging.ImageLimits(
             max_pixels=settings.max_image_pixels,
             max_request_bytes=settings.max_request_image_bytes,
@@ -74,7 +80,7 @@ class VisionServicer(vpb_grpc.VisionServicer):
             context.time_remaining(),
         )
 
-    @mapped
+    @observed
     async def Classify(self, request: vpb.ClassifyRequest, context) -> vpb.ClassifyResponse:
         model, spec = self._task(request, "classification")
         output = next(iter(model.outputs))
@@ -90,7 +96,7 @@ class VisionServicer(vpb_grpc.VisionServicer):
             model=model.name, model_version=str(model.version), results=results
         )
 
-    @mapped
+    @observed
     async def Detect(self, request: vpb.DetectRequest, context) -> vpb.DetectResponse:
         model, spec = self._task(request, "detection")
         missing = [o for o in DETECTION_OUTPUTS if o not in model.outputs]
@@ -112,7 +118,7 @@ class VisionServicer(vpb_grpc.VisionServicer):
             model=model.name, model_version=str(model.version), results=results
         )
 
-    @mapped
+    @observed
     async def Segment(self, request: vpb.SegmentRequest, context) -> vpb.SegmentResponse:
         model, spec = self._task(request, "segmentation")
         output = next(iter(model.outputs))
@@ -146,7 +152,7 @@ class VisionServicer(vpb_grpc.VisionServicer):
             model=model.name, model_version=str(model.version), results=results
         )
 
-    @mapped
+    @observed
     async def ListModels(self, request: vpb.ListModelsRequest, context) -> vpb.ListModelsResponse:
         summaries: dict[str, vpb.ModelSummary] = {}
         for row in self._manager.index():

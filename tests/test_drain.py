@@ -3,6 +3,7 @@ the server had accepted finishes, and the process exits 0 within the grace perio
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -34,6 +35,8 @@ class Outcomes:
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: int = 0
     in_flight_at_signal: int = 0
+    answered_across_signal: Counter = field(default_factory=Counter)
+    """Outcomes of the requests that were in flight when the signal was sent."""
     before_signal: Counter = field(default_factory=Counter)
     after_signal: Counter = field(default_factory=Counter)
 
@@ -60,6 +63,8 @@ def _client(url: str, signalled: threading.Event, outcomes: Outcomes, stop: thre
                 outcome = error.code().name
             with outcomes.lock:
                 outcomes.in_flight -= 1
+                if not sent_after and signalled.is_set():
+                    outcomes.answered_across_signal[outcome] += 1
                 (outcomes.after_signal if sent_after else outcomes.before_signal)[outcome] += 1
             if sent_after and outcome != "OK":
                 return  # the server refuses new calls now: this client is done
@@ -99,17 +104,23 @@ def test_sigterm_drains_accepted_requests(tmp_path: Path) -> None:
         health_channel.close()
     print(
         f"drain: {outcomes.in_flight_at_signal} in flight at the signal; before signal "
-        f"{dict(outcomes.before_signal)}, sent after "
+        f"{dict(outcomes.before_signal)} (of those in flight at the signal "
+        f"{dict(outcomes.answered_across_signal)}), sent after "
         f"{dict(outcomes.after_signal)}; health NOT_SERVING after {health_after_s * 1000:.0f} ms, "
         f"exit {exit_code} after {exited_after_s:.2f} s"
     )
-    # Every request sent before the signal was accepted, and all of them were answered.
-    assert set(outcomes.before_signal) == {"OK"}, outcomes.before_signal
-    # A request sent after it ran (accepted before the listener closed) or was refused.
-    assert set(outcomes.after_signal) <= {"OK", "UNAVAILABLE"}, outcomes.after_signal
-    assert outcomes.in_flight_at_signal >= CLIENTS // 2
+    log = server.log()
+    accepted = int(re.search(r"draining (\d+) accepted call", log).group(1))
+    print(f"drain: the server had accepted {accepted} of them")
+    # Nothing is cut: a call is answered, or refused with UNAVAILABLE (not run: safe to retry
+    # elsewhere) when it reached the server after the signal.
+    every = outcomes.before_signal + outcomes.after_signal
+    assert set(every) <= {"OK", "UNAVAILABLE"}, every
+    # Every call the server had accepted when the signal came was answered.
+    assert accepted >= CLIENTS // 2
+    assert outcomes.answered_across_signal["OK"] >= accepted
+    assert "every accepted call answered" in log
     assert health_after_s < 1.0
     assert exit_code == 0
     # The open health watch does not hold the process for the whole grace period.
     assert exited_after_s < 10
-    assert "every request answered" in server.log()

@@ -1,0 +1,62 @@
+"""Log setup: every line about a request carries its id; `--log-format json` writes one JSON
+object a line with stable field names:
+
+    time (UTC, ISO 8601), level, logger, message, request_id (when about a request), and for
+    access and slow-request lines: rpc, model, version, code, duration_ms, queue_ms,
+    compute_ms, batch_size.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+
+from . import request_context
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request's id to records that do not carry one already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", None):
+            current = request_context.current.get()
+            record.request_id = current.request_id if current is not None else ""
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        request_id = getattr(record, "request_id", "")
+        return f"{text} [request {request_id}]" if request_id else text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "request_id", ""):
+            entry["request_id"] = record.request_id
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,69 @@
+"""The end of every request, seen once: its count by RPC, model and outcome, its trace span
+closed, an access-log line (sampled) and a slow-request warning with where the time went."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from . import tracing
+from .histograms import REQUESTS
+from .request_context import RequestRecord
+from .settings import ServerSettings
+
+access_log = logging.getLogger("deepserve.access")
+slow_log = logging.getLogger("deepserve.slow")
+
+
+class Observer:
+    def __init__(self, settings: ServerSettings) -> None:
+        self._access_ratio = settings.access_log_ratio
+        self._slow_ns = int(settings.slow_request_ms * 1e6)
+        self._counters: dict[tuple[str, str, str], object] = {}
+        self._random = random.Random()
+        self.in_flight = 0
+        """Calls being handled now: the drain waits for them."""
+        self.draining = False
+        """Set on SIGTERM: new calls are refused (UNAVAILABLE), accepted ones finish."""
+
+    def start(self, rpc: str, request_id: str, metadata: object) -> RequestRecord:
+        self.in_flight += 1
+        record = RequestRecord(rpc=rpc, request_id=request_id)
+        record.span = tracing.start_request(rpc, metadata, request_id)
+        return record
+
+    def finish(self, record: RequestRecord, code: str) -> None:
+        self.in_flight -= 1
+        key = (record.rpc, record.model, code)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = REQUESTS.labels(*key)
+        counter.inc()  # type: ignore[attr-defined]
+        tracing.end_request(record.span, code, record.model, record.version)
+        elapsed_ns = time.perf_counter_ns() - record.started_ns
+        slow = self._slow_ns and elapsed_ns >= self._slow_ns
+        sampled = self._access_ratio and self._random.random() < self._access_ratio
+        if not (slow or sampled):
+            return
+        fields = {
+            "rpc": record.rpc,
+            "model": record.model,
+            "version": record.version,
+            "code": code,
+            "duration_ms": round(elapsed_ns / 1e6, 3),
+            "queue_ms": round(record.queue_ns / 1e6, 3),
+            "compute_ms": round(record.compute_ns / 1e6, 3),
+            "batch_size": record.batch_items,
+        }
+        text = (
+            f"{record.rpc} {record.model or '-'}"
+            f"{'/' + record.version if record.version else ''} {code} "
+            f"{fields['duration_ms']} ms (queue {fields['queue_ms']} ms, compute "
+            f"{fields['compute_ms']} ms, batch {record.batch_items})"
+        )
+        extra = {"fields": fields, "request_id": record.request_id}
+        if slow:
+            slow_log.warning("slow request: %s", text, extra=extra)
+        if sampled:
+            access_log.info("%s", text, extra=extra)
