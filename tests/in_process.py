@@ -1,0 +1,51 @@
+"""A real deepserve server on a free port, run in this process on its own event loop thread,
+for tests that must look inside it (its spans, with an in-memory exporter)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from deepserve.server.app import Server
+from deepserve.server.settings import ServerSettings
+
+from .server_process import free_port
+
+
+@contextlib.contextmanager
+def in_process_server(repository: Path, **settings: object) -> Iterator[Server]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+    async def build() -> Server:
+        return Server(
+            ServerSettings(
+                model_repository=repository,
+                port=free_port(),
+                metrics_port=0,
+                grace_seconds=2,
+                **settings,  # type: ignore[arg-type]
+            )
+        )
+
+    server = run(build())
+    run(server.start())
+    try:
+        deadline = time.monotonic() + 60
+        while not server.manager.server_ready:
+            assert time.monotonic() < deadline, "models did not load"
+            time.sleep(0.05)
+        yield server
+    finally:
+        run(server.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
