@@ -113,6 +113,11 @@ class JobQueue:
             )
         return priority
 
+    @property
+    def capacity(self) -> int:
+        """Requests that may wait at once, over every priority level."""
+        return sum(level.policy.max_queue_size for level in self._levels.values())
+
     def policy(self, level: int) -> QueuePolicy:
         return self._levels[level].policy
 

@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .gpu_metrics import GpuCollector
 from .manager import ModelManager
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,16 @@ class ModelCollector(Collector):
         queued = GaugeMetricFamily(
             "deepserve_queue_size", "Requests waiting for an instance now", labels=labels
         )
+        capacity = GaugeMetricFamily(
+            "deepserve_queue_capacity",
+            "Requests that may wait at once (max_queue_size over the priority levels)",
+            labels=labels,
+        )
         ready = GaugeMetricFamily(
-            "deepserve_model_ready", "1 when the version serves", labels=labels
+            "deepserve_model_ready",
+            "1 when the version serves; a model of the repository that serves no version shows "
+            '0 with version ""',
+            labels=labels,
         )
         for model in self._manager.ready_models():
             key = [model.name, str(model.version)]
@@ -64,12 +73,17 @@ class ModelCollector(Collector):
             for name, field in _DURATIONS.items():
                 durations[name].add_metric(key, getattr(infer, field).ns / 1000)
             queued.add_metric(key, len(model.scheduler.queue))
+            capacity.add_metric(key, model.scheduler.queue.capacity)
             ready.add_metric(key, 1)
+        serving = {model.name for model in self._manager.ready_models()}
+        for name in sorted({row.name for row in self._manager.index()} - serving):
+            ready.add_metric([name, ""], 0)
         server_ready = GaugeMetricFamily("deepserve_server_ready", "1 when ServerReady is true")
         server_ready.add_metric([], 1 if self._manager.server_ready else 0)
         yield from counters.values()
         yield from durations.values()
         yield queued
+        yield capacity
         yield ready
         yield server_ready
 
@@ -79,5 +93,8 @@ def serve_metrics(manager: ModelManager, host: str, port: int) -> None:
     if port == 0:
         return
     REGISTRY.register(ModelCollector(manager))
+    gpus = GpuCollector.if_available()
+    if gpus is not None:
+        REGISTRY.register(gpus)
     start_http_server(port, addr=host)
     log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
