@@ -1,6 +1,6 @@
 """A Locust run, readable at a glance: throughput and p50 / p95 / p99 over time and against
 users, as PNG plots, plus a markdown summary that adds the average batch size the server reached
-(from its ModelStatistics).
+(from its ModelStatistics) and, given the metrics port, the server's own view of the period.
 
     python -m loadtests.locust_report results/load --url localhost:8001
 """
@@ -112,7 +112,9 @@ def batch_sizes(url: str) -> dict[str, float]:
     }
 
 
-def summary(prefix: Path, plots: list[Path], batches: dict[str, float]) -> str:
+def summary(
+    prefix: Path, plots: list[Path], batches: dict[str, float], server_view: list[str] = ()
+) -> str:
     with Path(f"{prefix}_stats.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     lines = [
@@ -130,6 +132,8 @@ def summary(prefix: Path, plots: list[Path], batches: dict[str, float]) -> str:
     if batches:
         lines += ["", "Average batch size reached (server statistics, whole server lifetime):", ""]
         lines += [f"- {name}: {value:.2f}" for name, value in sorted(batches.items())]
+    if server_view:
+        lines += ["", *server_view]
     failures = Path(f"{prefix}_failures.csv")
     if failures.is_file():
         with failures.open(newline="") as handle:
@@ -142,11 +146,11 @@ def summary(prefix: Path, plots: list[Path], batches: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(prefix: Path, url: str | None) -> Path:
+def write_report(prefix: Path, url: str | None, server_view: list[str] = ()) -> Path:
     plots = plot(prefix)
     batches = batch_sizes(url) if url else {}
     path = Path(f"{prefix}_summary.md")
-    path.write_text(summary(prefix, plots, batches))
+    path.write_text(summary(prefix, plots, batches, server_view))
     return path
 
 

@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .local_server import local_server
+from . import server_view
+from .local_server import free_port, local_server
 from .locust_report import write_report
 from .slo import check, read_stats
 
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--url", default=None, help="a running server (default: start one)")
+    parser.add_argument(
+        "--metrics-url",
+        default=None,
+        help="that server's Prometheus endpoint (host:port), for the server-side view in the "
+        "summary (default: the started server's; none with --url)",
+    )
     parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--spawn-rate", type=float, default=4)
@@ -53,9 +60,21 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        url = args.url or stack.enter_context(
-            local_server(args.model_repository, Path(f"{args.out}_server.log"))
-        )
+        metrics_url = args.metrics_url
+        if args.url:
+            url = args.url
+        else:
+            metrics_port = free_port()
+            metrics_url = metrics_url or f"127.0.0.1:{metrics_port}"
+            url = stack.enter_context(
+                local_server(
+                    args.model_repository,
+                    Path(f"{args.out}_server.log"),
+                    "--metrics-port",
+                    str(metrics_port),
+                )
+            )
+        before = server_view.scrape(metrics_url) if metrics_url else {}
         command = [
             sys.executable,
             "-m",
@@ -84,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--processes", str(args.processes)]
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         subprocess.run([*command, *locust_args], check=True, cwd=ROOT, env=env)
-        print(f"wrote {args.out}.html, {args.out}_stats.csv, {write_report(args.out, url)}")
+        view = server_view.markdown(before, server_view.scrape(metrics_url)) if metrics_url else []
+        report = write_report(args.out, url, view)
+        print(f"wrote {args.out}.html, {args.out}_stats.csv, {report}")
     if args.p99_ms is not None:
         broken = check(
             read_stats(Path(f"{args.out}_stats.csv")),

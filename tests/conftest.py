@@ -9,7 +9,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from .onnx_models import standard_repository
-from .server_process import RunningServer, run_server
+from .server_process import RunningServer, free_port, run_server
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,11 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def bundled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server on the committed model repository (what `make serve` serves)."""
     root = Path(__file__).resolve().parent.parent
-    with run_server(root / "models", tmp_path_factory.mktemp("bundled")) as running:
+    metrics_port = free_port()
+    with run_server(
+        root / "models", tmp_path_factory.mktemp("bundled"), "--metrics-port", str(metrics_port)
+    ) as running:
+        running.metrics_port = metrics_port
         yield running
 
 

@@ -29,6 +29,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    metrics_port: int = 0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -48,7 +48,8 @@ def test_short_load_test_has_no_failures_and_writes_reports(
     bundled_server: RunningServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "load"
-    result = _run(bundled_server.url, out, "--p99-ms", "5000")
+    metrics = f"127.0.0.1:{bundled_server.metrics_port}"
+    result = _run(bundled_server.url, out, "--p99-ms", "5000", "--metrics-url", metrics)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stats = _stats(out)
     assert {"Classify mnist", "ModelInfer mnist", "Aggregated"} <= set(stats)
@@ -60,6 +61,13 @@ def test_short_load_test_has_no_failures_and_writes_reports(
         assert Path(f"{out}{suffix}").stat().st_size > 5_000
     summary = Path(f"{out}_summary.md").read_text()
     assert "Classify mnist" in summary and "Average batch size" in summary
+    # The server's side of the same period, from its histograms.
+    assert "## The server's view of the same period" in summary
+    row = next(line for line in summary.splitlines() if line.startswith("| mnist v1 |"))
+    requests, p50, p99, mean, queue, share, batch = (cell.strip() for cell in row.split("|")[2:9])
+    assert int(requests) >= int(stats["Classify mnist"]["Request Count"])
+    assert 0 < float(p50) <= float(p99) and float(mean) > 0 and float(batch) >= 1
+    assert 0 <= float(queue) <= float(mean) and share.endswith("%")
 
 
 def test_wrong_model_under_the_right_name_fails_the_checks(tmp_path: Path) -> None:
