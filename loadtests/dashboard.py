@@ -75,6 +75,9 @@ def draw(prometheus: str, start: float, end: float, out: Path, rate_interval: st
                     )
                     drawn += 1
         axis.set_title(panel["title"], fontsize=11, loc="left")
+        axis.set_ylim(bottom=0)
+        if panel["title"] == "Readiness":
+            axis.set_ylim(0, 1.15)
         axis.set_ylabel(unit)
         axis.grid(alpha=0.3)
         if drawn:
@@ -87,7 +90,7 @@ def draw(prometheus: str, start: float, end: float, out: Path, rate_interval: st
     for axis in axes[-1]:
         axis.set_xlabel("seconds")
     fig.suptitle("deepserve dashboard (docker/monitoring), drawn from Prometheus", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)

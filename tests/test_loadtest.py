@@ -125,3 +125,16 @@ def test_slo_gate_names_what_broke(tmp_path: Path) -> None:
         text=True,
     )
     assert ok.returncode == 0 and "SLO met" in ok.stdout
+
+
+def test_server_view_quantiles_interpolate_as_prometheus_does() -> None:
+    from loadtests.server_view import quantile
+
+    # 50 observations at or below 0.1 s, 50 more in (0.1, 0.2]: worked by hand.
+    buckets = [(0.1, 50.0), (0.2, 100.0), (float("inf"), 100.0)]
+    assert quantile(0.5, buckets) == 0.1
+    assert abs(quantile(0.75, buckets) - 0.15) < 1e-12
+    assert abs(quantile(0.99, buckets) - 0.198) < 1e-12
+    # Past the last finite bound Prometheus answers that bound.
+    assert quantile(0.99, [(0.1, 10.0), (float("inf"), 20.0)]) == 0.1
+    assert quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
