@@ -11,6 +11,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from .gpu_metrics import GpuCollector
+from .histograms import HistogramCollector
 from .manager import ModelManager
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def serve_metrics(manager: ModelManager, host: str, port: int) -> None:
     if port == 0:
         return
     REGISTRY.register(ModelCollector(manager))
+    REGISTRY.register(HistogramCollector())
     gpus = GpuCollector.if_available()
     if gpus is not None:
         REGISTRY.register(gpus)

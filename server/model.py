@@ -127,7 +127,7 @@ def load_version(
         sessions.append(session)
     labels = repository.read_labels(model_dir, completed)
     stats = ModelStats()
-    histograms = VersionHistograms(config.name, version)
+    histograms = VersionHistograms.of(config.name, version)
     scheduler = Scheduler(
         config.name,
         completed,

@@ -8,7 +8,7 @@ import random
 import time
 
 from . import tracing
-from .histograms import REQUESTS
+from .histograms import count_call
 from .request_context import RequestRecord
 from .settings import ServerSettings
 
@@ -20,7 +20,6 @@ class Observer:
     def __init__(self, settings: ServerSettings) -> None:
         self._access_ratio = settings.access_log_ratio
         self._slow_ns = int(settings.slow_request_ms * 1e6)
-        self._counters: dict[tuple[str, str, str], object] = {}
         self._random = random.Random()
         self.in_flight = 0
         """Calls being handled now: the drain waits for them."""
@@ -35,11 +34,7 @@ class Observer:
 
     def finish(self, record: RequestRecord, code: str) -> None:
         self.in_flight -= 1
-        key = (record.rpc, record.model, code)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = REQUESTS.labels(*key)
-        counter.inc()  # type: ignore[attr-defined]
+        count_call(record.rpc, record.model, code)
         tracing.end_request(record.span, code, record.model, record.version)
         elapsed_ns = time.perf_counter_ns() - record.started_ns
         slow = self._slow_ns and elapsed_ns >= self._slow_ns

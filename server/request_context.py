@@ -5,6 +5,7 @@ the transport through the data plane (asyncio tasks and `asyncio.to_thread` copy
 from __future__ import annotations
 
 import contextvars
+import itertools
 import re
 import time
 import uuid
@@ -35,12 +36,17 @@ current: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
 )
 
 
+# Made ids: a random prefix per process and a counter, unique without a system call each.
+_PREFIX = uuid.uuid4().hex[:16]
+_made = itertools.count(1)
+
+
 def request_id_from(metadata: Any) -> str:
     """The caller's x-request-id when it is a sensible token, else a new one."""
     for key, value in metadata or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and _SAFE_ID.match(value):
             return value
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_made):016x}"
 
 
 def note_model(name: str, version: int) -> None:
