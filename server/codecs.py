@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
-from tritonclient.grpc import service_pb2 as pb
 
 from .errors import InvalidInput
+from .types import InputTensor
 
 # Protocol datatype -> numpy dtype (little-endian, as the protocol's raw bytes are).
 _NUMPY_DTYPES: dict[str, np.dtype] = {
@@ -150,8 +150,8 @@ def deserialize_bytes(buffer: bytes, count: int, tensor_name: str) -> np.ndarray
     return result
 
 
-def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
-    """One request input -> numpy array, from raw bytes when given, else from typed contents.
+def decode_input(tensor: InputTensor) -> np.ndarray:
+    """One request input -> numpy array, from its raw bytes when given, else from its values.
 
     Fixed-size raw data is wrapped without a copy (`np.frombuffer`); the result is read-only.
     """
@@ -165,7 +165,8 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     count = element_count(shape)
     dtype = _NUMPY_DTYPES[datatype]
 
-    if raw is not None:
+    if tensor.raw is not None:
+        raw = tensor.raw
         if datatype == "BYTES":
             return deserialize_bytes(raw, count, name).reshape(shape)
         expected = count * dtype.itemsize
@@ -176,47 +177,47 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
             )
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
-    field = _CONTENTS_FIELD.get(datatype)
-    if field is None:
-        raise InvalidInput(
-            f"input '{name}': {datatype} has no typed contents field; send it in raw_input_contents"
-        )
-    values = getattr(tensor.contents, field)
+    values = tensor.values if tensor.values is not None else ()
     if len(values) != count:
         raise InvalidInput(
-            f"input '{name}': {field} holds {len(values)} values, expected {count} "
-            f"for shape {list(shape)}"
+            f"input '{name}': holds {len(values)} values, expected {count} for shape {list(shape)}"
         )
     if datatype == "BYTES":
         array = np.empty(count, dtype=object)
-        array[:] = list(values)
+        array[:] = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
         return array.reshape(shape)
-    if dtype.kind in "iu" and dtype.itemsize < 8:
-        return _narrowed(values, dtype, name, field).reshape(shape)
-    return np.asarray(values, dtype=dtype).reshape(shape)
+    if dtype.kind in "iu":
+        return _integers(values, dtype, name).reshape(shape)
+    if dtype.kind == "b":
+        if not all(isinstance(v, bool) for v in values):
+            raise InvalidInput(f"input '{name}': BOOL values must be true or false")
+        return np.asarray(values, dtype=dtype).reshape(shape)
+    try:
+        return np.asarray(values, dtype=dtype).reshape(shape)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"input '{name}': values are not {datatype} numbers ({exc})") from None
 
 
-def _narrowed(values: Sequence[int], dtype: np.dtype, name: str, field: str) -> np.ndarray:
-    """Typed contents carry 8..16-bit integers in 32-bit fields: check they fit before narrowing."""
-    wide = np.asarray(values, dtype=np.int64)
+def _integers(values: Sequence, dtype: np.dtype, name: str) -> np.ndarray:
+    """Integer values, checked to be integers that fit the datatype before converting."""
+    if not all(type(v) is int for v in values):
+        raise InvalidInput(f"input '{name}': {dtype.name} values must be integers")
+    try:
+        wide = np.asarray(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+    except OverflowError:
+        raise InvalidInput(
+            f"input '{name}': a value is outside the range of {dtype.name}"
+        ) from None
     info = np.iinfo(dtype)
     if wide.size and (wide.min() < info.min or wide.max() > info.max):
         bad = wide[(wide < info.min) | (wide > info.max)][0]
         raise InvalidInput(
-            f"input '{name}': {field} value {bad} is outside the range of {dtype.name} "
+            f"input '{name}': value {bad} is outside the range of {dtype.name} "
             f"({info.min}..{info.max})"
         )
     return wide.astype(dtype)
 
 
-def encode_output(
-    name: str, array: np.ndarray
-) -> tuple[pb.ModelInferResponse.InferOutputTensor, bytes]:
-    """One output array -> its response tensor description and raw bytes."""
-    datatype = datatype_of(array)
-    tensor = pb.ModelInferResponse.InferOutputTensor(
-        name=name, datatype=datatype, shape=list(array.shape)
-    )
-    if datatype == "BYTES":
-        return tensor, serialize_bytes(array)
-    return tensor, np.ascontiguousarray(array, dtype=_NUMPY_DTYPES[datatype]).tobytes()
+def contents_field(datatype: str) -> str | None:
+    """The gRPC InferTensorContents field that carries `datatype`, if any."""
+    return _CONTENTS_FIELD.get(datatype)

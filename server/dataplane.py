@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from . import codecs, request_context
@@ -19,6 +20,14 @@ from .manager import ModelManager
 from .model import ModelVersion, TensorSpec
 from .settings import ServerSettings
 from .stats import RequestTiming
+from .types import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    OutputTensor,
+    RequestedOutput,
+    TensorMetadata,
+)
 
 PLATFORM = "onnxruntime_onnx"
 T = TypeVar("T")
@@ -96,19 +105,13 @@ def _check_bytes_lengths(spec: TensorSpec, array: np.ndarray, limit: int) -> Non
 
 
 def decode_inputs(
-    model: ModelVersion, request: pb.ModelInferRequest, limits: RequestLimits = UNLIMITED
+    model: ModelVersion, request: InferRequest, limits: RequestLimits = UNLIMITED
 ) -> tuple[dict[str, np.ndarray], int]:
     """Validated input arrays by name, and the request's batch size."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(
-            f"request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents; "
-            "either every input is raw or none is"
-        )
     feeds: dict[str, np.ndarray] = {}
     batch_sizes: dict[str, int] = {}
     elements = 0
-    for position, tensor in enumerate(request.inputs):
+    for tensor in request.inputs:
         spec = model.inputs.get(tensor.name)
         if spec is None:
             raise InvalidInput(
@@ -129,7 +132,7 @@ def decode_inputs(
                 f"input '{tensor.name}': the request's inputs hold {elements} or more elements, "
                 f"above this server's limit of {limits.max_elements} (max_request_elements)"
             )
-        array = codecs.decode_input(tensor, raw[position] if raw else None)
+        array = codecs.decode_input(tensor)
         if spec.datatype == "BYTES":
             _check_bytes_lengths(spec, array, limits.max_bytes_element)
         feeds[tensor.name] = _to_runtime(spec, array)
@@ -143,38 +146,27 @@ def decode_inputs(
     return feeds, next(iter(batch_sizes.values()), 1)
 
 
-def _requested_outputs(model: ModelVersion, request: pb.ModelInferRequest) -> list[tuple[str, int]]:
-    """(output name, classification k or 0) in the order the response lists them."""
+def _requested_outputs(model: ModelVersion, request: InferRequest) -> list[RequestedOutput]:
+    """The outputs in the order the response lists them."""
     if not request.outputs:
-        return [(name, 0) for name in model.outputs]
-    wanted: list[tuple[str, int]] = []
+        return [RequestedOutput(name) for name in model.outputs]
     for output in request.outputs:
         if output.name not in model.outputs:
             raise InvalidInput(
                 f"unknown output '{output.name}' requested from model '{model.name}'; its "
                 f"outputs are {sorted(model.outputs)}"
             )
-        k = 0
-        if "classification" in output.parameters:
-            param = output.parameters["classification"]
-            k = param.int64_param if param.WhichOneof("parameter_choice") == "int64_param" else 0
-            if k <= 0:
-                raise InvalidInput(
-                    f"output '{output.name}': the classification parameter must be a positive "
-                    "int64 class count"
-                )
-        wanted.append((output.name, k))
-    return wanted
+    return request.outputs
 
 
 def _check_response_size(
-    model: ModelVersion, wanted: list[tuple[str, int]], batch: int, limit: int
+    model: ModelVersion, wanted: list[RequestedOutput], batch: int, limit: int
 ) -> None:
     """Outputs of static shape have a size known before the work: refuse what cannot be sent."""
     total = 0
-    for name, k in wanted:
-        spec = model.outputs[name]
-        if k or spec.datatype == "BYTES" or not spec.static:
+    for output in wanted:
+        spec = model.outputs[output.name]
+        if output.classification or spec.datatype == "BYTES" or not spec.static:
             continue
         items = batch if model.max_batch_size > 0 else 1
         total += (
@@ -187,15 +179,12 @@ def _check_response_size(
         )
 
 
-def _int_parameter(request: pb.ModelInferRequest, key: str) -> int:
+def _int_parameter(request: InferRequest, key: str) -> int:
     """A request parameter that must be a non-negative integer (`priority`, `timeout`)."""
-    if key not in request.parameters:
-        return 0
-    param = request.parameters[key]
-    kind = param.WhichOneof("parameter_choice")
-    if kind not in ("int64_param", "uint64_param") or getattr(param, kind) < 0:
+    value = request.parameters.get(key, 0)
+    if type(value) is not int or value < 0:
         raise InvalidInput(f"request parameter '{key}' must be a non-negative integer")
-    return getattr(param, kind)
+    return value
 
 
 def _record_success(model: ModelVersion, total_ns: int, timing: RequestTiming) -> None:
@@ -210,11 +199,9 @@ class DataPlane:
         self.manager = manager
         self.limits = limits
 
-    async def infer(
-        self, request: pb.ModelInferRequest, deadline_s: float | None = None
-    ) -> pb.ModelInferResponse:
-        """Run one request. `deadline_s`: seconds the caller still waits (its gRPC deadline)."""
-        model = self.manager.get(request.model_name, request.model_version)
+    async def infer(self, request: InferRequest, deadline_s: float | None = None) -> InferResponse:
+        """Run one request. `deadline_s`: seconds the caller still waits (its deadline)."""
+        model = self.manager.get(request.model, request.version)
         request_context.note_model(model.name, model.version)
         started = time.perf_counter_ns()
         try:
@@ -226,13 +213,13 @@ class DataPlane:
         return response
 
     async def _infer(
-        self, model: ModelVersion, request: pb.ModelInferRequest, deadline_s: float | None
-    ) -> tuple[pb.ModelInferResponse, RequestTiming]:
+        self, model: ModelVersion, request: InferRequest, deadline_s: float | None
+    ) -> tuple[InferResponse, RequestTiming]:
         t0 = time.perf_counter_ns()
         feeds, batch = decode_inputs(model, request, self.limits)
         wanted = _requested_outputs(model, request)
         _check_response_size(model, wanted, batch, self.limits.max_response_bytes)
-        names = list(dict.fromkeys(name for name, _ in wanted))
+        names = list(dict.fromkeys(output.name for output in wanted))
         priority = _int_parameter(request, "priority")
         timeout_us = _int_parameter(request, "timeout")
         t1 = time.perf_counter_ns()
@@ -240,16 +227,21 @@ class DataPlane:
             feeds, batch, names, priority=priority, timeout_us=timeout_us, deadline_s=deadline_s
         )
         t2 = time.perf_counter_ns()
-        response = pb.ModelInferResponse(
-            model_name=model.name, model_version=str(model.version), id=request.id
-        )
-        for name, k in wanted:
-            array = result.outputs[name]
-            if k:
-                array = top_k(array, k, model.max_batch_size > 0, model.labels.get(name), name)
-            tensor, data = codecs.encode_output(name, array)
-            response.outputs.append(tensor)
-            response.raw_output_contents.append(data)
+        outputs = []
+        for output in wanted:
+            array = result.outputs[output.name]
+            if output.classification:
+                array = top_k(
+                    array,
+                    output.classification,
+                    model.max_batch_size > 0,
+                    model.labels.get(output.name),
+                    output.name,
+                )
+            outputs.append(
+                OutputTensor(output.name, codecs.datatype_of(array), array, output.binary)
+            )
+        response = InferResponse(model.name, str(model.version), request.id, outputs)
         t3 = time.perf_counter_ns()
         # A request's compute time includes its batch's merge and split, as in Triton.
         timing = RequestTiming(
@@ -312,20 +304,17 @@ class DataPlane:
         _record_success(model, t3 - started, timing)
         return answer
 
-    def metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
+    def metadata(self, name: str, version: str) -> ModelMetadata:
         model = self.manager.get(name, version)
         batch = [-1] if model.max_batch_size > 0 else []
         served = sorted(v.version for v in self.manager.versions_of(name))
 
-        def describe(specs: dict[str, TensorSpec]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+        def describe(specs: dict[str, TensorSpec]) -> list[TensorMetadata]:
             return [
-                pb.ModelMetadataResponse.TensorMetadata(
-                    name=s.name, datatype=s.datatype, shape=batch + list(s.dims)
-                )
-                for s in specs.values()
+                TensorMetadata(s.name, s.datatype, batch + list(s.dims)) for s in specs.values()
             ]
 
-        return pb.ModelMetadataResponse(
+        return ModelMetadata(
             name=model.name,
             versions=[str(v) for v in served],
             platform=PLATFORM,
@@ -333,10 +322,11 @@ class DataPlane:
             outputs=describe(model.outputs),
         )
 
-    def config(self, name: str, version: str) -> pb.ModelConfigResponse:
-        return pb.ModelConfigResponse(config=self.manager.get(name, version).config)
+    def config(self, name: str, version: str) -> mc.ModelConfig:
+        return self.manager.get(name, version).config
 
-    def statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+    def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+        """The protocol's statistics, one message per model version."""
         if not name:
             models = self.manager.ready_models()
         elif version:
@@ -344,6 +334,4 @@ class DataPlane:
         else:
             self.manager.get(name)  # raises NOT_FOUND / UNAVAILABLE as ModelInfer would
             models = self.manager.versions_of(name)
-        return pb.ModelStatisticsResponse(
-            model_stats=[m.stats.to_proto(m.name, str(m.version)) for m in models]
-        )
+        return [m.stats.to_proto(m.name, str(m.version)) for m in models]

@@ -14,6 +14,7 @@ import grpc
 from . import request_context
 from .errors import ServingError, ShuttingDown
 from .observe import Observer
+from .status_table import GRPC_CODE
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
 
 def error_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServingError):
-        return exc.code, exc.message
+        return GRPC_CODE[exc.kind], exc.message
     log.exception("unexpected error while handling a request")
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
 

@@ -13,6 +13,7 @@ import grpc
 from .auth import Authenticator, ConfigurationError, Scope
 from .errors import ServingError
 from .settings import ServerSettings
+from .status_table import GRPC_CODE
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _denying(handler: grpc.RpcMethodHandler, error: ServingError) -> grpc.RpcMet
     """A handler of the same kind as `handler` that answers `error` without running it."""
 
     async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(error.code, error.message)
+        await context.abort(GRPC_CODE[error.kind], error.message)
 
     serializers = {
         "request_deserializer": handler.request_deserializer,

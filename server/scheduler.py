@@ -18,25 +18,16 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from tritonclient.grpc import model_config_pb2 as mc
 
 from . import request_context, tracing
-from .errors import InferenceFailed, InvalidInput, ServingError
+from .errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueTimeout
 from .histograms import VersionHistograms
 from .job_queue import US, Job, JobQueue
 from .stats import ModelStats
-
-
-class QueueTimeout(ServingError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DeadlineExceeded(ServingError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 @dataclass(frozen=True)

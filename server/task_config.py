@@ -5,17 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
-
-from .errors import ServingError
+from .errors import TaskNotSupported
 from .model import ModelVersion
 
 TASKS = ("classification", "detection", "segmentation")
 RESIZE_MODES = ("stretch",)
-
-
-class TaskNotSupported(ServingError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 @dataclass(frozen=True)

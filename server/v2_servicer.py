@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from .. import __version__
-from . import request_context
+from . import grpc_convert, request_context
 from .dataplane import DataPlane
 from .errors import InvalidInput, ModelLoadError, ShuttingDown
 from .grpc_calls import error_status, observed, with_request_id
@@ -54,21 +54,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @observed
     async def ModelMetadata(self, request, context):
-        return self._dataplane.metadata(request.name, request.version)
+        return grpc_convert.metadata(self._dataplane.metadata(request.name, request.version))
 
     @observed
     async def ModelConfig(self, request, context):
-        return self._dataplane.config(request.name, request.version)
+        return pb.ModelConfigResponse(config=self._dataplane.config(request.name, request.version))
 
     @observed
     async def ModelStatistics(self, request, context):
-        return self._dataplane.statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(
+            model_stats=self._dataplane.statistics(request.name, request.version)
+        )
 
     # ---- inference ------------------------------------------------------------------------
 
     @observed
     async def ModelInfer(self, request, context):
-        return await self._dataplane.infer(request, context.time_remaining())
+        answer = await self._dataplane.infer(
+            grpc_convert.infer_request(request), context.time_remaining()
+        )
+        return grpc_convert.infer_response(answer)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
@@ -87,8 +92,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 if self._observer.draining:
                     raise ShuttingDown("the server is shutting down; send it to another replica")
+                answer = await self._dataplane.infer(
+                    grpc_convert.infer_request(request), context.time_remaining()
+                )
                 return pb.ModelStreamInferResponse(
-                    infer_response=await self._dataplane.infer(request, context.time_remaining())
+                    infer_response=grpc_convert.infer_response(answer)
                 )
             except Exception as exc:
                 status, message = error_status(exc)

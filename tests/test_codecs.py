@@ -9,8 +9,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import serialize_byte_tensor
 
-from deepserve.server import codecs, repository
+from deepserve.server import codecs, grpc_convert, repository
 from deepserve.server.errors import InvalidInput, ModelLoadError
+from deepserve.server.types import InferResponse, InputTensor, OutputTensor
 
 
 def test_bytes_serialization_matches_tritonclient() -> None:
@@ -42,30 +43,47 @@ def test_raw_round_trip_every_fixed_size_type(datatype: str) -> None:
     dtype = codecs.numpy_dtype(datatype)
     array = (np.arange(6) % 2 == 0) if datatype == "BOOL" else np.arange(6).astype(dtype)
     array = array.reshape(2, 3)
-    tensor, raw = codecs.encode_output("t", array)
+    message = grpc_convert.infer_response(
+        InferResponse("m", "1", "", [OutputTensor("t", codecs.datatype_of(array), array)])
+    )
+    tensor, raw = message.outputs[0], message.raw_output_contents[0]
     assert tensor.datatype == datatype and list(tensor.shape) == [2, 3]
-    request = pb.ModelInferRequest.InferInputTensor(name="t", datatype=datatype, shape=[2, 3])
-    decoded = codecs.decode_input(request, raw)
+    decoded = codecs.decode_input(InputTensor("t", datatype, (2, 3), raw=raw))
     assert decoded.dtype == array.dtype and decoded.tobytes() == array.tobytes()
 
 
 def test_raw_decode_does_not_copy() -> None:
     raw = np.arange(4, dtype=np.float32).tobytes()
-    tensor = pb.ModelInferRequest.InferInputTensor(name="t", datatype="FP32", shape=[4])
-    decoded = codecs.decode_input(tensor, raw)
+    decoded = codecs.decode_input(InputTensor("t", "FP32", (4,), raw=raw))
     assert not decoded.flags.owndata and not decoded.flags.writeable
 
 
 def test_fp16_needs_raw_contents() -> None:
-    tensor = pb.ModelInferRequest.InferInputTensor(name="half", datatype="FP16", shape=[1])
+    message = pb.ModelInferRequest(model_name="m")
+    message.inputs.add(name="half", datatype="FP16", shape=[1])
     with pytest.raises(InvalidInput, match=r"half.*raw_input_contents"):
-        codecs.decode_input(tensor, None)
+        grpc_convert.infer_request(message)
 
 
 def test_negative_dimension_is_invalid() -> None:
-    tensor = pb.ModelInferRequest.InferInputTensor(name="t", datatype="FP32", shape=[-1, 2])
     with pytest.raises(InvalidInput, match="negative"):
-        codecs.decode_input(tensor, b"")
+        codecs.decode_input(InputTensor("t", "FP32", (-1, 2), raw=b""))
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values", "message"),
+    [
+        ("UINT8", [1, 256], "value 256 is outside the range of uint8"),
+        ("INT8", [-129], "value -129 is outside the range of int8"),
+        ("INT32", [1.5], "int32 values must be integers"),
+        ("INT64", [True], "int64 values must be integers"),
+        ("BOOL", [1], "BOOL values must be true or false"),
+        ("FP32", ["x"], "values are not FP32 numbers"),
+    ],
+)
+def test_values_are_checked_against_the_datatype(datatype, values, message) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        codecs.decode_input(InputTensor("t", datatype, (len(values),), values=values))
 
 
 def _config(text: str) -> mc.ModelConfig:

@@ -131,7 +131,7 @@ def test_typed_contents_out_of_range_are_invalid(stub: pb_grpc.GRPCInferenceServ
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "uint_contents value 300 is outside the range of uint8 (0..255)" in (
+    assert "input 'image': value 300 is outside the range of uint8 (0..255)" in (
         caught.value.details()
     )
 

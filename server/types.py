@@ -1,0 +1,75 @@
+"""The data plane's own request and response types, the same for every transport: the gRPC
+and HTTP adapters convert their wire messages to these and back, at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Parameter = bool | int | float | str
+
+
+@dataclass(slots=True)
+class InputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes | memoryview | None = None
+    """Little-endian bytes (BYTES: each element as a 4-byte length and its bytes)."""
+    values: Sequence | None = None
+    """Typed values, flattened in row-major order (gRPC typed contents, JSON data)."""
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    classification: int = 0
+    """Top-k classes as 'score:index[:label]' strings instead of the tensor (0: the tensor)."""
+    binary: bool = False
+    """HTTP only: send this output in the binary part of the answer."""
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model: str
+    version: str = ""
+    id: str = ""
+    inputs: list[InputTensor] = field(default_factory=list)
+    outputs: list[RequestedOutput] = field(default_factory=list)
+    """Empty: every output, in the model's order."""
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    array: np.ndarray
+    binary: bool = False
+
+
+@dataclass(slots=True)
+class InferResponse:
+    model: str
+    version: str
+    id: str
+    outputs: list[OutputTensor]
+
+
+@dataclass(slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: list[int]
+    """-1 for a variable dimension, the batch dimension included when the model batches."""
+
+
+@dataclass(slots=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
