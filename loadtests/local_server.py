@@ -37,6 +37,8 @@ def local_server(repository: Path, log: Path, *args: str, timeout: float = 120) 
         str(port),
         "--metrics-port",
         "0",
+        "--http-port",
+        "0",
         *args,
     ]
     with log.open("w") as log_file:

@@ -21,6 +21,8 @@ from . import tracing
 from .auth import Authenticator, ConfigurationError, check_exposure
 from .dataplane import DataPlane, RequestLimits
 from .grpc_security import TokenInterceptor, server_credentials
+from .http_app import V2Routes, build_app
+from .http_server import EmbeddedServer, http_server
 from .manager import ModelManager
 from .metrics import serve_metrics
 from .observe import Observer
@@ -56,6 +58,9 @@ class Server:
         self._health_sync: asyncio.Task[None] | None = None
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._http: EmbeddedServer | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.http_port = 0
         self.port = settings.port
 
     def _health_changed(self) -> None:
@@ -130,6 +135,8 @@ class Server:
         )
         if not self.auth.enabled and not self.settings.binds_loopback_only:
             log.warning("serving %s without authentication", self.settings.host)
+        if self.settings.http_port:
+            await self._start_http()
         serve_metrics(
             self.manager,
             self.settings.metrics_host or self.settings.host,
@@ -141,6 +148,22 @@ class Server:
             self._watching = asyncio.create_task(
                 watch_repository(self.manager, self.settings.repository_poll_seconds, self._loading)
             )
+
+    async def _start_http(self) -> None:
+        routes = V2Routes(self.dataplane, self.manager, self.settings, self.observer, self.auth)
+        self._http = http_server(build_app(routes), self.settings)
+        self._http_task = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                raise RuntimeError(
+                    f"cannot serve HTTP on port {self.settings.http_port}: "
+                    f"{self._http_task.exception() or 'uvicorn stopped'}"
+                )
+            await asyncio.sleep(0.01)
+        self.http_port = self._http.port
+        log.info(
+            "KServe v2 REST on %s:%d", self.settings.http_host or self.settings.host, self.http_port
+        )
 
     async def wait(self) -> None:
         assert self._grpc is not None
@@ -163,6 +186,9 @@ class Server:
                 task.cancel()
         await self._wait_for_calls(started + grace)
         left = self.observer.in_flight
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
         await self._grpc.stop(None)
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info(

@@ -13,11 +13,18 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from . import repository
 from .config_limits import check_resources
-from .errors import ModelLoadError, ModelNotFound, ModelUnavailable, PermissionDenied
+from .errors import (
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    ModelUnavailable,
+    PermissionDenied,
+)
 from .model import ModelVersion, load_version
 from .settings import ServerSettings
 
@@ -216,9 +223,22 @@ class ModelManager:
                 + "); start it with --model-control-mode explicit to load and unload by call"
             )
 
-    async def control_load(self, name: str, config_override: mc.ModelConfig | None) -> None:
+    async def control_load(self, name: str, config_json: str | None = None) -> None:
+        """A caller's load, with an optional config override in JSON (checked like a
+        config.pbtxt); a failed load is the caller's INVALID_ARGUMENT."""
         self._check_control("RepositoryModelLoad")
-        await self.load(name, config_override)
+        override = None
+        if config_json is not None:
+            try:
+                override = json_format.Parse(config_json, mc.ModelConfig())
+            except json_format.ParseError as exc:
+                raise InvalidInput(
+                    f"parameter 'config' is not a ModelConfig in JSON: {exc}"
+                ) from exc
+        try:
+            await self.load(name, override)
+        except ModelLoadError as exc:
+            raise InvalidInput(f"failed to load model '{name}': {exc}") from exc
 
     async def control_unload(self, name: str) -> None:
         self._check_control("RepositoryModelUnload")

@@ -79,6 +79,10 @@ class ServerSettings:
         "unless --allow-unauthenticated)",
     )
     port: int = setting(8001, "gRPC port; 0 picks a free one (logged)")
+    http_port: int = setting(
+        8000, "KServe v2 REST (and the Vision API over HTTP) port, as Triton's; 0 turns it off"
+    )
+    http_host: str = setting("", "address the HTTP port binds (empty: the same as --host)")
     metrics_host: str = setting(
         "", "address the Prometheus /metrics port binds (empty: the same as --host)"
     )

@@ -9,22 +9,26 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import json_format
-from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from .. import __version__
 from . import grpc_convert, request_context
 from .dataplane import DataPlane
-from .errors import InvalidInput, ModelLoadError, ShuttingDown
+from .errors import ShuttingDown
 from .grpc_calls import error_status, observed, with_request_id
 from .manager import ModelManager
 from .observe import Observer
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ["classification", "model_configuration", "model_repository", "statistics"]
+EXTENSIONS = [
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "binary_tensor_data",
+]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -142,19 +146,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @observed
     async def RepositoryModelLoad(self, request, context):
-        override = None
-        if "config" in request.parameters:
-            text = request.parameters["config"].string_param
-            try:
-                override = json_format.Parse(text, mc.ModelConfig())
-            except json_format.ParseError as exc:
-                raise InvalidInput(
-                    f"parameter 'config' is not a ModelConfig in JSON: {exc}"
-                ) from exc
-        try:
-            await self._manager.control_load(request.model_name, override)
-        except ModelLoadError as exc:
-            raise InvalidInput(f"failed to load model '{request.model_name}': {exc}") from exc
+        config = (
+            request.parameters["config"].string_param if "config" in request.parameters else None
+        )
+        await self._manager.control_load(request.model_name, config)
         return pb.RepositoryModelLoadResponse()
 
     @observed

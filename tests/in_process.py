@@ -46,6 +46,14 @@ def in_process_server(repository: Path, **settings: object) -> Iterator[Server]:
         yield server
     finally:
         run(server.stop())
+
+        async def cancel_the_rest() -> None:  # the schedulers' idle batch loops
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        run(cancel_the_rest())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()

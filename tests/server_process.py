@@ -93,6 +93,8 @@ def run_server(
         "2",
         "--metrics-port",
         "0",
+        "--http-port",
+        "0",
         *extra_args,
     ]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -19,6 +19,7 @@ def test_live_ready_and_server_metadata(client: triton.InferenceServerClient) ->
         "model_configuration",
         "model_repository",
         "statistics",
+        "binary_tensor_data",
     }
 
 
