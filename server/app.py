@@ -29,6 +29,7 @@ from .observe import Observer
 from .repository_watch import watch_repository
 from .settings import ServerSettings
 from .v2_servicer import InferenceServicer
+from .vision import Vision
 from .vision_servicer import VisionServicer
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Server:
         self.manager = ModelManager(settings, self._executor, on_change=self._health_changed)
         self.dataplane = DataPlane(self.manager, RequestLimits.from_settings(settings))
         self.observer = Observer(settings)
+        self.vision = Vision(self.dataplane, self.manager, settings)
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._health_sync: asyncio.Task[None] | None = None
@@ -98,9 +100,7 @@ class Server:
             ),
             server,
         )
-        vpb_grpc.add_VisionServicer_to_server(
-            VisionServicer(self.dataplane, self.manager, self.settings, self.observer), server
-        )
+        vpb_grpc.add_VisionServicer_to_server(VisionServicer(self.vision, self.observer), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.reflection:
             reflection.enable_server_reflection(

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..v1 import vision_pb2 as vpb
 from .errors import InvalidInput, LimitExceeded
+from .types import ImageSource
 
 # Pillow's own bomb check only warns between its limit and twice it: deepserve checks the
 # header against its own budget (ImageLimits) before decoding, and Pillow's check stays behind it.
@@ -36,7 +36,7 @@ class ImageLimits:
     """Pillow format names that may be decoded."""
 
 
-def _from_raw(raw: vpb.RawImage, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
+def _from_raw(raw: ImageSource, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
     h, w, c = raw.height, raw.width, raw.channels
     if c not in (1, 3, 4) or h == 0 or w == 0:
         raise InvalidInput(
@@ -44,12 +44,13 @@ def _from_raw(raw: vpb.RawImage, index: int, limits: ImageLimits) -> tuple[Image
             f"got {h}x{w}x{c}"
         )
     _check_pixels(index, w, h, limits)
-    if len(raw.pixels) != h * w * c:
+    pixels = raw.pixels or b""
+    if len(pixels) != h * w * c:
         raise InvalidInput(
-            f"image {index}: raw pixels hold {len(raw.pixels)} bytes, expected {h * w * c} "
+            f"image {index}: raw pixels hold {len(pixels)} bytes, expected {h * w * c} "
             f"for {h}x{w}x{c} uint8"
         )
-    array = np.frombuffer(raw.pixels, np.uint8).reshape(h, w, c)
+    array = np.frombuffer(pixels, np.uint8).reshape(h, w, c)
     return Image.fromarray(array[..., 0] if c == 1 else array), h * w * c
 
 
@@ -83,12 +84,11 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
 
 
-def _opened(image: vpb.Image, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
+def _opened(image: ImageSource, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
     """The image opened (header read, pixels not yet decoded) and its decoded size in bytes."""
-    which = image.WhichOneof("source")
-    if which == "raw":
-        return _from_raw(image.raw, index, limits)
-    if which != "encoded" or not image.encoded:
+    if image.pixels is not None:
+        return _from_raw(image, index, limits)
+    if not image.encoded:
         raise InvalidInput(f"image {index}: empty (set 'encoded' bytes or 'raw' pixels)")
     return _open(image.encoded, index, limits)
 
@@ -125,7 +125,7 @@ def to_model_input(picture: Image.Image, height: int, width: int, channels: int)
     return array[..., None] if channels == 1 else array
 
 
-def open_all(images: list[vpb.Image], limits: ImageLimits) -> list[Image.Image]:
+def open_all(images: list[ImageSource], limits: ImageLimits) -> list[Image.Image]:
     """Every image of a request opened from its header, each within the pixel limit and all
     together within the request's decoded-size budget, before any pixel is decoded."""
     opened: list[Image.Image] = []

@@ -11,14 +11,15 @@ from pathlib import Path
 import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
-from . import repository, runtime
+from . import repository, runtime, tasks
 from .autoconfig import complete_config
 from .codecs import datatype_from_config
-from .errors import ModelLoadError
+from .errors import ModelLoadError, TaskNotSupported
 from .histograms import VersionHistograms
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .stats import ModelStats
+from .tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class ModelVersion:
     stats: ModelStats
     providers: list[str]
     histograms: VersionHistograms
+    task: Task | TaskNotSupported
+    """What the Vision API does with this model, or why it cannot."""
 
     @property
     def max_batch_size(self) -> int:
@@ -156,4 +159,11 @@ def load_version(
         stats=stats,
         providers=providers,
         histograms=histograms,
+        task=tasks.for_model(
+            config.name,
+            {k: v.string_value for k, v in completed.parameters.items()},
+            [t.name for t in completed.input],
+            [t.name for t in completed.output],
+            labels,
+        ),
     )

@@ -73,3 +73,14 @@ class ModelMetadata:
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSource:
+    """One image of a Vision call: encoded bytes (PNG, JPEG, ...) or raw uint8 pixels."""
+
+    encoded: bytes | None = None
+    pixels: bytes | None = None
+    height: int = 0
+    width: int = 0
+    channels: int = 0

@@ -1,0 +1,62 @@
+"""Detection: the model's padded detections -> boxes in the original image's pixels, filtered
+by score, labelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Task
+from .results import Box, Detection, Detections
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    score_threshold: float | None = None
+    """None: the model's `score_threshold` parameter (else 0.5)."""
+    max_detections: int | None = None
+
+
+class DetectTask(Task):
+    name = "detection"
+    outputs = ("boxes", "scores", "classes", "count")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_threshold = self.number("score_threshold", 0.5)
+
+    def finish(
+        self, outputs: dict[str, np.ndarray], sizes: list[tuple[int, int]], options: DetectOptions
+    ) -> list[Detections]:
+        """boxes [N, K, 4] (x1 y1 x2 y2 in model-input pixels), scores [N, K], classes [N, K],
+        count [N]."""
+        threshold = (
+            options.score_threshold
+            if options.score_threshold is not None
+            else self.default_threshold
+        )
+        in_h, in_w = self.image.height, self.image.width
+        results = []
+        for i, (height, width) in enumerate(sizes):
+            count = int(outputs["count"][i])
+            scores = outputs["scores"][i, :count]
+            keep = np.flatnonzero(scores >= threshold)
+            keep = keep[np.argsort(-scores[keep], kind="stable")]
+            if options.max_detections is not None:
+                keep = keep[: options.max_detections]
+            scale = np.array([width / in_w, height / in_h, width / in_w, height / in_h], np.float32)
+            boxes = outputs["boxes"][i, keep] * scale
+            classes = outputs["classes"][i, keep]
+            labels = self.labels
+            found = [
+                Detection(
+                    Box(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                    labels[int(c)] if int(c) < len(labels) else str(int(c)),
+                    int(c),
+                    float(outputs["scores"][i, k]),
+                )
+                for b, c, k in zip(boxes, classes, keep, strict=True)
+            ]
+            results.append(Detections(width, height, found))
+        return results
