@@ -23,6 +23,7 @@ from .dataplane import DataPlane, RequestLimits
 from .grpc_security import TokenInterceptor, server_credentials
 from .http_app import V2Routes, build_app
 from .http_server import EmbeddedServer, http_server
+from .http_vision import VisionRoutes
 from .manager import ModelManager
 from .metrics import serve_metrics
 from .observe import Observer
@@ -151,7 +152,8 @@ class Server:
 
     async def _start_http(self) -> None:
         routes = V2Routes(self.dataplane, self.manager, self.settings, self.observer, self.auth)
-        self._http = http_server(build_app(routes), self.settings)
+        vision = VisionRoutes(self.vision, routes, self.settings.max_message_bytes)
+        self._http = http_server(build_app(routes, vision.routes()), self.settings)
         self._http_task = asyncio.create_task(self._http.serve())
         while not self._http.started:
             if self._http_task.done():

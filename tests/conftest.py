@@ -27,11 +27,17 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def bundled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server on the committed model repository (what `make serve` serves)."""
     root = Path(__file__).resolve().parent.parent
-    metrics_port = free_port()
+    metrics_port, http_port = free_port(), free_port()
     with run_server(
-        root / "models", tmp_path_factory.mktemp("bundled"), "--metrics-port", str(metrics_port)
+        root / "models",
+        tmp_path_factory.mktemp("bundled"),
+        "--metrics-port",
+        str(metrics_port),
+        "--http-port",
+        str(http_port),
     ) as running:
         running.metrics_port = metrics_port
+        running.http_port = http_port
         yield running
 
 

@@ -30,6 +30,7 @@ class RunningServer:
     process: subprocess.Popen
     log_path: Path
     metrics_port: int = 0
+    http_port: int = 0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
