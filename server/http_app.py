@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from . import http_convert, request_context
+from . import http_convert, openapi, request_context
 from .auth import Authenticator, Scope
 from .dataplane import DataPlane
 from .errors import InvalidInput, LimitExceeded, ServingError, ShuttingDown
@@ -246,4 +246,10 @@ def build_app(routes: V2Routes, extra: list[Route] = ()) -> Starlette:
             add(f"{base}/infer", routes.infer, "ModelInfer", inference, "POST"),
             add(f"{base}/stats", routes.statistics, "ModelStatistics", admin, "GET"),
         ]
+    document = json.dumps(openapi.spec(), separators=(",", ":")).encode()
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type=JSON)
+
+    table.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     return Starlette(routes=[*table, *extra])

@@ -144,7 +144,7 @@ def _dockerfile_runtime(path: Path) -> tuple[list[str], dict[str, str], list[str
 def test_cpu_image_entrypoint_serves_the_committed_models(tmp_path: Path) -> None:
     entrypoint, env, health = _dockerfile_runtime(DOCKER / "Dockerfile.cpu")
     assert entrypoint == ["deepserve", "serve"]
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     env.pop("PATH")
     assert env["DEEPSERVE_HOST"] == "0.0.0.0"  # as in the image: tokens are then required
     token = "image-test-token-0123456789"
@@ -152,6 +152,7 @@ def test_cpu_image_entrypoint_serves_the_committed_models(tmp_path: Path) -> Non
         DEEPSERVE_MODEL_REPOSITORY=str(ROOT / "models"),
         DEEPSERVE_PORT=str(port),
         DEEPSERVE_METRICS_PORT=str(metrics_port),
+        DEEPSERVE_HTTP_PORT=str(http_port),
         DEEPSERVE_INFERENCE_TOKEN=token,
     )
     command = [str(BIN / entrypoint[0]), *entrypoint[1:]]

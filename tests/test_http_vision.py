@@ -125,3 +125,40 @@ def test_answers_carry_latency_and_batch_size(bundled_server: RunningServer) -> 
     code, listed = _curl(bundled_server, "localhost:8000/v1/models")
     tasks = {m["name"]: m["task"] for m in listed["models"]}
     assert tasks["ssd"] == "detection" and tasks["segmentation"] == "segmentation"
+
+
+def test_openapi_is_served_describes_every_route_and_matches_the_docs(
+    bundled_server: RunningServer,
+) -> None:
+    import urllib.request
+
+    from deepserve.server.openapi import spec
+
+    url = f"http://127.0.0.1:{bundled_server.http_port}/openapi.json"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        served = json.loads(response.read())
+    assert served == spec()
+    assert served == json.loads((ROOT / "docs" / "openapi.json").read_text()), (
+        "regenerate: python -m deepserve.server.openapi > docs/openapi.json"
+    )
+    for path in (
+        "/v2/models/{model}/infer",
+        "/v2/models/{model}/versions/{version}/infer",
+        "/v1/models/{model}/classify",
+        "/v1/models/{model}/segment",
+        "/v2/repository/models/{model}/load",
+    ):
+        assert path in served["paths"], path
+    segment = served["paths"]["/v1/models/{model}/segment"]["post"]
+    assert "multipart/form-data" in segment["requestBody"]["content"]
+
+
+def test_every_http_route_is_in_the_openapi_description() -> None:
+    from deepserve.server.http_app import V2Routes, build_app
+    from deepserve.server.http_vision import VisionRoutes
+    from deepserve.server.openapi import spec
+
+    v2 = V2Routes(None, None, None, None, None)  # routes are only listed, never called
+    app = build_app(v2, VisionRoutes(None, v2, 0).routes())
+    routes = {route.path for route in app.routes} - {"/openapi.json"}
+    assert routes == set(spec()["paths"])
