@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import TaskNotSupported
 from .base import Task
 from .results import Box, Detection, Detections
 
@@ -25,6 +26,14 @@ class DetectTask(Task):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.default_threshold = self.number("score_threshold", 0.5)
+        self.max_detections = int(self.number("max_detections", 0)) or None
+        """The most boxes the graph returns per image (a cap on what a request asks)."""
+        box_format = self.parameters.get("box_format", "xyxy_pixels")
+        if box_format != "xyxy_pixels":
+            raise TaskNotSupported(
+                f"model '{self.model}': box_format '{box_format}' is not served (xyxy_pixels: "
+                "corners in the model input's pixels)"
+            )
 
     def finish(
         self, outputs: dict[str, np.ndarray], sizes: list[tuple[int, int]], options: DetectOptions
@@ -43,8 +52,9 @@ class DetectTask(Task):
             scores = outputs["scores"][i, :count]
             keep = np.flatnonzero(scores >= threshold)
             keep = keep[np.argsort(-scores[keep], kind="stable")]
-            if options.max_detections is not None:
-                keep = keep[: options.max_detections]
+            limit = options.max_detections or self.max_detections
+            if limit is not None:
+                keep = keep[:limit]
             scale = np.array([width / in_w, height / in_h, width / in_w, height / in_h], np.float32)
             boxes = outputs["boxes"][i, keep] * scale
             classes = outputs["classes"][i, keep]

@@ -23,6 +23,12 @@ class SegmentOptions:
 class SegmentTask(Task):
     name = "segmentation"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.labels and self.parameters.get("mask_labels"):
+            # Without a label file, the class names the exporter wrote into the config.
+            self.labels = self.parameters["mask_labels"].split(",")
+
     def check_sizes(self, sizes: list[tuple[int, int]], options: SegmentOptions) -> None:
         raw_bytes = sum(h * w for h, w in sizes)
         if options.raw and raw_bytes > options.response_budget:
