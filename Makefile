@@ -25,15 +25,18 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 serve: $(VENV)/.installed-server
 	$(BIN)/deepserve serve --model-repository $(MODEL_REPOSITORY) --port $(PORT)
 
-# Prometheus and promtool (Debian's package) for the dashboard and alert tests; where apt-get is
-# not at hand, those tests are skipped and say how to get them.
+# Debian's packages some tests drive: Prometheus and promtool (dashboard and alert tests),
+# Chromium and its driver (the web page in a real browser). Where apt-get is not at hand those
+# tests are skipped and say how to get them.
+SYSTEM_PACKAGES := prometheus chromium chromium-driver
 system-tools:
-	@if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing prometheus (promtool) with apt-get"; \
-		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	@if ! (command -v promtool && command -v chromium && command -v chromedriver) >/dev/null \
+		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing $(SYSTEM_PACKAGES) with apt-get"; \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
 		 (apt-get update -q >/dev/null 2>&1 && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1)) || \
-		echo "prometheus could not be installed: the monitoring tests will be skipped"; \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1)) || \
+		echo "$(SYSTEM_PACKAGES) could not be installed: their tests will be skipped"; \
 	fi
 
 test: $(VENV)/.installed-dev system-tools

@@ -32,6 +32,7 @@ from .settings import ServerSettings
 from .v2_servicer import InferenceServicer
 from .vision import Vision
 from .vision_servicer import VisionServicer
+from .web_page import web_routes
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ class Server:
     async def _start_http(self) -> None:
         routes = V2Routes(self.dataplane, self.manager, self.settings, self.observer, self.auth)
         vision = VisionRoutes(self.vision, routes, self.settings.max_message_bytes)
-        self._http = http_server(build_app(routes, vision.routes()), self.settings)
+        app = build_app(routes, [*vision.routes(), *web_routes()])
+        self._http = http_server(app, self.settings)
         self._http_task = asyncio.create_task(self._http.serve())
         while not self._http.started:
             if self._http_task.done():

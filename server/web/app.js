@@ -1,0 +1,218 @@
+// deepserve's page: calls the Vision API over HTTP on this same port. No build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+  "#bcf60c", "#008080", "#9a6324", "#800000"];
+
+$("token").value = localStorage.getItem("deepserve-token") || "";
+$("token").addEventListener("change", () => localStorage.setItem("deepserve-token", $("token").value));
+
+function headers(extra = {}) {
+  const token = $("token").value.trim();
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+// One Vision call: the answer, and how long the round trip took.
+async function vision(model, task, body, query = "") {
+  const started = performance.now();
+  const response = await fetch(`/v1/models/${model}/${task}${query}`, {
+    method: "POST", body, headers: headers({ "Content-Type": body.type || "image/png" }),
+  });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || response.statusText);
+  answer.round_trip_ms = performance.now() - started;
+  return answer;
+}
+
+function meta(answer) {
+  return `${answer.round_trip_ms.toFixed(1)} ms round trip · ${answer.server_ms.toFixed(1)} ms in the server · ` +
+    `batch ${answer.batch_size} · model's average batch ${answer.average_batch_size.toFixed(2)}`;
+}
+
+function showBars(list, labels) {
+  list.replaceChildren(...labels.map((x) => {
+    const item = document.createElement("li");
+    item.innerHTML = `<span class="label"></span><span class="bar"><span></span></span><span class="score"></span>`;
+    item.querySelector(".label").textContent = x.label;
+    item.querySelector(".bar span").style.width = `${(x.score * 100).toFixed(1)}%`;
+    item.querySelector(".score").textContent = `${(x.score * 100).toFixed(1)}%`;
+    return item;
+  }));
+}
+
+function fail(where, error) {
+  where.textContent = `error: ${error.message}`;
+}
+
+// ---- status ---------------------------------------------------------------------------------
+async function status() {
+  try {
+    const ready = (await fetch("/v2/health/ready")).ok;
+    $("status").textContent = ready ? "ready" : "not ready";
+    $("status").className = `pill ${ready ? "ok" : "bad"}`;
+  } catch {
+    $("status").textContent = "unreachable";
+    $("status").className = "pill bad";
+  }
+}
+status();
+setInterval(status, 5000);
+
+// ---- drawing pad: the top 3 follow the strokes ------------------------------------------------
+const pad = $("pad");
+const ink = pad.getContext("2d");
+let drawing = false;
+let dirty = false;
+let inFlight = false;
+
+function clearPad() {
+  ink.fillStyle = "#000";
+  ink.fillRect(0, 0, pad.width, pad.height);
+  $("digit-top").replaceChildren();
+  $("digit-meta").textContent = "";
+}
+clearPad();
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  pad.setPointerCapture(event.pointerId);
+  ink.strokeStyle = "#fff";
+  ink.lineWidth = 20;
+  ink.lineCap = ink.lineJoin = "round";
+  ink.beginPath();
+  ink.moveTo(...point(event));
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  ink.lineTo(...point(event));
+  ink.stroke();
+  dirty = true;
+  classifyDigit();
+});
+pad.addEventListener("pointerup", () => { drawing = false; dirty = true; classifyDigit(); });
+$("clear").addEventListener("click", clearPad);
+
+// At most one request in flight; when it returns and the pad changed, the next goes.
+async function classifyDigit() {
+  if (inFlight || !dirty) return;
+  inFlight = true;
+  dirty = false;
+  $("digit-top").dataset.state = "busy";
+  try {
+    const png = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const answer = await vision("mnist", "classify", png, "?top_k=3");
+    showBars($("digit-top"), answer.results[0].labels);
+    $("digit-meta").textContent = meta(answer);
+  } catch (error) {
+    fail($("digit-meta"), error);
+  } finally {
+    inFlight = false;
+    if (dirty) classifyDigit();
+    else if (!drawing) $("digit-top").dataset.state = "done";
+  }
+}
+
+// ---- a photo ----------------------------------------------------------------------------------
+$("photo-file").addEventListener("change", async () => {
+  const file = $("photo-file").files[0];
+  if (!file) return;
+  $("photo-preview").src = URL.createObjectURL(file);
+  $("photo-preview").style.display = "block";
+  try {
+    const answer = await vision("cifar10_resnet20", "classify", file, "?top_k=3");
+    showBars($("photo-top"), answer.results[0].labels);
+    $("photo-meta").textContent = meta(answer);
+  } catch (error) {
+    fail($("photo-meta"), error);
+  }
+});
+
+// ---- a scene: boxes and the segmentation overlay ---------------------------------------------
+const scene = $("scene");
+const paint = scene.getContext("2d");
+let last = null;
+
+async function openScene(blob) {
+  const picture = await createImageBitmap(blob);
+  try {
+    const [detected, segmented] = await Promise.all([
+      vision("ssd", "detect", blob),
+      vision("segmentation", "segment", blob, "?mask=png"),
+    ]);
+    const maskPng = Uint8Array.from(atob(segmented.results[0].mask), (c) => c.charCodeAt(0));
+    const mask = await maskPixels(new Blob([maskPng], { type: "image/png" }), picture);
+    last = { picture, detections: detected.results[0].detections, mask };
+    drawScene();
+    const found = last.detections;
+    $("scene-count").textContent = `${found.length} digit${found.length === 1 ? "" : "s"} found`;
+    $("scene-detections").replaceChildren(...found.map((d) => {
+      const chip = document.createElement("li");
+      chip.textContent = `${d.label} ${(d.score * 100).toFixed(0)}%`;
+      return chip;
+    }));
+    $("scene-meta").textContent = `detect: ${meta(detected)} — segment: ${meta(segmented)}`;
+  } catch (error) {
+    fail($("scene-meta"), error);
+  }
+}
+
+// The mask PNG holds a class index per pixel: read it back as numbers.
+async function maskPixels(blob, picture) {
+  const bitmap = await createImageBitmap(blob);
+  const canvas = new OffscreenCanvas(picture.width, picture.height);
+  const context = canvas.getContext("2d");
+  context.drawImage(bitmap, 0, 0);
+  return context.getImageData(0, 0, picture.width, picture.height);
+}
+
+function drawScene() {
+  if (!last) return;
+  const { picture, detections, mask } = last;
+  scene.width = picture.width;
+  scene.height = picture.height;
+  paint.drawImage(picture, 0, 0);
+  if ($("overlay").checked) {
+    const layer = paint.getImageData(0, 0, scene.width, scene.height);
+    for (let i = 0; i < mask.data.length; i += 4) {
+      const cls = mask.data[i];
+      if (cls === 0) continue;  // background
+      const hex = COLORS[(cls - 1) % COLORS.length];
+      const rgb = [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16));
+      for (let c = 0; c < 3; c++) layer.data[i + c] = layer.data[i + c] * 0.45 + rgb[c] * 0.55;
+    }
+    paint.putImageData(layer, 0, 0);
+  }
+  paint.lineWidth = Math.max(2, scene.width / 160);
+  paint.font = `${Math.max(12, scene.width / 22)}px system-ui, sans-serif`;
+  for (const d of detections) {
+    const color = COLORS[d.index % COLORS.length];
+    const { x1, y1, x2, y2 } = d.box;
+    paint.strokeStyle = color;
+    paint.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const text = `${d.label} ${(d.score * 100).toFixed(0)}%`;
+    const width = paint.measureText(text).width + 8;
+    const height = parseInt(paint.font, 10) + 4;
+    paint.fillStyle = color;
+    paint.fillRect(x1, Math.max(0, y1 - height), width, height);
+    paint.fillStyle = "#fff";
+    paint.fillText(text, x1 + 4, Math.max(0, y1 - height) + height - 5);
+  }
+  scene.dataset.boxes = String(detections.length);
+}
+
+$("overlay").addEventListener("change", drawScene);
+async function openSample() {
+  await openScene(await (await fetch("/ui/scene.png")).blob());
+}
+$("scene-sample").addEventListener("click", openSample);
+openSample();
+$("scene-file").addEventListener("change", () => {
+  const file = $("scene-file").files[0];
+  if (file) openScene(file);
+});
