@@ -138,3 +138,21 @@ def test_server_view_quantiles_interpolate_as_prometheus_does() -> None:
     # Past the last finite bound Prometheus answers that bound.
     assert quantile(0.99, [(0.1, 10.0), (float("inf"), 20.0)]) == 0.1
     assert quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
+
+
+def test_the_http_user_has_no_failures(bundled_server: RunningServer, tmp_path: Path) -> None:
+    """Locust's FastHttpUser on the HTTP port: Vision classify and v2 binary infer, checked."""
+    out = tmp_path / "http"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
+        "HttpUser", "--host", bundled_server.url,
+        "--http-url", f"http://127.0.0.1:{bundled_server.http_port}",
+        "--headless", "--users", "4", "--spawn-rate", "4", "--run-time", "8s",
+        "--csv", str(out), "--only-summary", "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = _stats(out)
+    assert {"HTTP classify mnist", "HTTP infer mnist"} <= set(stats), result.stderr[-3000:]
+    assert int(stats["Aggregated"]["Request Count"]) > 20
+    assert int(stats["Aggregated"]["Failure Count"]) == 0, Path(f"{out}_failures.csv").read_text()
