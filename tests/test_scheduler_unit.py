@@ -1,0 +1,198 @@
+"""The job queue and the dynamic batcher in-process, with a fake session: fast checks of how
+batches form, without a server or ONNX Runtime (the end-to-end batching tests run real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from deepserve.server.errors import DeadlineExceeded, QueueTimeout, ServerBusy
+from deepserve.server.job_queue import JobQueue
+from deepserve.server.scheduler import Scheduler
+from deepserve.server.stats import ModelStats
+
+
+class FakeSession:
+    """y = 2 x, taking `seconds` a run; remembers the batch sizes it ran."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.batches: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def run(self, names, feeds):
+        self.release.wait(5)
+        time.sleep(self.seconds)
+        self.batches.append(len(feeds["x"]))
+        return [feeds["x"] * 2 for _ in names]
+
+
+def _config(text: str) -> mc.ModelConfig:
+    return text_format.Parse(f"max_batch_size: 8\n{text}", mc.ModelConfig())
+
+
+def _scheduler(text: str, session: FakeSession, executor, queue_size: int = 64) -> Scheduler:
+    return Scheduler("fake", _config(text), [session], executor, ModelStats(), queue_size)
+
+
+def _feeds(value: float, items: int = 1) -> dict[str, np.ndarray]:
+    return {"x": np.full((items, 2), value, np.float32)}
+
+
+@pytest.fixture()
+def executor():
+    with ThreadPoolExecutor(4) as pool:
+        yield pool
+
+
+async def _busy(scheduler: Scheduler, session: FakeSession) -> asyncio.Task:
+    """Hold the only instance with a first job, so the next ones queue behind it."""
+    session.release.clear()
+    first = asyncio.create_task(scheduler.submit(_feeds(-1), 1, ["y"]))
+    await asyncio.sleep(0.05)
+    return first
+
+
+def test_jobs_merge_whole_up_to_max_batch_and_each_gets_its_slice(executor) -> None:
+    session = FakeSession()
+
+    async def scenario():
+        scheduler = _scheduler("dynamic_batching { }", session, executor)
+        first = await _busy(scheduler, session)
+        jobs = [scheduler.submit(_feeds(v, 3), 3, ["y"]) for v in (1, 2, 3)]  # 9 items > 8
+        tasks = [asyncio.create_task(j) for j in jobs]
+        await asyncio.sleep(0.02)
+        session.release.set()
+        results = await asyncio.gather(first, *tasks)
+        return [r.outputs["y"] for r in results[1:]]
+
+    outputs = asyncio.run(scenario())
+    for value, output in zip((1, 2, 3), outputs, strict=True):
+        np.testing.assert_array_equal(output, np.full((3, 2), 2 * value))
+    assert session.batches == [1, 6, 3]  # whole jobs: 3 + 3 fit in 8, the third waits
+
+
+def test_preferred_batch_size_is_sent_as_soon_as_formed(executor) -> None:
+    session = FakeSession()
+
+    async def scenario():
+        scheduler = _scheduler(
+            "dynamic_batching { preferred_batch_size: [2] max_queue_delay_microseconds: 500000 }",
+            session,
+            executor,
+        )
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(scheduler.submit(_feeds(v), 1, ["y"])) for v in range(3)]
+        await asyncio.gather(*tasks[:2])
+        pair = time.perf_counter() - started
+        await tasks[2]
+        return pair, time.perf_counter() - started
+
+    pair, single = asyncio.run(scenario())
+    assert session.batches == [2, 1]
+    assert pair < 0.3  # the preferred size went at once
+    assert single >= 0.45  # the one left waited for more, up to max_queue_delay
+
+
+def test_a_full_queue_refuses_at_once(executor) -> None:
+    session = FakeSession()
+
+    async def scenario():
+        scheduler = _scheduler(
+            "dynamic_batching { default_queue_policy { max_queue_size: 2 } }", session, executor
+        )
+        first = await _busy(scheduler, session)
+        waiting = [asyncio.create_task(scheduler.submit(_feeds(v), 1, ["y"])) for v in (1, 2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(ServerBusy, match="max_queue_size 2"):
+            await scheduler.submit(_feeds(3), 1, ["y"])
+        session.release.set()
+        await asyncio.gather(first, *waiting)
+
+    asyncio.run(scenario())
+
+
+def test_priority_one_is_served_first(executor) -> None:
+    session = FakeSession()
+    order: list[float] = []
+
+    async def scenario():
+        scheduler = _scheduler("dynamic_batching { priority_levels: 2 }", session, executor)
+        scheduler.max_batch_size = 1  # one job a batch, to see the order
+        first = await _busy(scheduler, session)
+
+        async def job(value: float, priority: int):
+            result = await scheduler.submit(_feeds(value), 1, ["y"], priority=priority)
+            order.append(float(result.outputs["y"][0, 0]) / 2)
+
+        tasks = [asyncio.create_task(job(v, p)) for v, p in ((1, 2), (2, 2), (3, 1))]
+        await asyncio.sleep(0.02)
+        session.release.set()
+        await asyncio.gather(first, *tasks)
+
+    asyncio.run(scenario())
+    assert order == [3, 1, 2]
+
+
+def test_timeouts_reject_and_deadlines_drop_without_computing(executor) -> None:
+    session = FakeSession()
+
+    async def scenario():
+        scheduler = _scheduler(
+            "dynamic_batching { default_queue_policy { default_timeout_microseconds: 20000 } }",
+            session,
+            executor,
+        )
+        first = await _busy(scheduler, session)
+        timed = asyncio.create_task(scheduler.submit(_feeds(1), 1, ["y"]))
+        late = asyncio.create_task(scheduler.submit(_feeds(2), 1, ["y"], deadline_s=0.01))
+        await asyncio.sleep(0.1)
+        session.release.set()
+        await first
+        with pytest.raises(QueueTimeout, match="timed out after waiting"):
+            await timed
+        with pytest.raises(DeadlineExceeded, match="not computed"):
+            await late
+
+    asyncio.run(scenario())
+    assert session.batches == [1]  # neither was run
+
+
+def test_different_shapes_never_share_a_batch(executor) -> None:
+    session = FakeSession()
+
+    async def scenario():
+        scheduler = _scheduler("dynamic_batching { }", session, executor)
+        first = await _busy(scheduler, session)
+        wide = {"x": np.ones((1, 3), np.float32)}
+        tasks = [
+            asyncio.create_task(scheduler.submit(_feeds(1), 1, ["y"])),
+            asyncio.create_task(scheduler.submit(wide, 1, ["y"])),
+            asyncio.create_task(scheduler.submit(_feeds(2), 1, ["y"])),
+        ]
+        await asyncio.sleep(0.02)
+        session.release.set()
+        await asyncio.gather(first, *tasks)
+
+    asyncio.run(scenario())
+    assert session.batches == [1, 2, 1]
+
+
+def test_job_queue_levels_and_capacity() -> None:
+    batching = _config(
+        "dynamic_batching { priority_levels: 3 default_priority_level: 2 "
+        "default_queue_policy { max_queue_size: 5 } }"
+    ).dynamic_batching
+    queue = JobQueue("fake", batching, 100)
+    assert queue.level_of(0) == 2 and queue.level_of(3) == 3
+    assert queue.capacity == 15
+    with pytest.raises(Exception, match=r"outside 1\.\.3"):
+        queue.level_of(4)
