@@ -1,17 +1,23 @@
-"""A deepserve server started on this machine for a benchmark or load test, on a free port."""
+"""A real deepserve server in a subprocess on a free port, for the tests, the benchmarks and the
+load tests alike: `run_server` gives the process, its address and its log; `local_server` just
+the address of a ready server."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from deepserve import Client
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 
 def free_port() -> int:
@@ -20,11 +26,63 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    metrics_port: int = 0
+    http_port: int = 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait(
+    url: str,
+    process: subprocess.Popen,
+    log_path: Path,
+    ready: bool,
+    timeout: float,
+    credentials: grpc.ChannelCredentials | None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    channel = grpc.secure_channel(url, credentials) if credentials else grpc.insecure_channel(url)
+    with channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {process.returncode}:\n{log_path.read_text()}"
+                )
+            with contextlib.suppress(grpc.RpcError):
+                if not ready:
+                    if stub.ServerLive(pb.ServerLiveRequest(), timeout=1).live:
+                        return
+                elif stub.ServerReady(pb.ServerReadyRequest(), timeout=1).ready:
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(
+        f"server at {url} not {'ready' if ready else 'live'}:\n{log_path.read_text()}"
+    )
+
+
 @contextlib.contextmanager
-def local_server(repository: Path, log: Path, *args: str, timeout: float = 120) -> Iterator[str]:
-    """Start `deepserve serve` on `repository` (extra flags in `args`), wait until it is ready,
-    yield its address, stop it with SIGTERM."""
-    port = free_port()
+def run_server(
+    repository: Path,
+    log_dir: Path,
+    *extra_args: str,
+    wait_ready: bool = True,
+    timeout: float = 60.0,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    log_path: Path | None = None,
+) -> Iterator[RunningServer]:
+    """`env` adds to the environment (tokens); `credentials` is what the wait for readiness
+    connects with when the server speaks TLS. Stopped with SIGTERM (a drain) at the end."""
+    port = port or free_port()
+    log_path = log_path or log_dir / f"server-{port}.log"
     command = [
         sys.executable,
         "-m",
@@ -35,27 +93,35 @@ def local_server(repository: Path, log: Path, *args: str, timeout: float = 120) 
         "127.0.0.1",
         "--port",
         str(port),
+        "--grace-seconds",
+        "2",
         "--metrics-port",
         "0",
         "--http-port",
         "0",
-        *args,
+        *extra_args,
     ]
-    with log.open("w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"127.0.0.1:{port}"
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=environment
+        )
+    server = RunningServer(url=f"127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        client = Client(url, retries=0, timeout=2)
-        deadline = time.monotonic() + timeout
-        while not client.ready():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
-            time.sleep(0.2)
-        client.close()
-        yield url
+        _wait(server.url, process, log_path, wait_ready, timeout, credentials)
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def local_server(repository: Path, log: Path, *args: str, timeout: float = 120) -> Iterator[str]:
+    """A ready server on `repository` (extra flags in `args`): its gRPC address."""
+    with run_server(repository, log.parent, *args, timeout=timeout, log_path=log) as server:
+        yield server.url

@@ -4,9 +4,8 @@
         --csv results/load --html results/load.html
 
 Users: `TensorUser` (ModelInfer with MNIST digits), `VisionUser` (Classify MNIST digits,
-Detect and Segment digit scenes) over gRPC, and `HttpUser` over the HTTP port (the Vision API's
-classify and KServe v2 infer with binary tensors), chosen by name with --http-url, e.g.
-`locust -f loadtests/locustfile.py HttpUser --http-url http://localhost:8000 ...`.
+Detect and Segment digit scenes) over gRPC. The HTTP port has its own locustfile,
+loadtests/locustfile_http.py, with the same options and checks.
 Which models and how often: --classify-model, --infer-model,
 --detect-model, --segment-model (empty skips that task) and --task-weights
 "classify=3,infer=3,detect=1,segment=1"; --images FOLDER sends your images instead (answers then
@@ -112,9 +111,9 @@ def _prepare(environment, **_) -> None:
             checks.check_segmentation,
         )
     Payloads.digits, Payloads.scenes, Payloads.segment_scenes = digits, scenes, segment_scenes
-    HttpUser.digits = digits
-    HttpUser.classify_model = options.classify_model or "mnist"
-    HttpUser.infer_model = options.infer_model or "mnist"
+    RestUser.digits = digits  # for loadtests/locustfile_http.py
+    RestUser.classify_model = options.classify_model or "mnist"
+    RestUser.infer_model = options.infer_model or "mnist"
     client.close()
 
 
@@ -180,15 +179,3 @@ class TensorUser(GrpcUser):
             f"ModelInfer {options.infer_model}",
             lambda outputs: checks.check_logits(payload, outputs["logits"]),
         )
-
-
-class HttpUser(RestUser):
-    """The HTTP port, with answers checked as the gRPC users' are. --host stays the gRPC
-    address (the reference pass uses it); --http-url is this user's."""
-
-    def __init__(self, environment) -> None:
-        url = environment.parsed_options.http_url
-        if not url:
-            raise RuntimeError("HttpUser needs --http-url (the server's HTTP port)")
-        self.host = url  # before FastHttpUser builds its client on it
-        super().__init__(environment)

@@ -144,8 +144,8 @@ def test_the_http_user_has_no_failures(bundled_server: RunningServer, tmp_path: 
     """Locust's FastHttpUser on the HTTP port: Vision classify and v2 binary infer, checked."""
     out = tmp_path / "http"
     command = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
-        "HttpUser", "--host", bundled_server.url,
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile_http.py"),
+        "--host", bundled_server.url,
         "--http-url", f"http://127.0.0.1:{bundled_server.http_port}",
         "--headless", "--users", "4", "--spawn-rate", "4", "--run-time", "8s",
         "--csv", str(out), "--only-summary", "--exit-code-on-error", "0",
