@@ -18,6 +18,7 @@ from .classification import top_k
 from .errors import InvalidInput, LimitExceeded
 from .manager import ModelManager
 from .model import ModelVersion, TensorSpec
+from .scheduler import JobResult
 from .settings import ServerSettings
 from .stats import RequestTiming
 from .types import (
@@ -187,6 +188,18 @@ def _int_parameter(request: InferRequest, key: str) -> int:
     return value
 
 
+def _timing(result: JobResult, before_ns: int, after_ns: int) -> RequestTiming:
+    """Where a request's time went: its own work before and after the batch is counted with
+    the batch's merge and split as compute time, as in Triton."""
+    return RequestTiming(
+        queue_ns=result.queue_ns,
+        compute_input_ns=before_ns + result.batch_input_ns,
+        compute_infer_ns=result.infer_ns,
+        compute_output_ns=after_ns + result.batch_output_ns,
+        batch_items=result.batch_items,
+    )
+
+
 def _record_success(model: ModelVersion, total_ns: int, timing: RequestTiming) -> None:
     model.stats.record_success(total_ns, timing)
     model.histograms.observe_request(total_ns, timing.queue_ns, timing.batch_items)
@@ -242,16 +255,7 @@ class DataPlane:
                 OutputTensor(output.name, codecs.datatype_of(array), array, output.binary)
             )
         response = InferResponse(model.name, str(model.version), request.id, outputs)
-        t3 = time.perf_counter_ns()
-        # A request's compute time includes its batch's merge and split, as in Triton.
-        timing = RequestTiming(
-            queue_ns=result.queue_ns,
-            compute_input_ns=t1 - t0 + result.batch_input_ns,
-            compute_infer_ns=result.infer_ns,
-            compute_output_ns=t3 - t2 + result.batch_output_ns,
-            batch_items=result.batch_items,
-        )
-        return response, timing
+        return response, _timing(result, t1 - t0, time.perf_counter_ns() - t2)
 
     async def run_images(
         self,
@@ -293,15 +297,7 @@ class DataPlane:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
         t3 = time.perf_counter_ns()
-        first = results[0]
-        timing = RequestTiming(
-            queue_ns=first.queue_ns,
-            compute_input_ns=t1 - started + first.batch_input_ns,
-            compute_infer_ns=first.infer_ns,
-            compute_output_ns=t3 - t2 + first.batch_output_ns,
-            batch_items=first.batch_items,
-        )
-        _record_success(model, t3 - started, timing)
+        _record_success(model, t3 - started, _timing(results[0], t1 - started, t3 - t2))
         return answer
 
     def metadata(self, name: str, version: str) -> ModelMetadata:
