@@ -280,3 +280,21 @@ def test_mutual_tls_needs_a_client_certificate(tmp_path: Path) -> None:
         )  # fmt: skip
         assert health.returncode == 0, health.stderr
         assert "SERVING" in health.stdout
+
+
+def test_the_http_port_speaks_https_with_the_same_certificate(tmp_path: Path) -> None:
+    import ssl
+    import urllib.request
+
+    repo = standard_repository(tmp_path / "models")
+    ca, server_pem, _ = make_pki(tmp_path / "pki")
+    credentials = grpc.ssl_channel_credentials(ca.cert.read_bytes())
+    http_port = free_port()
+    args = [*_tls_args(server_pem), "--http-port", str(http_port)]
+    with run_server(repo, tmp_path, *args, credentials=credentials):
+        context = ssl.create_default_context(cafile=str(ca.cert))
+        url = f"https://127.0.0.1:{http_port}/v2/health/ready"
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises(OSError):  # plaintext HTTP is not spoken on that port
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=5)
