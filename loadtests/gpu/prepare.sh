@@ -19,20 +19,43 @@ PART_SIZE=${PART_SIZE:-60M}
 BUNDLE=.gpu-bundle
 
 rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/wheels"
+# A current pip of its own: resolving for another Python (--python-version) needs one.
+python3 -m venv "$BUNDLE/tools" && "$BUNDLE/tools/bin/python" -m pip install --quiet --upgrade pip
+PIP=("$BUNDLE/tools/bin/python" -m pip)
 download() {
-  python3 -m pip download --quiet --only-binary=:all: --python-version "$PYTHON_VERSION" \
+  "${PIP[@]}" download --quiet --only-binary=:all: --python-version "$PYTHON_VERSION" \
     --platform "$PLATFORM" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --dest "$BUNDLE/wheels" "$@"
 }
 # onnxruntime-gpu alone (its own dependencies are on the host or in the list below).
 download --no-deps "onnxruntime-gpu==${ORT_GPU_VERSION}"
-# deepserve's runtime dependencies, resolved for the host's Python, without onnxruntime (CPU).
-download "grpcio>=1.81.1,<1.83" "protobuf>=6.33.5,<7" "tritonclient[grpc]>=2.73,<2.74" \
-  "grpcio-health-checking>=1.81,<1.83" "grpcio-reflection>=1.81,<1.83" "uvloop>=0.19,<1" \
-  "numpy>=1.26,<3" "flatbuffers" "coloredlogs" "packaging" "sympy"
+# deepserve's runtime dependencies, read from pyproject.toml (the SDK's and the gpu extra's, so
+# the list cannot fall behind the code), resolved for the host's Python; onnxruntime-gpu's own
+# dependencies too.
+mapfile -t REQUIREMENTS < <(python3 - <<'EOF'
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for requirement in project["dependencies"] + project["optional-dependencies"]["gpu"]:
+    if not requirement.startswith("onnxruntime"):
+        print(requirement)
+EOF
+)
+# The benchmark's own needs: onnx (it writes the no-op model) and matplotlib (its plots).
+download "${REQUIREMENTS[@]}" "flatbuffers" "coloredlogs" "packaging" "sympy" \
+  "onnx>=1.17,<1.24" "matplotlib>=3.8,<4"
 
 # deepserve itself, as a pure-Python wheel of this checkout.
-python3 -m pip wheel --quiet --no-deps --wheel-dir "$BUNDLE/wheels" .
+"${PIP[@]}" wheel --quiet --no-deps --wheel-dir "$BUNDLE/wheels" .
+
+# Proof that the bundle is complete: the host's Python resolves deepserve[gpu] from it alone.
+"${PIP[@]}" install --quiet --dry-run --ignore-installed --no-index \
+  --find-links "$BUNDLE/wheels" --only-binary=:all: --python-version "$PYTHON_VERSION" \
+  --platform "$PLATFORM" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+  --target "$BUNDLE/dry-run" --report "$BUNDLE/resolution.json" "deepserve[gpu]" onnx matplotlib
+python3 -c "import json, sys; r = json.load(open(sys.argv[1])); \
+print('bundle resolves deepserve[gpu] for Python $PYTHON_VERSION:', len(r['install']), 'packages')" \
+  "$BUNDLE/resolution.json"
+rm -rf "$BUNDLE/dry-run" "$BUNDLE/tools"
 
 (cd "$BUNDLE" && tar -cf bundle.tar wheels && sha256sum bundle.tar > bundle.tar.sha256 \
   && split -b "$PART_SIZE" -d bundle.tar part- && rm -rf wheels bundle.tar)
