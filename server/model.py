@@ -11,7 +11,7 @@ from pathlib import Path
 import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
-from . import repository, runtime, tasks
+from . import gpu_options, repository, runtime, tasks
 from .autoconfig import complete_config
 from .codecs import datatype_from_config
 from .errors import ModelLoadError, TaskNotSupported
@@ -107,8 +107,17 @@ def load_version(
     sessions: list[ort.InferenceSession] = []
     completed = config
     providers: list[str] = []
-    for gpu_id in _instance_gpu_ids(config):
-        choice = runtime.choose_providers(config, settings.device, gpu_id=gpu_id)
+    gpu_ids = _instance_gpu_ids(config)
+    for gpu_id in gpu_ids:
+        choice = runtime.choose_providers(
+            config,
+            settings.device,
+            gpu_id=gpu_id,
+            model_file=path,
+            engine_cache=settings.engine_cache,
+        )
+        if runtime.CUDA in choice.names:
+            gpu_options.check_gpu_ids(gpu_ids, gpu_options.gpu_count())
         session = runtime.create_session(path, choice, threads)
         _check_gpu_fallback(label, choice.names, session.get_providers(), settings.device)
         if not sessions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import gpu_options
 from .codecs import datatype_from_config, numpy_dtype
 from .errors import ModelLoadError
 
@@ -58,6 +60,8 @@ def choose_providers(
     device: str,
     available: list[str] | None = None,
     gpu_id: int = 0,
+    model_file: Path | None = None,
+    engine_cache: Path | None = None,
 ) -> ProviderChoice:
     """Execution providers for one instance, from the config, the `device` setting and what the
     installed onnxruntime offers. TensorRT only when the config asks for it (its engine builds are
@@ -82,13 +86,14 @@ def choose_providers(
     requested = {acc.name: dict(acc.parameters) for acc in _gpu_accelerators(config)}
     if "tensorrt" in requested:
         if TENSORRT in available:
-            options: dict[str, Any] = {"device_id": gpu_id}
-            if requested["tensorrt"].get("precision_mode", "").upper() == "FP16":
-                options["trt_fp16_enable"] = True
-            if "max_workspace_size_bytes" in requested["tensorrt"]:
-                options["trt_max_workspace_size"] = int(
-                    requested["tensorrt"]["max_workspace_size_bytes"]
-                )
+            facts = {
+                "onnxruntime": ort.__version__,
+                "tensorrt": gpu_options.tensorrt_version(),
+                "gpu": gpu_options.gpu_name(gpu_id),
+            }
+            options = gpu_options.tensorrt_options(
+                config, requested["tensorrt"], gpu_id, model_file, engine_cache, facts
+            )
             providers.append((TENSORRT, options))
             reasons.append("TensorRT asked for by the config")
         else:
@@ -96,7 +101,7 @@ def choose_providers(
     else:
         reasons.append("TensorRT not asked for in optimization.execution_accelerators")
     preload_cuda_libraries()
-    providers.append((CUDA, {"device_id": gpu_id}))
+    providers.append((CUDA, gpu_options.cuda_options(config, gpu_id)))
     providers.append(CPU)
     reasons.append(f"CUDA available (GPU {gpu_id})")
     return ProviderChoice(providers, "; ".join(reasons))
@@ -155,10 +160,26 @@ def warmup_inputs(config: mc.ModelConfig) -> tuple[dict[str, np.ndarray], bool]:
     return {t.name: _warmup_value(t, batching, size) for t in config.input}, exact
 
 
+def warmup_batches(config: mc.ModelConfig, providers: list[str]) -> list[int]:
+    """Batch sizes to warm up at: 1, and with TensorRT also the profile's opt and max, so its
+    engine is built (or read from the cache) at load, not at the first real request."""
+    if TENSORRT not in providers or config.max_batch_size <= 0:
+        return [1]
+    preferred = list(config.dynamic_batching.preferred_batch_size)
+    opt = max(preferred) if preferred else config.max_batch_size
+    return sorted({1, opt, config.max_batch_size})
+
+
 def warm_up(session: ort.InferenceSession, config: mc.ModelConfig, label: str) -> None:
     inputs, exact = warmup_inputs(config)
+    batching = config.max_batch_size > 0
+    started = time.perf_counter()
     try:
-        session.run(None, inputs)
+        for batch in warmup_batches(config, session.get_providers()):
+            feeds = (
+                {k: np.repeat(v, batch, axis=0) for k, v in inputs.items()} if batching else inputs
+            )
+            session.run(None, feeds)
     except Exception as exc:
         if exact:
             raise ModelLoadError(f"warm-up inference failed: {exc}") from exc
@@ -167,4 +188,11 @@ def warm_up(session: ort.InferenceSession, config: mc.ModelConfig, label: str) -
             "first requests will be slower: %s",
             label,
             exc,
+        )
+        return
+    if TENSORRT in session.get_providers():
+        log.info(
+            "%s: TensorRT engine ready in %.1f s (built, or read from the engine cache)",
+            label,
+            time.perf_counter() - started,
         )

@@ -18,6 +18,12 @@ MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 DEFAULT_IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
+def default_engine_cache() -> Path:
+    """A per-user cache folder ($XDG_CACHE_HOME or ~/.cache) for TensorRT engines."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "deepserve" / "tensorrt"
+
+
 def setting(
     default: Any,
     help: str,
@@ -59,6 +65,11 @@ class ServerSettings:
         "auto: CUDA/TensorRT when installed and a GPU answers, else CPU; cuda: fail a model's "
         "load when CUDA cannot be used",
         choices=("auto", "cpu", "cuda"),
+    )
+    engine_cache: Path = setting(
+        default_engine_cache(),
+        "folder of TensorRT engines and timing caches, keyed by model file, ONNX Runtime, "
+        "TensorRT and GPU (a second start with the same ones builds nothing)",
     )
     intra_op_threads: int = setting(
         0,

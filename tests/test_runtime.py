@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -68,3 +70,114 @@ def test_intra_op_threads_parameter_overrides_the_default() -> None:
     bad = _config('parameters { key: "intra_op_thread_count" value { string_value: "many" } }')
     with pytest.raises(ModelLoadError, match="many"):
         intra_op_threads(bad, 0)
+
+
+# ---- GPU options, built and checked on any machine -------------------------------------------
+
+SERVED_CONFIG = """
+name: "digits"
+max_batch_size: 64
+input [ { name: "image" data_type: TYPE_UINT8 dims: [ -1, -1, 1 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+dynamic_batching { preferred_batch_size: [ 16, 32 ] }
+parameters { key: "image_height" value { string_value: "28" } }
+parameters { key: "image_width" value { string_value: "28" } }
+optimization { execution_accelerators { gpu_execution_accelerator [
+  { name: "tensorrt" parameters { key: "precision_mode" value: "FP16" }
+                     parameters { key: "builder_optimization_level" value: "4" } } ] } }
+"""
+
+
+def test_tensorrt_profile_caches_and_precision(tmp_path) -> None:
+    from deepserve.server import gpu_options
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"graph one")
+    facts = {"onnxruntime": "1.31.1", "tensorrt": "10.3.0", "gpu": "NVIDIA H100"}
+    config = _config(SERVED_CONFIG)
+    accelerator = dict(
+        config.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters
+    )
+    options = gpu_options.tensorrt_options(config, accelerator, 1, model, tmp_path / "cache", facts)
+    assert options["device_id"] == 1
+    assert options["trt_fp16_enable"] is True
+    assert options["trt_builder_optimization_level"] == 4
+    # One profile: batch 1 .. max_batch_size, opt at the largest preferred size, the image's
+    # variable height and width from the task parameters.
+    assert options["trt_profile_min_shapes"] == "image:1x28x28x1"
+    assert options["trt_profile_opt_shapes"] == "image:32x28x28x1"
+    assert options["trt_profile_max_shapes"] == "image:64x28x28x1"
+    engines = Path(options["trt_engine_cache_path"])
+    assert options["trt_engine_cache_enable"] and options["trt_timing_cache_enable"]
+    assert engines.parent == tmp_path / "cache" / "digits"
+    # The key follows the model's bytes and every fact, and nothing else.
+    again = gpu_options.tensorrt_options(config, accelerator, 1, model, tmp_path / "cache", facts)
+    assert again["trt_engine_cache_path"] == str(engines)
+    for changed in ({"onnxruntime": "1.32.0"}, {"tensorrt": "10.4.0"}, {"gpu": "NVIDIA H200"}):
+        other = gpu_options.tensorrt_options(
+            config, accelerator, 1, model, tmp_path / "cache", facts | changed
+        )
+        assert other["trt_engine_cache_path"] != str(engines), changed
+    model.write_bytes(b"graph two")
+    retrained = gpu_options.tensorrt_options(
+        config, accelerator, 1, model, tmp_path / "cache", facts
+    )
+    assert retrained["trt_engine_cache_path"] != str(engines)
+    assert retrained["trt_timing_cache_path"] == options["trt_timing_cache_path"]
+
+
+def test_tensorrt_asked_for_builds_its_options_from_the_config(tmp_path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"graph")
+    choice = choose_providers(
+        _config(SERVED_CONFIG), "auto", GPU_BUILD, model_file=model, engine_cache=tmp_path
+    )
+    trt = choice.providers[0][1]
+    assert trt["trt_profile_max_shapes"] == "image:64x28x28x1"
+    assert trt["trt_engine_cache_path"].startswith(str(tmp_path))
+
+
+def test_warm_up_covers_the_tensorrt_profile() -> None:
+    from deepserve.server.runtime import warmup_batches
+
+    config = _config(SERVED_CONFIG)
+    assert warmup_batches(config, [TENSORRT, CUDA, CPU]) == [1, 32, 64]
+    assert warmup_batches(config, [CUDA, CPU]) == [1]
+
+
+def test_cuda_options_from_config_parameters() -> None:
+    from deepserve.server import gpu_options
+
+    config = _config(
+        'parameters { key: "cuda_cudnn_conv_algo_search" value { string_value: "HEURISTIC" } }'
+        'parameters { key: "cuda_gpu_mem_limit" value { string_value: "2147483648" } }'
+        'parameters { key: "cuda_arena_extend_strategy" '
+        'value { string_value: "kSameAsRequested" } }'
+        'parameters { key: "cuda_use_tf32" value { string_value: "0" } }'
+    )
+    assert gpu_options.cuda_options(config, 2) == {
+        "device_id": 2,
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "gpu_mem_limit": "2147483648",
+        "arena_extend_strategy": "kSameAsRequested",
+        "use_tf32": "0",
+    }
+    assert choose_providers(config, "auto", GPU_BUILD, gpu_id=2).providers[0][1]["use_tf32"] == "0"
+    bad = _config(
+        'parameters { key: "cuda_cudnn_conv_algo_search" value { string_value: "FAST" } }'
+    )
+    with pytest.raises(ModelLoadError, match="cuda_cudnn_conv_algo_search must be one of"):
+        gpu_options.cuda_options(bad, 0)
+
+
+def test_a_gpu_the_host_lacks_is_a_clear_load_error() -> None:
+    from deepserve.server import gpu_options
+
+    gpu_options.check_gpu_ids([0, 0, 1], 2)
+    with pytest.raises(
+        ModelLoadError, match=r"lists GPU \[3\], but this host has 2 GPU\(s\), 0\.\.1"
+    ):
+        gpu_options.check_gpu_ids([0, 3], 2)
+    with pytest.raises(ModelLoadError, match="has no GPU"):
+        gpu_options.check_gpu_ids([0], 0)
+    gpu_options.check_gpu_ids([5], None)  # NVML cannot tell: ONNX Runtime will say

@@ -1,0 +1,182 @@
+"""Execution-provider options for the GPU, from a model's config.
+
+TensorRT: engines and timing caches in a folder (`--engine-cache`), under a key that changes
+with the model file, ONNX Runtime, TensorRT and the GPU, so a change of any builds anew and
+nothing else does; one optimisation profile from the config (batch 1 .. max_batch_size, opt at
+the largest preferred batch size; variable image dimensions from the task parameters);
+`precision_mode: FP16` and `builder_optimization_level` from the accelerator's parameters.
+
+CUDA: config parameters `cuda_cudnn_conv_algo_search`, `cuda_gpu_mem_limit`,
+`cuda_arena_extend_strategy`, `cuda_use_tf32`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .errors import ModelLoadError
+
+CUDA_PARAMETERS = {
+    "cuda_cudnn_conv_algo_search": (
+        "cudnn_conv_algo_search",
+        ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+    ),
+    "cuda_arena_extend_strategy": (
+        "arena_extend_strategy",
+        ("kNextPowerOfTwo", "kSameAsRequested"),
+    ),
+    "cuda_use_tf32": ("use_tf32", ("0", "1")),
+    "cuda_gpu_mem_limit": ("gpu_mem_limit", None),
+}
+
+
+def _parameters(config: mc.ModelConfig) -> dict[str, str]:
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def cuda_options(config: mc.ModelConfig, gpu_id: int) -> dict[str, Any]:
+    options: dict[str, Any] = {"device_id": gpu_id}
+    parameters = _parameters(config)
+    for key, (option, allowed) in CUDA_PARAMETERS.items():
+        value = parameters.get(key, "").strip()
+        if not value:
+            continue
+        if allowed is None:
+            if not value.isdigit():
+                raise ModelLoadError(f"parameter {key} must be a number of bytes, got '{value}'")
+        elif value not in allowed:
+            raise ModelLoadError(f"parameter {key} must be one of {list(allowed)}, got '{value}'")
+        options[option] = value
+    return options
+
+
+def _shape(dims: list[int], batch: int | None, image: tuple[int, int] | None) -> str | None:
+    """'BxD1xD2..' for a profile; None when a variable dimension has no size to take."""
+    dims = list(dims)
+    if image and len(dims) == 3 and dims[0] < 0 and dims[1] < 0:
+        dims[:2] = image
+    if any(d < 0 for d in dims):
+        return None
+    return "x".join(str(d) for d in ([batch] if batch else []) + dims)
+
+
+def profile(config: mc.ModelConfig) -> dict[str, str]:
+    """TensorRT's one optimisation profile for the config: batch 1 .. max_batch_size, opt at the
+    largest preferred batch size; empty when a shape is not known."""
+    parameters = _parameters(config)
+    image = None
+    if parameters.get("image_height", "").isdigit() and parameters.get("image_width", "").isdigit():
+        image = (int(parameters["image_height"]), int(parameters["image_width"]))
+    batching = config.max_batch_size > 0
+    largest = config.max_batch_size
+    preferred = list(config.dynamic_batching.preferred_batch_size)
+    opt = max(preferred) if preferred else largest
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for tensor in config.input:
+        for name, batch in (("min", 1), ("opt", opt), ("max", largest)):
+            shape = _shape(list(tensor.dims), batch if batching else None, image)
+            if shape is None:
+                return {}
+            shapes[name].append(f"{tensor.name}:{shape}")
+    return {f"trt_profile_{name}_shapes": ",".join(values) for name, values in shapes.items()}
+
+
+@functools.cache
+def tensorrt_version() -> str:
+    """The TensorRT library ONNX Runtime will load (libnvinfer), or 'unknown'."""
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+        try:
+            library = ctypes.CDLL(name)
+        except OSError:
+            continue
+        code = library.getInferLibVersion()
+        major, rest = divmod(code, 10000) if code >= 10000 else divmod(code, 1000)
+        return f"{major}.{rest // 100}.{rest % 100}"
+    return "unknown"
+
+
+def gpu_name(gpu_id: int) -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(gpu_id))
+        return name.decode() if isinstance(name, bytes) else name
+    except Exception:  # no NVML: the key still changes with the model and the versions
+        return f"gpu{gpu_id}"
+
+
+@functools.cache
+def gpu_count() -> int | None:
+    """GPUs NVML sees, or None when it cannot tell (no driver, no nvidia-ml-py)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return None
+
+
+def check_gpu_ids(ids: list[int], count: int | None) -> None:
+    """A clear load error for an instance_group that lists a GPU the host does not have."""
+    missing = sorted({i for i in ids if count is not None and i >= count})
+    if missing:
+        have = f"{count} GPU(s), 0..{count - 1}" if count else "no GPU"
+        raise ModelLoadError(f"instance_group lists GPU {missing}, but this host has {have}")
+
+
+def cache_key(model_file: Path, facts: Mapping[str, str]) -> str:
+    """Changes with the model file's bytes and with every fact (ONNX Runtime, TensorRT, GPU)."""
+    digest = hashlib.sha256()
+    with model_file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    for key in sorted(facts):
+        digest.update(f"\0{key}={facts[key]}".encode())
+    return digest.hexdigest()[:20]
+
+
+def tensorrt_options(
+    config: mc.ModelConfig,
+    accelerator: Mapping[str, str],
+    gpu_id: int,
+    model_file: Path | None,
+    engine_cache: Path | None,
+    facts: Mapping[str, str],
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"device_id": gpu_id}
+    if accelerator.get("precision_mode", "").upper() == "FP16":
+        options["trt_fp16_enable"] = True
+    if "max_workspace_size_bytes" in accelerator:
+        options["trt_max_workspace_size"] = int(accelerator["max_workspace_size_bytes"])
+    if "builder_optimization_level" in accelerator:
+        level = accelerator["builder_optimization_level"]
+        if not level.isdigit() or not 0 <= int(level) <= 5:
+            raise ModelLoadError(f"builder_optimization_level must be 0..5, got '{level}'")
+        options["trt_builder_optimization_level"] = int(level)
+    if model_file is not None and engine_cache is not None:
+        key = cache_key(model_file, facts)
+        engines = engine_cache / f"{config.name}" / key
+        timing = (
+            engine_cache
+            / "timing"
+            / hashlib.sha256(f"{facts.get('tensorrt')}|{facts.get('gpu')}".encode()).hexdigest()[
+                :16
+            ]
+        )
+        options |= {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(engines),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(timing),
+        }
+    options |= profile(config)
+    return options
