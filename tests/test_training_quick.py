@@ -152,3 +152,26 @@ def test_transfer_from_a_torchvision_resnet18_file(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "state_dict" in result.stderr and "fc.weight" in result.stderr
+
+
+def test_resnet50_benchmark_model_is_made_by_one_command_and_served(tmp_path: Path) -> None:
+    """torchvision's ResNet-50 at 224x224 (random weights here), exported and served."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from deepserve import Client
+    from deepserve.training.__main__ import main as train
+
+    repo = tmp_path / "models"
+    assert train(["resnet50", "--out", str(repo)]) == 0
+    config = text_format.Parse((repo / "resnet50" / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert config.max_batch_size == 128
+    assert list(config.dynamic_batching.preferred_batch_size) == [32, 64, 128]
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), np.uint8)
+    with run_server(repo, tmp_path) as server, Client(server.url) as client:
+        result = client.classify(image, model="resnet50", top_k=5)
+        assert len(result.labels) == 5 and result.label.startswith("class ")
+        logits = client.infer("resnet50", {"image": np.zeros((2, 224, 224, 3), np.uint8)})
+        assert logits["logits"].shape == (2, 1000)

@@ -17,6 +17,8 @@ FAMILIES = {
     "ssd": "ssd",
     "segmentation": "segmentation",
 }
+# Made on request only (not trained, not part of `all`): a benchmark model.
+EXTRA = {"resnet50": "resnet50"}
 # Options each family's command line takes, for `all` to pass on.
 _TAKES = {
     "mnist": {"--data", "--out", "--seed", "--device", "--threads", "--quick"},
@@ -36,7 +38,7 @@ _TAKES = {
 
 
 def _run(family: str, argv: list[str]) -> int:
-    module = importlib.import_module(f".{FAMILIES[family]}", __package__)
+    module = importlib.import_module(f".{(FAMILIES | EXTRA)[family]}", __package__)
     return module.main(argv)
 
 
@@ -54,9 +56,9 @@ def _pick(argv: list[str], family: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*FAMILIES, "all"):
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*FAMILIES, *EXTRA, "all"):
         print(__doc__)
-        print("families:", ", ".join(FAMILIES), "or all")
+        print("families:", ", ".join(FAMILIES), "or all; benchmark models:", ", ".join(EXTRA))
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     family, rest = argv[0], argv[1:]
     if family != "all":
