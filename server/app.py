@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import onnxruntime as ort
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
@@ -17,7 +18,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ..v1 import vision_pb2 as vpb
 from ..v1 import vision_pb2_grpc as vpb_grpc
-from . import tracing
+from . import gpu_options, tracing
 from .auth import Authenticator, ConfigurationError, check_exposure
 from .dataplane import DataPlane, RequestLimits
 from .grpc_security import TokenInterceptor, server_credentials
@@ -135,6 +136,10 @@ class Server:
             self.settings.model_control_mode,
             self.settings.model_repository,
         )
+        providers = ort.get_available_providers()
+        log.info("onnxruntime %s, providers %s", ort.__version__, providers)
+        if "CUDAExecutionProvider" in providers and self.settings.device != "cpu":
+            log.info("GPU host: %s", gpu_options.describe_host())
         if not self.auth.enabled and not self.settings.binds_loopback_only:
             log.warning("serving %s without authentication", self.settings.host)
         if self.settings.http_port:

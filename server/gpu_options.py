@@ -180,3 +180,30 @@ def tensorrt_options(
         }
     options |= profile(config)
     return options
+
+
+def _cudnn_version() -> str:
+    for name in ("libcudnn.so.9", "libcudnn.so.8", "libcudnn.so"):
+        try:
+            code = ctypes.CDLL(name).cudnnGetVersion()
+        except (OSError, AttributeError):
+            continue
+        major, rest = divmod(code, 10000) if code >= 10000 else divmod(code, 1000)
+        return f"{major}.{rest // 100}.{rest % 100}"
+    return "not loaded"
+
+
+def describe_host() -> str:
+    """The GPUs, driver, CUDA, cuDNN and TensorRT this server would run on, for the startup log."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
+        count = pynvml.nvmlDeviceGetCount()
+        names = [gpu_name(i) for i in range(count)]
+        gpus = f"{count} GPU(s) {names}, driver {driver}, CUDA {cuda // 1000}.{cuda % 1000 // 10}"
+    except Exception:
+        gpus = "GPUs unknown (no NVML)"
+    return f"{gpus}, cuDNN {_cudnn_version()}, TensorRT {tensorrt_version()}"

@@ -57,7 +57,12 @@ print('bundle resolves deepserve[gpu] for Python $PYTHON_VERSION:', len(r['insta
   "$BUNDLE/resolution.json"
 rm -rf "$BUNDLE/dry-run" "$BUNDLE/tools"
 
-(cd "$BUNDLE" && tar -cf bundle.tar wheels && sha256sum bundle.tar > bundle.tar.sha256 \
-  && split -b "$PART_SIZE" -d bundle.tar part- && rm -rf wheels bundle.tar)
+# RESNET50=1: the ResNet-50 benchmark model travels too (about 100 MB, two more parts).
+if [ "${RESNET50:-0}" = 1 ]; then
+  # A Python with deepserve's train extra (make test's .venv has it).
+  "${TRAIN_PYTHON:-.venv/bin/python}" -m deepserve.training resnet50 --out "$BUNDLE/models"
+fi
+(cd "$BUNDLE" && tar -cf bundle.tar wheels $( [ -d models ] && echo models ) && sha256sum bundle.tar > bundle.tar.sha256 \
+  && split -b "$PART_SIZE" -d bundle.tar part- && rm -rf wheels models bundle.tar)
 ls -la "$BUNDLE" > "$BUNDLE/MANIFEST"
 cat "$BUNDLE/MANIFEST"

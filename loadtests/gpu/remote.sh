@@ -44,7 +44,10 @@ case "$step" in
       'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
     } > "$out/environment.txt" 2>&1
     for model in "${models[@]}"; do
-      "$PYTHON" -m loadtests.bench --model "$model" --device "${DEVICE:-cuda}" \
+      repository=models
+      [ -d "$STAGE/models/$model" ] && repository="$STAGE/models"  # e.g. resnet50 (RESNET50=1)
+      "$PYTHON" -m loadtests.bench --model "$model" --model-repository "$repository" \
+        --device "${DEVICE:-cuda}" \
         --concurrency 1,2,4,8,16,32,64,128,256 --max-batch-size 256 \
         --duration "${DURATION:-5}" --warmup "${WARMUP:-1}" --out "$out" 2>&1 | tee "$out/bench-$model.log"
     done
