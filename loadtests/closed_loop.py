@@ -5,8 +5,10 @@ the client spends its CPU on the wire, not on protobuf."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import grpc
@@ -38,6 +40,47 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+Send = Callable[[int], Awaitable[str | None]]
+"""Sends request number n and waits for its answer: None when it succeeded, else the error."""
+
+
+async def closed_loop(
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    worker_sender: Callable[[int], AbstractAsyncContextManager[Send]],
+) -> LoadResult:
+    """`concurrency` workers, each with its own sender, each sending its next request as soon
+    as the last is answered: `warmup_s` not counted, then `duration_s` measured. Shared by the
+    gRPC and HTTP loads, so both measure alike."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    measure_from = time.perf_counter() + warmup_s
+    stop_at = measure_from + duration_s
+
+    async def worker(index: int) -> None:
+        async with worker_sender(index) as send:
+            sent = index
+            while (t0 := time.perf_counter()) < stop_at:
+                error = await send(sent)
+                sent += concurrency
+                t1 = time.perf_counter()
+                if t0 >= measure_from and error is not None:
+                    errors.append(error)
+                elif t0 >= measure_from and t1 <= stop_at:
+                    latencies.append((t1 - t0) * 1e3)
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return LoadResult(
+        concurrency=concurrency,
+        requests=len(latencies),
+        errors=len(errors),
+        seconds=duration_s,
+        latencies_ms=np.asarray(latencies),
+        first_error=errors[0] if errors else "",
+    )
+
+
 async def run_load(
     target: str,
     payloads: Sequence[bytes],
@@ -46,7 +89,7 @@ async def run_load(
     warmup_s: float = 1.0,
     channels: int = 1,
 ) -> LoadResult:
-    """Closed loop for `warmup_s` (not counted), then `duration_s` measured."""
+    """gRPC ModelInfer, closed loop, over `channels` shared channels."""
     options = [
         ("grpc.max_receive_message_length", 64 << 20),
         ("grpc.max_send_message_length", 64 << 20),
@@ -56,41 +99,22 @@ async def run_load(
         ch.unary_unary(MODEL_INFER, request_serializer=_identity, response_deserializer=_identity)
         for ch in opened
     ]
-    latencies: list[float] = []
-    errors: list[str] = []
-    started = time.perf_counter()
-    measure_from = started + warmup_s
-    stop_at = measure_from + duration_s
 
-    async def worker(index: int) -> None:
+    @contextlib.asynccontextmanager
+    async def sender(index: int) -> AsyncIterator[Send]:
         call = calls[index % len(calls)]
-        sent = index
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop_at:
-                return
+
+        async def send(n: int) -> str | None:
             try:
-                await call(payloads[sent % len(payloads)], timeout=30)
+                await call(payloads[n % len(payloads)], timeout=30)
             except grpc.aio.AioRpcError as error:
-                if t0 >= measure_from:
-                    errors.append(f"{error.code().name}: {error.details()}")
-                continue
-            finally:
-                sent += concurrency
-            t1 = time.perf_counter()
-            if t0 >= measure_from and t1 <= stop_at:
-                latencies.append((t1 - t0) * 1e3)
+                return f"{error.code().name}: {error.details()}"
+            return None
+
+        yield send
 
     try:
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return await closed_loop(concurrency, duration_s, warmup_s, sender)
     finally:
         for channel in opened:
             await channel.close()
-    return LoadResult(
-        concurrency=concurrency,
-        requests=len(latencies),
-        errors=len(errors),
-        seconds=duration_s,
-        latencies_ms=np.asarray(latencies),
-        first_error=errors[0] if errors else "",
-    )

@@ -5,12 +5,10 @@ answered. Requests are built once up front as bytes, so the client spends its CP
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
-import numpy as np
-
-from .closed_loop import LoadResult
+from .closed_loop import LoadResult, Send, closed_loop
 
 
 def http_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -39,38 +37,20 @@ async def run_http_load(
     duration_s: float,
     warmup_s: float = 1.0,
 ) -> LoadResult:
+    """Prepared HTTP requests, closed loop, one keep-alive connection per worker."""
     host, port = address.rsplit(":", 1)
-    latencies: list[float] = []
-    errors: list[str] = []
-    started = time.perf_counter()
-    measure_from = started + warmup_s
-    stop_at = measure_from + duration_s
 
-    async def worker(index: int) -> None:
+    @contextlib.asynccontextmanager
+    async def sender(index: int) -> AsyncIterator[Send]:
         reader, writer = await asyncio.open_connection(host, int(port))
-        sent = index
+
+        async def send(n: int) -> str | None:
+            status = await _exchange(reader, writer, requests[n % len(requests)])
+            return None if status == 200 else f"HTTP {status}"
+
         try:
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= stop_at:
-                    return
-                status = await _exchange(reader, writer, requests[sent % len(requests)])
-                sent += concurrency
-                t1 = time.perf_counter()
-                if t0 >= measure_from and t1 <= stop_at:
-                    if status == 200:
-                        latencies.append((t1 - t0) * 1e3)
-                    else:
-                        errors.append(f"HTTP {status}")
+            yield send
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return LoadResult(
-        concurrency=concurrency,
-        requests=len(latencies),
-        errors=len(errors),
-        seconds=duration_s,
-        latencies_ms=np.asarray(latencies),
-        first_error=errors[0] if errors else "",
-    )
+    return await closed_loop(concurrency, duration_s, warmup_s, sender)
