@@ -225,3 +225,17 @@ def test_tokens_and_repository_control_over_http(tmp_path) -> None:
         client.load_model("negate", headers=admin, config=json.dumps({"max_batch_size": 4}))
         assert client.get_model_config("negate", headers=user)["max_batch_size"] == 4
         client.close()
+
+
+def test_repository_calls_with_bad_bodies_are_client_errors(both) -> None:
+    _, address = both
+    for path, body in (
+        ("/v2/repository/index", b"[1, 2]"),
+        ("/v2/repository/index", b"{oops"),
+        ("/v2/repository/models/negate/load", b'{"parameters": {"config": "{not json"}}'),
+    ):
+        status, answer = _post(
+            f"http://{address}{path}", body, {"Content-Type": "application/json"}
+        )
+        assert status in (400, 403), (path, answer)
+        assert "(request id " in answer["error"]

@@ -298,3 +298,28 @@ def test_the_http_port_speaks_https_with_the_same_certificate(tmp_path: Path) ->
             assert response.status == 200
         with pytest.raises(OSError):  # plaintext HTTP is not spoken on that port
             urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("inference", "expected '<scopes> <token>'"),
+        ("root 0123456789abcdef0123", "scopes must be from ['inference', 'admin']"),
+        ("inference short", "tokens need 16 characters or more"),
+    ],
+)
+def test_a_bad_token_file_stops_the_start_with_a_clear_message(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    repo = standard_repository(tmp_path / "models")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(content + "\n")
+    command = [
+        sys.executable, "-m", "deepserve.server", "--model-repository", str(repo),
+        "--port", str(free_port()), "--http-port", "0", "--metrics-port", "0",
+        "--token-file", str(tokens),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr and "line 1" in result.stderr
+    assert content.split()[-1] not in result.stderr or len(content.split()) == 1  # no token echoed
