@@ -89,7 +89,7 @@ class RequestLimits:
         return cls(
             settings.max_request_elements,
             settings.max_bytes_element,
-            settings.max_message_bytes - 64 * 1024,
+            settings.response_budget_bytes,
         )
 
 

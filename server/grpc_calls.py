@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from . import request_context
-from .errors import ServingError, ShuttingDown
+from .errors import ServingError
 from .observe import Observer
 from .status_table import GRPC_CODE
 
@@ -43,25 +43,18 @@ def observed(method: Handler[Response]) -> Handler[Response]:
         observer: Observer = self._observer
         metadata = context.invocation_metadata()
         request_id = request_context.request_id_from(metadata)
-        record = observer.start(rpc, request_id, metadata)
-        token = request_context.current.set(record)
         trailer = ((request_context.REQUEST_ID_HEADER, request_id),)
-        code = "OK"
-        try:
-            if observer.draining:
-                raise ShuttingDown("the server is shutting down; send the call to another replica")
-            response = await method(self, request, context)
-            context.set_trailing_metadata(trailer)
-            return response
-        except Exception as exc:
-            status, message = error_status(exc)
-            code = status.name
-            await context.abort(
-                status, with_request_id(message, request_id), trailing_metadata=trailer
-            )
-            raise  # unreachable: abort raises
-        finally:
-            request_context.current.reset(token)
-            observer.finish(record, code)
+        with observer.call(rpc, request_id, metadata) as record:
+            try:
+                observer.refuse_if_draining()
+                response = await method(self, request, context)
+            except Exception as exc:
+                status, message = error_status(exc)
+                record.code = status.name
+            else:
+                context.set_trailing_metadata(trailer)
+                return response
+        await context.abort(status, with_request_id(message, request_id), trailing_metadata=trailer)
+        raise AssertionError("unreachable: abort raises")
 
     return wrapper

@@ -40,15 +40,13 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
         values = None
         if not raw:
             field = codecs.contents_field(tensor.datatype)
-            if field is None and tensor.datatype != "FP16":
-                values = ()
-            elif field is None:
+            if tensor.datatype == "FP16":  # a protocol datatype without a contents field
                 raise InvalidInput(
-                    f"input '{tensor.name}': {tensor.datatype} has no typed contents field; "
+                    f"input '{tensor.name}': FP16 has no typed contents field; "
                     "send it in raw_input_contents"
                 )
-            else:
-                values = getattr(tensor.contents, field)
+            # An unknown datatype has no field either: decoding names it.
+            values = getattr(tensor.contents, field) if field else ()
         inputs.append(
             InputTensor(
                 name=tensor.name,

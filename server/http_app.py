@@ -20,7 +20,7 @@ from .. import __version__
 from . import http_convert, openapi, request_context
 from .auth import Authenticator, Scope
 from .dataplane import DataPlane
-from .errors import InvalidInput, LimitExceeded, ServingError, ShuttingDown
+from .errors import InvalidInput, LimitExceeded, ServingError
 from .manager import ModelManager
 from .observe import Observer
 from .settings import ServerSettings
@@ -91,25 +91,19 @@ class V2Routes:
         request_id = request_context.request_id_from(
             (("x-request-id", request.headers.get("x-request-id", "")),)
         )
-        record = observer.start(rpc, request_id, request.headers.items())
-        token = request_context.current.set(record)
-        code = "OK"
-        try:
-            if scope is not None:
-                if observer.draining:
-                    raise ShuttingDown("the server is shutting down; send it to another replica")
-                self._auth.authorize(request.headers.get("authorization"), scope)
-            response = await handler(request)
-        except ServingError as error:
-            code = error.kind.value
-            response = _error(error.message, request_id, HTTP_STATUS[error.kind])
-        except Exception as error:  # a bug: logged, answered without details
-            log.exception("unexpected error while handling a request")
-            code = "INTERNAL"
-            response = _error(f"internal error: {type(error).__name__}", request_id, 500)
-        finally:
-            request_context.current.reset(token)
-            observer.finish(record, code)
+        with observer.call(rpc, request_id, request.headers.items()) as record:
+            try:
+                if scope is not None:
+                    observer.refuse_if_draining()
+                    self._auth.authorize(request.headers.get("authorization"), scope)
+                response = await handler(request)
+            except ServingError as error:
+                record.code = error.kind.value
+                response = _error(error.message, request_id, HTTP_STATUS[error.kind])
+            except Exception as error:  # a bug: logged, answered without details
+                log.exception("unexpected error while handling a request")
+                record.code = "INTERNAL"
+                response = _error(f"internal error: {type(error).__name__}", request_id, 500)
         response.headers["x-request-id"] = request_id
         return response
 

@@ -25,7 +25,6 @@ from .tasks import ClassifyOptions, DetectOptions, SegmentOptions
 from .tasks.results import Classification, Detections, Mask
 from .types import ImageSource
 from .vision import Vision
-from .vision_servicer import png
 
 MASK_ENCODINGS = ("png", "rle", "raw")
 
@@ -113,7 +112,7 @@ def _mask(result: Mask, encoding: str) -> dict:
         "encoding": encoding,
     }
     if encoding == "png":
-        entry["mask"] = base64.b64encode(png(result)).decode()
+        entry["mask"] = base64.b64encode(result.png()).decode()
     elif encoding == "rle":
         entry["counts"] = _rle(result.mask)
     else:
@@ -164,7 +163,9 @@ class VisionRoutes:
         encoding = request.query_params.get("mask", "png")
         if encoding not in MASK_ENCODINGS:
             raise InvalidInput(f"query parameter 'mask' must be one of {MASK_ENCODINGS}")
-        options = SegmentOptions(raw=encoding == "raw", response_budget=self._limit)
+        options = SegmentOptions(
+            raw=encoding == "raw", response_budget=self._vision.response_budget
+        )
         answer, results = await self._run(request, "segmentation", options)
         return json_response(answer | {"results": [_mask(r, encoding) for r in results]})
 

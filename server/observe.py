@@ -3,11 +3,14 @@ closed, an access-log line (sampled) and a slow-request warning with where the t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
+from collections.abc import Iterator
 
-from . import tracing
+from . import request_context, tracing
+from .errors import ShuttingDown
 from .histograms import count_call
 from .request_context import RequestRecord
 from .settings import ServerSettings
@@ -25,6 +28,24 @@ class Observer:
         """Calls being handled now: the drain waits for them."""
         self.draining = False
         """Set on SIGTERM: new calls are refused (UNAVAILABLE), accepted ones finish."""
+
+    @contextlib.contextmanager
+    def call(self, rpc: str, request_id: str, metadata: object) -> Iterator[RequestRecord]:
+        """One call, as every transport handles it: its record is the current one while it
+        runs (logs, metrics and traces read it); at the end it is counted, logged and traced
+        with `record.code`, which the transport sets when the call fails."""
+        record = self.start(rpc, request_id, metadata)
+        token = request_context.current.set(record)
+        try:
+            yield record
+        finally:
+            request_context.current.reset(token)
+            self.finish(record, record.code)
+
+    def refuse_if_draining(self) -> None:
+        """After SIGTERM new calls are refused (UNAVAILABLE: another replica takes them)."""
+        if self.draining:
+            raise ShuttingDown("the server is shutting down; send the call to another replica")
 
     def start(self, rpc: str, request_id: str, metadata: object) -> RequestRecord:
         self.in_flight += 1

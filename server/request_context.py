@@ -29,6 +29,8 @@ class RequestRecord:
     batch_items: int = 0
     span: Any = None
     """The request's OpenTelemetry span when tracing is on."""
+    code: str = "OK"
+    """The outcome: OK, or the error's kind (named as gRPC names its status codes)."""
 
 
 current: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(

@@ -191,6 +191,11 @@ class ServerSettings:
         return self.max_message_mb * MIB
 
     @property
+    def response_budget_bytes(self) -> int:
+        """What a response may carry: the message limit less room for its other fields."""
+        return self.max_message_bytes - 64 * 1024
+
+    @property
     def max_request_image_bytes(self) -> int:
         return self.max_request_image_mb * MIB
 

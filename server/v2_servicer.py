@@ -15,7 +15,6 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from .. import __version__
 from . import grpc_convert, request_context
 from .dataplane import DataPlane
-from .errors import ShuttingDown
 from .grpc_calls import error_status, observed, with_request_id
 from .manager import ModelManager
 from .observe import Observer
@@ -90,32 +89,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             request_id = request.id or request_context.request_id_from(())
-            record = self._observer.start("ModelStreamInfer", request_id, metadata)
-            token = request_context.current.set(record)
-            code = "OK"
-            try:
-                if self._observer.draining:
-                    raise ShuttingDown("the server is shutting down; send it to another replica")
-                answer = await self._dataplane.infer(
-                    grpc_convert.infer_request(request), context.time_remaining()
-                )
-                return pb.ModelStreamInferResponse(
-                    infer_response=grpc_convert.infer_response(answer)
-                )
-            except Exception as exc:
-                status, message = error_status(exc)
-                code = status.name
-                echo = pb.ModelInferResponse(
-                    model_name=request.model_name,
-                    model_version=request.model_version,
-                    id=request.id,
-                )
-                return pb.ModelStreamInferResponse(
-                    error_message=with_request_id(message, request_id), infer_response=echo
-                )
-            finally:
-                request_context.current.reset(token)
-                self._observer.finish(record, code)
+            with self._observer.call("ModelStreamInfer", request_id, metadata) as record:
+                try:
+                    self._observer.refuse_if_draining()
+                    answer = await self._dataplane.infer(
+                        grpc_convert.infer_request(request), context.time_remaining()
+                    )
+                    return pb.ModelStreamInferResponse(
+                        infer_response=grpc_convert.infer_response(answer)
+                    )
+                except Exception as exc:
+                    status, message = error_status(exc)
+                    record.code = status.name
+                    echo = pb.ModelInferResponse(
+                        model_name=request.model_name,
+                        model_version=request.model_version,
+                        id=request.id,
+                    )
+                    return pb.ModelStreamInferResponse(
+                        error_message=with_request_id(message, request_id), infer_response=echo
+                    )
 
         async def read() -> None:
             try:

@@ -40,8 +40,7 @@ class Vision:
             max_request_bytes=settings.max_request_image_bytes,
             formats=tuple(f.upper() for f in settings.image_formats),
         )
-        # Room for a response's masks: the message limit less a margin for the other fields.
-        self.response_budget = settings.max_message_bytes - 64 * 1024
+        self.response_budget = settings.response_budget_bytes
 
     def model_for(self, wanted: str, name: str, version: str) -> tuple[ModelVersion, Task]:
         model = self._manager.get(name, version)

@@ -3,17 +3,13 @@ masks encoded (raw or PNG) here, at the edge."""
 
 from __future__ import annotations
 
-import io
-
-from PIL import Image
-
 from ..v1 import vision_pb2 as vpb
 from ..v1 import vision_pb2_grpc as vpb_grpc
 from .errors import LimitExceeded
 from .grpc_calls import observed
 from .observe import Observer
 from .tasks import ClassifyOptions, DetectOptions, SegmentOptions
-from .tasks.results import Classification, Detections, Mask
+from .tasks.results import Classification, Detections
 from .types import ImageSource
 from .vision import Vision
 
@@ -49,12 +45,6 @@ def _detections(result: Detections) -> vpb.Detections:
             for d in result.detections
         ],
     )
-
-
-def png(mask: Mask) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(mask.mask).save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 class VisionServicer(vpb_grpc.VisionServicer):
@@ -117,7 +107,7 @@ class VisionServicer(vpb_grpc.VisionServicer):
                 height=m.height,
                 width=m.width,
                 encoding=request.mask_encoding,
-                data=png(m) if as_png else m.mask.tobytes(),
+                data=m.png() if as_png else m.mask.tobytes(),
                 labels=m.labels,
             )
             for m in results

@@ -135,29 +135,28 @@ def test_admin_scope_administers_and_infers(token_server) -> None:
     client.close()
 
 
+def _until_accepted(client: triton.InferenceServerClient, token: str, seconds: float = 10) -> None:
+    """Until the server takes `token` (it re-reads the token file within a second)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            _negate(client, _bearer(token))
+            return
+        except triton.InferenceServerException:
+            time.sleep(0.2)
+
+
 def test_token_file_is_reread_when_it_changes(token_server) -> None:
     url, token_file = token_server
     client = triton.InferenceServerClient(url)
     np.testing.assert_array_equal(_negate(client, _bearer(FILE_TOKEN)), [[-1, -2, -3]])
     rotated = "rotated-token-0123456789abcdef"
     token_file.write_text(f"inference,admin {rotated}\n")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            _negate(client, _bearer(rotated))
-            break
-        except triton.InferenceServerException:
-            time.sleep(0.2)
+    _until_accepted(client, rotated)
     assert client.get_inference_statistics(headers=_bearer(rotated)).model_stats
     assert _status(lambda: _negate(client, _bearer(FILE_TOKEN))) == "UNAUTHENTICATED"
     token_file.write_text(f"inference {FILE_TOKEN}\n")  # as the other tests expect
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            _negate(client, _bearer(FILE_TOKEN))
-            break
-        except triton.InferenceServerException:
-            time.sleep(0.2)
+    _until_accepted(client, FILE_TOKEN)
     client.close()
 
 

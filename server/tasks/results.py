@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +59,9 @@ class Mask:
     @property
     def width(self) -> int:
         return int(self.mask.shape[1])
+
+    def png(self) -> bytes:
+        """The mask as a single-channel 8-bit PNG (class index per pixel)."""
+        buffer = io.BytesIO()
+        Image.fromarray(self.mask).save(buffer, format="PNG", optimize=False)
+        return buffer.getvalue()
