@@ -7,17 +7,27 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from deepserve.server.app import Server
 from deepserve.server.settings import ServerSettings
 
 from .server_process import free_port
 
+T = TypeVar("T")
+
+
+@dataclass
+class InProcessServer:
+    server: Server
+    run: Callable[[Coroutine[Any, Any, T]], T]  # runs a coroutine on the server's loop
+
 
 @contextlib.contextmanager
-def in_process_server(repository: Path, **settings: object) -> Iterator[Server]:
+def in_process_server(repository: Path, **settings: object) -> Iterator[InProcessServer]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -43,7 +53,7 @@ def in_process_server(repository: Path, **settings: object) -> Iterator[Server]:
         while not server.manager.server_ready:
             assert time.monotonic() < deadline, "models did not load"
             time.sleep(0.05)
-        yield server
+        yield InProcessServer(server, run)
     finally:
         run(server.stop())
 

@@ -3,9 +3,11 @@ a request's spans nest under the caller's trace, and a batch's span links every 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
@@ -19,11 +21,11 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from deepserve import Client
 from deepserve.server import tracing
+from deepserve.server.scheduler import Scheduler
 
-from .in_process import in_process_server
+from .in_process import InProcessServer, in_process_server
 from .onnx_models import int_negate, slow_matmul, write_model
 
-BLOCKER_ITEMS = 248
 SLOW_CONFIG = """
 max_batch_size: 256
 dynamic_batching { }
@@ -44,8 +46,8 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, InMe
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.configure(provider)
     try:
-        with in_process_server(repo, tracing=True) as server:
-            yield f"127.0.0.1:{server.port}", exporter
+        with in_process_server(repo, tracing=True) as running:
+            yield running, f"127.0.0.1:{running.server.port}", exporter
     finally:
         tracing.shutdown()
 
@@ -65,7 +67,7 @@ def _slow(stub: pb_grpc.GRPCInferenceServiceStub, items: int, request_id: str) -
 
 
 def test_one_requests_spans_nest_under_the_callers_trace(traced) -> None:
-    url, exporter = traced
+    _, url, exporter = traced
     exporter.clear()
     traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
     with grpc.insecure_channel(url) as channel:
@@ -91,16 +93,22 @@ def test_one_requests_spans_nest_under_the_callers_trace(traced) -> None:
 
 
 def test_a_batch_of_eight_links_eight_requests(traced) -> None:
-    url, exporter = traced
+    running, url, exporter = traced
     exporter.clear()
+    scheduler = running.server.manager.get("slow").scheduler
     with grpc.insecure_channel(url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         grpc.channel_ready_future(channel).result(timeout=10)
-        with ThreadPoolExecutor(9) as pool:
-            blocker = pool.submit(_slow, stub, BLOCKER_ITEMS, "blocker")
-            time.sleep(0.02)  # the blocker runs; the next eight queue behind it
-            eight = [pool.submit(_slow, stub, 1, f"small-{i}") for i in range(8)]
-            for future in [blocker, *eight]:
+        # The model's one instance is held so the eight queue together, however slowly they
+        # arrive; then it is given back and the batcher takes them as one batch.
+        with ThreadPoolExecutor(8) as pool:
+            with _instance_held(running, scheduler):
+                eight = [pool.submit(_slow, stub, 1, f"small-{i}") for i in range(8)]
+                deadline = time.monotonic() + 30
+                while len(scheduler.queue) < 8:
+                    assert time.monotonic() < deadline, f"{len(scheduler.queue)} of 8 queued"
+                    time.sleep(0.01)
+            for future in eight:
                 future.result(timeout=30)
     spans = exporter.get_finished_spans()
     requests = {
@@ -110,14 +118,32 @@ def test_a_batch_of_eight_links_eight_requests(traced) -> None:
     }
     batches = [s for s in spans if s.name == "batch"]
     linked = [{requests[link.context.span_id] for link in b.links} for b in batches]
-    assert {f"small-{i}" for i in range(8)} in linked, linked
-    eight_batch = batches[linked.index({f"small-{i}" for i in range(8)})]
-    assert eight_batch.attributes["deepserve.batch_size"] == 8
-    assert eight_batch.attributes["deepserve.requests"] == 8
+    assert linked == [{f"small-{i}" for i in range(8)}], linked
+    assert batches[0].attributes["deepserve.batch_size"] == 8
+    assert batches[0].attributes["deepserve.requests"] == 8
+
+
+@contextlib.contextmanager
+def _instance_held(running: InProcessServer, scheduler: Scheduler) -> Iterator[None]:
+    """Takes the scheduler's one idle instance away (on the server's loop) and gives it back."""
+
+    async def take() -> Any:
+        return scheduler._idle.pop()
+
+    async def give_back(session: Any) -> None:
+        scheduler._idle.append(session)
+        assert scheduler._wakeup is not None
+        scheduler._wakeup.set()
+
+    session = running.run(take())
+    try:
+        yield
+    finally:
+        running.run(give_back(session))
 
 
 def test_the_sdk_sends_the_applications_trace_context(traced) -> None:
-    url, exporter = traced
+    _, url, exporter = traced
     exporter.clear()
     app_provider = TracerProvider()
     tracer = app_provider.get_tracer("app")
