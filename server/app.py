@@ -10,7 +10,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import onnxruntime as ort
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
@@ -23,9 +22,9 @@ from .auth import Authenticator, ConfigurationError, check_exposure
 from .dataplane import DataPlane, RequestLimits
 from .grpc_security import TokenInterceptor, server_credentials
 from .http_app import V2Routes, build_app
-from .http_server import EmbeddedServer, http_server
+from .http_server import EmbeddedServer, http_server, reuse_port_socket
 from .http_vision import VisionRoutes
-from .manager import ModelManager
+from .manager import ManagerFactory, ModelManager
 from .metrics import serve_metrics
 from .observe import Observer
 from .repository_watch import watch_repository
@@ -46,7 +45,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class Server:
     """One serving process. `await start()`, then `await wait()`; `await stop()` drains."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(
+        self, settings: ServerSettings, manager_factory: ManagerFactory = ModelManager
+    ) -> None:
+        """`manager_factory`: a split server's front end passes one whose models run in the
+        engine process."""
         self.settings = settings
         self._executor = ThreadPoolExecutor(
             max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="deepserve-infer"
@@ -54,7 +57,7 @@ class Server:
         self.auth = Authenticator(settings)
         check_exposure(settings, self.auth)
         self._credentials = server_credentials(settings)
-        self.manager = ModelManager(settings, self._executor, on_change=self._health_changed)
+        self.manager = manager_factory(settings, self._executor, on_change=self._health_changed)
         self.dataplane = DataPlane(self.manager, RequestLimits.from_settings(settings))
         self.observer = Observer(settings)
         self.vision = Vision(self.dataplane, self.manager, settings)
@@ -89,6 +92,10 @@ class Server:
             await self.health.set(row.name, SERVING if ready else NOT_SERVING)
 
     async def start(self) -> None:
+        if not self.manager.owns_models:
+            # A split server's front end listens once it has the engine's table: a connection
+            # the kernel gives it is then served.
+            await self.manager.load_all(self.settings.models)
         limit = self.settings.max_message_bytes
         options = [
             ("grpc.max_receive_message_length", limit),
@@ -136,19 +143,20 @@ class Server:
             self.settings.model_control_mode,
             self.settings.model_repository,
         )
-        providers = ort.get_available_providers()
-        log.info("onnxruntime %s, providers %s", ort.__version__, providers)
-        if "CUDAExecutionProvider" in providers and self.settings.device != "cpu":
-            log.info("GPU host: %s", gpu_options.describe_host())
+        if self.manager.owns_models:
+            gpu_options.log_runtime(self.settings.device)
         if not self.auth.enabled and not self.settings.binds_loopback_only:
             log.warning("serving %s without authentication", self.settings.host)
         if self.settings.http_port:
             await self._start_http()
-        serve_metrics(
-            self.manager,
-            self.settings.metrics_host or self.settings.host,
-            self.settings.metrics_port,
-        )
+        if self.manager.owns_models:  # else the engine serves the metrics
+            serve_metrics(
+                self.manager,
+                self.settings.metrics_host or self.settings.host,
+                self.settings.metrics_port,
+            )
+        if not self.manager.owns_models:
+            return
         # Live at once; ready once the models are loaded and warmed up.
         self._loading = asyncio.create_task(self.manager.load_all(self.settings.models))
         if self.settings.model_control_mode == "poll":
@@ -161,7 +169,9 @@ class Server:
         vision = VisionRoutes(self.vision, routes, self.settings.max_message_bytes)
         app = build_app(routes, [*vision.routes(), *web_routes()])
         self._http = http_server(app, self.settings)
-        self._http_task = asyncio.create_task(self._http.serve())
+        # A split server's front ends share the port, as their gRPC servers do.
+        shared = None if self.manager.owns_models else [reuse_port_socket(self.settings)]
+        self._http_task = asyncio.create_task(self._http.serve(sockets=shared))
         while not self._http.started:
             if self._http_task.done():
                 raise RuntimeError(
@@ -199,6 +209,7 @@ class Server:
             self._http.should_exit = True
             await self._http_task
         await self._grpc.stop(None)
+        self.manager.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info(
             "drained in %.2f s: %s; stopped",
@@ -221,11 +232,11 @@ class Server:
             await asyncio.sleep(0.01)
 
 
-async def serve(settings: ServerSettings) -> None:
+async def serve(settings: ServerSettings, manager_factory: ManagerFactory = ModelManager) -> None:
     """Run a server until SIGTERM or SIGINT, then drain and stop."""
     if settings.tracing:
         tracing.configure(sample_ratio=settings.trace_sample_ratio)
-    server = Server(settings)
+    server = Server(settings, manager_factory)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

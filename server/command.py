@@ -118,6 +118,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from .event_loop import run
 
     try:
+        if settings.frontends:
+            from .split.supervisor import run_split
+
+            return run_split(settings)
         run(serve(settings), settings.event_loop)
     except ConfigurationError as exc:
         print(f"deepserve: {exc}", file=sys.stderr)

@@ -321,13 +321,6 @@ class DataPlane:
     def config(self, name: str, version: str) -> mc.ModelConfig:
         return self.manager.get(name, version).config
 
-    def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
         """The protocol's statistics, one message per model version."""
-        if not name:
-            models = self.manager.ready_models()
-        elif version:
-            models = [self.manager.get(name, version)]
-        else:
-            self.manager.get(name)  # raises NOT_FOUND / UNAVAILABLE as ModelInfer would
-            models = self.manager.versions_of(name)
-        return [m.stats.to_proto(m.name, str(m.version)) for m in models]
+        return await self.manager.statistics(name, version)

@@ -15,13 +15,17 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 CUDA_PARAMETERS = {
     "cuda_cudnn_conv_algo_search": (
@@ -207,3 +211,11 @@ def describe_host() -> str:
     except Exception:
         gpus = "GPUs unknown (no NVML)"
     return f"{gpus}, cuDNN {_cudnn_version()}, TensorRT {tensorrt_version()}"
+
+
+def log_runtime(device: str) -> None:
+    """The ONNX Runtime and the GPUs the models will run on, in the start-up log."""
+    providers = ort.get_available_providers()
+    log.info("onnxruntime %s, providers %s", ort.__version__, providers)
+    if "CUDAExecutionProvider" in providers and device != "cpu":
+        log.info("GPU host: %s", describe_host())

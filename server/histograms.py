@@ -103,9 +103,14 @@ class VersionHistograms:
             del _versions[self.labels]
 
 
-def count_call(rpc: str, model: str, code: str) -> None:
+def count_call(rpc: str, model: str, code: str, count: int = 1) -> None:
     key = (rpc, model, code)
-    _calls[key] = _calls.get(key, 0) + 1
+    _calls[key] = _calls.get(key, 0) + count
+
+
+def call_counts() -> dict[tuple[str, str, str], int]:
+    """The calls counted so far in this process (a split server's front ends send them on)."""
+    return dict(_calls)
 
 
 class HistogramCollector(Collector):

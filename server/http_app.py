@@ -135,7 +135,7 @@ class V2Routes:
 
     async def statistics(self, request: Request) -> Response:
         name, version = _model(request) if "model" in request.path_params else ("", "")
-        stats = self._dataplane.statistics(name, version)
+        stats = await self._dataplane.statistics(name, version)
         return json_response(
             {
                 "model_stats": [

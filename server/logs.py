@@ -3,7 +3,8 @@ object a line with stable field names:
 
     time (UTC, ISO 8601), level, logger, message, request_id (when about a request), and for
     access and slow-request lines: rpc, model, version, code, duration_ms, queue_ms,
-    compute_ms, batch_size.
+    compute_ms, batch_size. In a split server every line also names its process (supervisor,
+    engine, frontend-N) and pid; text lines name the process in brackets.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class RequestIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, process: str = "") -> None:
+        where = f"[{process}] " if process else ""
+        super().__init__(f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -36,6 +38,10 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self._process = process
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
@@ -45,6 +51,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._process:
+            entry["process"], entry["pid"] = self._process, record.process
         if getattr(record, "request_id", ""):
             entry["request_id"] = record.request_id
         entry.update(getattr(record, "fields", {}))
@@ -53,10 +61,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup(level: str, log_format: str) -> None:
+def setup(level: str, log_format: str, process: str = "") -> None:
+    """`process`: which process of a split server this is (empty for a single process)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    formatter = JsonFormatter if log_format == "json" else TextFormatter
+    handler.setFormatter(formatter(process))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2 as pb
 
 from . import repository
 from .config_limits import check_resources
@@ -29,6 +30,8 @@ from .model import ModelVersion, load_version
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+ManagerFactory = Callable[..., "ModelManager"]
 
 
 class State(StrEnum):
@@ -58,6 +61,9 @@ class IndexEntry:
 
 
 class ModelManager:
+    owns_models = True
+    """The models run in this process (a split server's front ends ask its engine instead)."""
+
     def __init__(
         self,
         settings: ServerSettings,
@@ -110,8 +116,23 @@ class ModelManager:
     def ready_models(self) -> list[ModelVersion]:
         return [v for e in self._entries.values() for v in e.versions.values()]
 
+    def entries(self) -> list[ModelEntry]:
+        """Every model the manager has looked at, loaded or not."""
+        return list(self._entries.values())
+
     def versions_of(self, name: str) -> list[ModelVersion]:
         return list(self._entry(name).versions.values())
+
+    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+        """The protocol's statistics, one message per model version."""
+        if not name:
+            models = self.ready_models()
+        elif version:
+            models = [self.get(name, version)]
+        else:
+            self.get(name)  # raises NOT_FOUND / UNAVAILABLE as ModelInfer would
+            models = self.versions_of(name)
+        return [m.stats.to_proto(m.name, str(m.version)) for m in models]
 
     @property
     def server_ready(self) -> bool:
@@ -207,6 +228,9 @@ class ModelManager:
         return {
             v: load_version(model_dir, config, v, self.settings, self._executor) for v in chosen
         }
+
+    def close(self) -> None:
+        """Nothing to let go of here (a front end's manager closes its line to the engine)."""
 
     # ---- repository control from callers (RepositoryModelLoad / Unload) ----------------------
 

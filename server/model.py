@@ -157,12 +157,25 @@ def load_version(
         else "no dynamic batching",
         len(sessions),
     )
+    return assemble_version(completed, version, labels, scheduler, stats, providers, histograms)
+
+
+def assemble_version(
+    config: mc.ModelConfig,
+    version: int,
+    labels: dict[str, list[str]],
+    scheduler: Scheduler,
+    stats: ModelStats,
+    providers: list[str],
+    histograms: VersionHistograms,
+) -> ModelVersion:
+    """A model version from its completed config and what runs it (here, or in an engine)."""
     return ModelVersion(
         name=config.name,
         version=version,
-        config=completed,
-        inputs=_specs(completed.input),
-        outputs=_specs(completed.output),
+        config=config,
+        inputs=_specs(config.input),
+        outputs=_specs(config.output),
         labels=labels,
         scheduler=scheduler,
         stats=stats,
@@ -170,9 +183,9 @@ def load_version(
         histograms=histograms,
         task=tasks.for_model(
             config.name,
-            {k: v.string_value for k, v in completed.parameters.items()},
-            [t.name for t in completed.input],
-            [t.name for t in completed.output],
+            {k: v.string_value for k, v in config.parameters.items()},
+            [t.name for t in config.input],
+            [t.name for t in config.output],
             labels,
         ),
     )

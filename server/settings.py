@@ -156,6 +156,12 @@ class ServerSettings:
     )
 
     # ---- process ---------------------------------------------------------------------------
+    frontends: int = setting(
+        0,
+        "0: one process does everything; N: N front-end processes share the ports and do the "
+        "transport work (parsing, checking, image decoding) for one engine process that owns "
+        "the models and batches (docs/operations.md)",
+    )
     grace_seconds: float = setting(
         10.0, "on SIGTERM: how long accepted requests may take to finish before the server exits"
     )

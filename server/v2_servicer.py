@@ -66,7 +66,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @observed
     async def ModelStatistics(self, request, context):
         return pb.ModelStatisticsResponse(
-            model_stats=self._dataplane.statistics(request.name, request.version)
+            model_stats=await self._dataplane.statistics(request.name, request.version)
         )
 
     # ---- inference ------------------------------------------------------------------------
