@@ -119,7 +119,8 @@ def test_answers_stay_their_own_across_front_ends(repo: Path, tmp_path: Path) ->
 
         with ThreadPoolExecutor(clients) as pool:
             assert sum(pool.map(client, range(clients))) == 0
-        serving = Counter(re.findall(r'"process": "(frontend-\d)".*"rpc": "ModelInfer"', server.log()))
+        access = r'"process": "(frontend-\d)".*"rpc": "ModelInfer"'
+        serving = Counter(re.findall(access, server.log()))
         assert set(serving) == {"frontend-0", "frontend-1"}, serving
         assert sum(serving.values()) == clients * calls
         stats = triton.InferenceServerClient(server.url).get_inference_statistics("negate")
@@ -176,5 +177,6 @@ def test_a_killed_engine_takes_readiness_down_at_once(repo: Path, tmp_path: Path
         _wait_ready(server, True)  # a new engine loaded the models
         assert _pids(server)[0] != engine
         with grpc.insecure_channel(server.url) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
             values = np.array([[4, 5, 6]], np.int32)
-            assert np.array_equal(_negate(pb_grpc.GRPCInferenceServiceStub(channel), values), -values)
+            assert np.array_equal(_negate(stub, values), -values)

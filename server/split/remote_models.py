@@ -150,7 +150,11 @@ class RemoteManager(ModelManager):
             name: dataclasses.replace(
                 newest,
                 scheduler=RemoteScheduler(
-                    self.client, name, newest.version, False, newest.stats  # type: ignore[arg-type]
+                    self.client,
+                    name,
+                    newest.version,
+                    False,
+                    newest.stats,  # type: ignore[arg-type]
                 ),
             )
             for name, entry in entries.items()
