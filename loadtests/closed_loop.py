@@ -89,10 +89,12 @@ async def run_load(
     warmup_s: float = 1.0,
     channels: int = 1,
 ) -> LoadResult:
-    """gRPC ModelInfer, closed loop, over `channels` shared channels."""
+    """gRPC ModelInfer, closed loop, over `channels` shared channels (connections)."""
     options = [
         ("grpc.max_receive_message_length", 64 << 20),
         ("grpc.max_send_message_length", 64 << 20),
+        # A connection a channel: gRPC shares one between like channels unless told not to.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
     calls = [

@@ -12,7 +12,7 @@ services' method names, code from the status codes.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -103,9 +103,15 @@ class VersionHistograms:
             del _versions[self.labels]
 
 
+call_listener: Callable[[], None] | None = None
+"""Told of every call counted (a split server's front end sends the counts on)."""
+
+
 def count_call(rpc: str, model: str, code: str, count: int = 1) -> None:
     key = (rpc, model, code)
     _calls[key] = _calls.get(key, 0) + count
+    if call_listener is not None:
+        call_listener()
 
 
 def call_counts() -> dict[tuple[str, str, str], int]:

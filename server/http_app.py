@@ -170,7 +170,7 @@ class V2Routes:
         return json_response(
             [
                 {"name": r.name, "version": r.version, "state": r.state, "reason": r.reason}
-                for r in self._manager.index(ready_only=ready_only)
+                for r in await self._manager.repository_index(ready_only)
             ]
         )
 

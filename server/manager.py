@@ -162,6 +162,10 @@ class ModelManager:
             rows = [r for r in rows if r.state == State.READY.value]
         return rows
 
+    async def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """RepositoryIndex: what the repository holds now (a front end asks its engine)."""
+        return self.index(ready_only)
+
     # ---- changes -------------------------------------------------------------------------
 
     async def load_all(self, names: tuple[str, ...] = ()) -> None:

@@ -133,7 +133,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 pb.RepositoryIndexResponse.ModelIndex(
                     name=row.name, version=row.version, state=row.state, reason=row.reason
                 )
-                for row in self._manager.index(ready_only=request.ready)
+                for row in await self._manager.repository_index(request.ready)
             ]
         )
 

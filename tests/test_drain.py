@@ -110,7 +110,9 @@ def test_sigterm_drains_accepted_requests(tmp_path: Path) -> None:
         f"exit {exit_code} after {exited_after_s:.2f} s"
     )
     log = server.log()
-    accepted = int(re.search(r"draining (\d+) accepted call", log).group(1))
+    # A split server's front ends each drain their own calls.
+    drains = [int(n) for n in re.findall(r"draining (\d+) accepted call", log)]
+    accepted = sum(drains)
     print(f"drain: the server had accepted {accepted} of them")
     # Nothing is cut: a call is answered, or refused with UNAVAILABLE (not run: safe to retry
     # elsewhere) when it reached the server after the signal.
@@ -119,7 +121,7 @@ def test_sigterm_drains_accepted_requests(tmp_path: Path) -> None:
     # Every call the server had accepted when the signal came was answered.
     assert accepted >= CLIENTS // 2
     assert outcomes.answered_across_signal["OK"] >= accepted
-    assert "every accepted call answered" in log
+    assert log.count("every accepted call answered") == len(drains)
     assert health_after_s < 1.0
     assert exit_code == 0
     # The open health watch does not hold the process for the whole grace period.

@@ -196,6 +196,8 @@ class Engine:
             body: Any = None
             if kind == "statistics":
                 body = [s.SerializeToString() for s in await self.manager.statistics(*args)]
+            elif kind == "index":
+                body = [list(row.__dict__.values()) for row in self.manager.index(*args)]
             elif kind == "load":
                 await self.manager.control_load(*args)
             elif kind == "unload":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -25,7 +26,7 @@ from ..stats import ModelStats, RequestTiming
 from . import wire
 from .engine_client import ENGINE_GONE, EngineClient
 
-CALL_COUNTS_INTERVAL_S = 0.5
+CALL_COUNTS_INTERVAL_S = 0.05
 
 
 class RemoteScheduler:
@@ -130,7 +131,8 @@ class RemoteManager(ModelManager):
         which a swap may have changed since this front end's table was pushed."""
         self._first_table = asyncio.Event()
         self._sent: dict[tuple[str, str, str], int] = {}
-        self._counting: asyncio.Task[None] | None = None
+        self._flush_due: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
 
     # ---- the engine's table ------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class RemoteManager(ModelManager):
     async def load_all(self, names: tuple[str, ...] = ()) -> None:
         """Connect to the engine; it loads the models and pushes its table."""
         self.client.start()
-        self._counting = asyncio.create_task(self._send_call_counts())
+        histograms.call_listener = self._counted
         await self._first_table.wait()
         self.startup_done = True
 
@@ -227,17 +229,25 @@ class RemoteManager(ModelManager):
     async def control_unload(self, name: str) -> None:
         await self.client.call(["unload", name])
 
+    async def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        body, _ = await self.client.call(["index", ready_only])
+        return [IndexEntry(*row) for row in body]
+
     async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
         body, _ = await self.client.call(["statistics", name, version])
         return [pb.ModelStatistics.FromString(message) for message in body]
 
-    async def _send_call_counts(self) -> None:
-        while True:
-            await asyncio.sleep(CALL_COUNTS_INTERVAL_S)
-            self._flush_call_counts()
+    def _counted(self) -> None:
+        """A call was counted: send the counts soon, at most every CALL_COUNTS_INTERVAL_S (a
+        quiet server's scrape sees its last call; a busy one sends a message now and then)."""
+        if self._flush_due is not None:
+            return
+        wait = max(self._last_flush + CALL_COUNTS_INTERVAL_S - time.monotonic(), 0.0)
+        self._flush_due = asyncio.get_running_loop().call_later(wait, self._flush_call_counts)
 
     def _flush_call_counts(self) -> None:
         """The calls this front end counted since the last time, for the engine's /metrics."""
+        self._flush_due, self._last_flush = None, time.monotonic()
         now = histograms.call_counts()
         rows = [[*key, count - self._sent.get(key, 0)] for key, count in now.items()]
         rows = [row for row in rows if row[3]]
@@ -246,7 +256,8 @@ class RemoteManager(ModelManager):
             self._sent = now
 
     def close(self) -> None:
-        if self._counting is not None:
-            self._counting.cancel()
+        histograms.call_listener = None
+        if self._flush_due is not None:
+            self._flush_due.cancel()
         self._flush_call_counts()
         self.client.close()

@@ -1,0 +1,198 @@
+"""Single process vs split server (--frontends N), side by side: throughput and server CPU.
+
+For each --frontends value (0: one process), a server is started on the model's batching and
+no-op variants; a closed-loop gRPC load runs at each concurrency from --load-processes client
+processes; the server's CPU time (all its processes, read from /proc) and its answered count
+(ModelStatistics) are read before and after each point, giving CPU-seconds per 1,000 requests.
+Prints a table; writes JSON and a PNG.
+
+    python -m loadtests.split_bench --model mnist --frontends 0,1,2 --concurrency 64
+    python -m loadtests.split_bench --model resnet50 --modes noop --frontends 1,2,4,8 \\
+        --load-processes 8 --device cuda          # the GPU host's front-end scaling
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tritonclient.grpc as triton
+
+from .bench import make_images, payloads_for
+from .local_server import RunningServer, run_server
+from .models import bench_repository, read_config
+from .spread_load import SpreadLoad
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (a split server's supervisor, engine, front ends)."""
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process tree, from /proc/<pid>/stat."""
+    total = 0
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def _answered(client: triton.InferenceServerClient, model: str) -> int:
+    return client.get_inference_statistics(model).model_stats[0].inference_stats.success.count
+
+
+def measure(
+    server: RunningServer,
+    load: SpreadLoad,
+    model: str,
+    payloads: list[bytes],
+    concurrency: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    client = triton.InferenceServerClient(server.url)
+    answered, cpu = _answered(client, model), cpu_seconds(server.process.pid)
+    result = load.run(server.url, payloads, concurrency, args.duration, args.warmup, args.channels)
+    cpu = cpu_seconds(server.process.pid) - cpu
+    answered = _answered(client, model) - answered
+    client.close()
+    return {
+        "concurrency": concurrency,
+        "infer_per_s": result.throughput,
+        "p50_ms": result.percentile(50),
+        "p99_ms": result.percentile(99),
+        "errors": result.errors,
+        "first_error": result.first_error,
+        "server_cpu_s": cpu,
+        "answered": answered,
+        "cpu_s_per_1000": 1000 * cpu / answered if answered else float("nan"),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    config = read_config(args.model_repository / args.model)
+    input_name, images, datatype = make_images(config, 256)
+    rows: list[dict[str, Any]] = []
+    load = SpreadLoad(args.load_processes)
+    try:
+        with tempfile.TemporaryDirectory() as scratch_dir:
+            scratch = Path(scratch_dir)
+            names = bench_repository(
+                args.model_repository, args.model, scratch / "models", args.max_batch_size, 1, 0
+            )
+            for frontends in args.frontends:
+                flags = ["--device", args.device, "--log-level", "WARNING"]
+                flags += ["--frontends", str(frontends)]
+                with run_server(scratch / "models", scratch, *flags, timeout=300) as server:
+                    for mode in args.modes:
+                        model = names[mode]
+                        payloads = payloads_for(model, input_name, datatype, images)
+                        for concurrency in args.concurrency:
+                            row = measure(server, load, model, payloads, concurrency, args)
+                            row |= {"frontends": frontends, "mode": mode}
+                            rows.append(row)
+                            print(_line(row), flush=True)
+    finally:
+        load.close()
+    return {
+        "model": args.model,
+        "device": args.device,
+        "host": f"{platform.node()} ({os.cpu_count()} cores)",
+        "load_processes": args.load_processes,
+        "duration_s": args.duration,
+        "rows": rows,
+    }
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (
+        f"  {row['mode']:<9} frontends={row['frontends']:<2} c={row['concurrency']:<4}"
+        f"{row['infer_per_s']:9.0f} infer/s  p50 {row['p50_ms']:6.2f} ms  "
+        f"p99 {row['p99_ms']:6.2f} ms  CPU {row['cpu_s_per_1000']:.3f} s/1000 req  "
+        f"errors {row['errors']}"
+    )
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"split-{report['model']}-{report['device']}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    figure, (speed, cpu) = plt.subplots(1, 2, figsize=(11, 4))
+    groups = sorted({(r["mode"], r["concurrency"]) for r in report["rows"]})
+    for mode, concurrency in groups:
+        points = [r for r in report["rows"] if (r["mode"], r["concurrency"]) == (mode, concurrency)]
+        x = [r["frontends"] for r in points]
+        label = f"{mode}, c={concurrency}"
+        speed.plot(x, [r["infer_per_s"] for r in points], marker="o", label=label)
+        cpu.plot(x, [r["cpu_s_per_1000"] for r in points], marker="o", label=label)
+    speed.set(xlabel="front ends (0: one process)", ylabel="requests/s", title="Throughput")
+    cpu.set(xlabel="front ends (0: one process)", ylabel="CPU-s per 1,000 requests")
+    cpu.set_title("Server CPU per request")
+    for axes in (speed, cpu):
+        axes.grid(alpha=0.3)
+        axes.legend()
+        axes.set_ylim(bottom=0)
+    figure.suptitle(f"{report['model']} on {report['device']}, {report['host']}")
+    figure.tight_layout()
+    figure.savefig(stem.with_suffix(".png"), dpi=110)
+    plt.close(figure)
+    return [stem.with_suffix(".json"), stem.with_suffix(".png")]
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="model name in --model-repository")
+    parser.add_argument("--model-repository", type=Path, default=Path("models"))
+    parser.add_argument("--frontends", type=_int_list, default=[0, 1], help="0: one process")
+    parser.add_argument("--modes", type=lambda s: s.split(","), default=["batching", "noop"])
+    parser.add_argument("--concurrency", type=_int_list, default=[64])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--load-processes", type=int, default=1, help="client processes")
+    parser.add_argument("--channels", type=int, default=4, help="connections per client process")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for JSON + PNG")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = run(args)
+    for path in write_outputs(report, args.out):
+        print(f"wrote {path}")
+    return 1 if any(row["errors"] for row in report["rows"]) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
