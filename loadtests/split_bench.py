@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             for frontends in args.frontends:
                 flags = ["--device", args.device, "--log-level", "WARNING"]
+                flags += ["--intra-op-threads", str(args.intra_op_threads)]
                 flags += ["--frontends", str(frontends)]
                 with run_server(scratch / "models", scratch, *flags, timeout=300) as server:
                     for mode in args.modes:
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, default=4, help="connections per client process")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--intra-op-threads", type=int, default=0, help="ONNX Runtime threads (0: its default)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for JSON + PNG")
     return parser
 

@@ -133,6 +133,19 @@ class Scheduler:
         deadline_s: float | None = None,
     ) -> JobResult:
         """Queue one request and wait for its own slice of a batch's outputs."""
+        return await self.enqueue(feeds, items, output_names, priority, timeout_us, deadline_s)
+
+    def enqueue(
+        self,
+        feeds: dict[str, np.ndarray],
+        items: int,
+        output_names: Sequence[str],
+        priority: int = 0,
+        timeout_us: int = 0,
+        deadline_s: float | None = None,
+    ) -> asyncio.Future[JobResult]:
+        """Queue one request; the future gets its own slice of a batch's outputs. Call on the
+        event loop's thread."""
         wakeup = self._ensure_started()
         level = self.queue.level_of(priority)
         timeout = self.queue.policy(level).timeout_for(timeout_us)
@@ -155,7 +168,7 @@ class Scheduler:
         if self.preserve_ordering:
             self._in_order.append((job, None))
         wakeup.set()
-        return await job.future
+        return job.future
 
     # ---- forming batches ---------------------------------------------------------------------
 

@@ -6,28 +6,34 @@ model table to every front end whenever a model changes (and every second, as a 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from .. import gpu_options, histograms, repository
-from ..errors import ModelNotFound, ServingError
+from ..errors import InferenceFailed, ModelNotFound, ServingError
 from ..manager import ModelManager
 from ..metrics import serve_metrics
+from ..model import ModelVersion
 from ..repository_watch import watch_repository
+from ..scheduler import JobResult
 from ..settings import ServerSettings
 from ..stats import RequestTiming
 from . import wire
+from .pump import Pump
 
 log = logging.getLogger("deepserve.engine")
 
 TABLE_INTERVAL_S = 1.0
+FLUSH_WAIT_S = 0.5
 
 
 class Engine:
@@ -38,14 +44,13 @@ class Engine:
             max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="deepserve-infer"
         )
         self.manager = ModelManager(settings, self._executor, on_change=self._changed)
-        self._context = zmq.asyncio.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        # No message limit (a ROUTER drops what is past it): the model queues bound the work.
-        self._socket.setsockopt(zmq.SNDHWM, 0)
-        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._context = zmq.Context()
+        self._pump: Pump | None = None
         self._frontends: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._flush_ids = itertools.count(1)
+        self._flushes: dict[int, tuple[set[bytes], asyncio.Future[None]]] = {}
 
     # ---- the model table, pushed to the front ends ------------------------------------------
 
@@ -79,17 +84,21 @@ class Engine:
             await asyncio.sleep(TABLE_INTERVAL_S)
             self._push_table()
 
-    # ---- requests ----------------------------------------------------------------------------
+    # ---- running -----------------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event) -> None:
-        self._socket.bind(self.address)
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        # No message limit (a ROUTER drops what is past it): the model queues bound the work.
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a front end gone raises
+        socket.bind(self.address)
+        self._pump = Pump(socket, self._on_message)
         log.info("engine (pid %d) serving the models to the front ends", os.getpid())
         gpu_options.log_runtime(self.settings.device)
-        serve_metrics(
-            self.manager,
-            self.settings.metrics_host or self.settings.host,
-            self.settings.metrics_port,
-        )
+        settings = self.settings
+        serve_metrics(self.manager, settings.metrics_host or settings.host, settings.metrics_port)
         loading = asyncio.create_task(self.manager.load_all(self.settings.models))
         background = [loading, asyncio.create_task(self._heartbeat())]
         if self.settings.model_control_mode == "poll":
@@ -98,61 +107,95 @@ class Engine:
                     watch_repository(self.manager, self.settings.repository_poll_seconds, loading)
                 )
             )
-        receiving = asyncio.create_task(self._receive())
         await stop.wait()
-        receiving.cancel()
         for task in background:
             task.cancel()
         # The front ends have drained before the engine is told to stop; what is still here
         # finishes (bounded by the grace period).
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.settings.grace_seconds)
-        self._socket.close(linger=0)
+        deadline = time.monotonic() + self.settings.grace_seconds
+        while (self._in_flight or self._tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._pump.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _receive(self) -> None:
-        while True:
-            frames = await self._socket.recv_multipart(copy=False)
-            identity, header, buffers = frames[0].bytes, wire.unpack(frames[1].buffer), frames[2:]
-            kind, request_id = header[0], header[1]
-            if kind == "submit":
-                self._spawn(self._submit(identity, request_id, header, buffers))
-            elif kind == "done":
-                self._record(header)
-            elif kind == "calls":
-                for rpc, model, code, count in header[2]:
-                    histograms.count_call(rpc, model, code, count)
-            elif kind == "hello":
-                self._frontends.add(identity)
-                log.info("front end %s connected", identity.decode(errors="replace"))
-                self._reply(identity, [0, "table", self.table()])
-            elif kind == "bye":
-                self._frontends.discard(identity)
-            else:
-                self._spawn(self._control(identity, request_id, kind, header[2:]))
+    # ---- messages ----------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _on_message(self, frames: list[zmq.Frame]) -> None:
+        identity = frames[0].bytes
+        kind, request_id, records, *fields = wire.unpack(frames[1].buffer)
+        for record in records:
+            self._record(*record)
+        if kind == "submit":
+            self._submit(identity, request_id, fields, frames[2:])
+        elif kind == "calls":
+            for rpc, model, code, count in fields[0]:
+                histograms.count_call(rpc, model, code, count)
+        elif kind == "hello":
+            self._frontends.add(identity)
+            log.info("front end %s connected", identity.decode(errors="replace"))
+            self._reply(identity, [0, "table", self.table()])
+        elif kind == "flushed":
+            self._flushed(identity, fields[0])
+        elif kind == "bye":
+            self._gone(identity)
+        elif kind != "records":
+            task = asyncio.create_task(self._control(identity, request_id, kind, fields))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _reply(self, identity: bytes, header: list[Any], frames: Sequence[Any] = ()) -> None:
         self._send([identity, wire.pack(header), *frames])
 
     def _send(self, frames: list[Any]) -> None:
-        """Queued without limit; a front end that is gone is skipped by the ROUTER socket."""
-        sent = self._socket.send_multipart(frames, copy=False)
-        sent.add_done_callback(_log_failure)
+        """Queued without limit; a front end that is gone is forgotten."""
+        assert self._pump is not None
+        try:
+            self._pump.send(frames, copy=len(frames) < 3)  # tensors go without a copy
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self._gone(frames[0])
 
-    async def _submit(
-        self, identity: bytes, request_id: int, header: list[Any], buffers: list[Any]
+    def _gone(self, identity: bytes) -> None:
+        self._frontends.discard(identity)
+        for seq in list(self._flushes):
+            self._flushed(identity, seq)
+
+    # ---- statistics from every front end ----------------------------------------------------
+
+    async def _gather_records(self, asker: bytes) -> None:
+        """Every other front end sends the statistics it holds (the asker's came with its
+        call), so ModelStatistics counts every request answered before it was asked."""
+        others = self._frontends - {asker}
+        if not others:
+            return
+        seq = next(self._flush_ids)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes[seq] = (set(others), done)
+        for identity in others:
+            self._send([identity, wire.pack([seq, "flush", None])])
+        try:
+            await asyncio.wait_for(done, FLUSH_WAIT_S)
+        except TimeoutError:
+            log.warning("a front end did not send its statistics in %.1f s", FLUSH_WAIT_S)
+        finally:
+            self._flushes.pop(seq, None)
+
+    def _flushed(self, identity: bytes, seq: int) -> None:
+        waiting = self._flushes.get(seq)
+        if waiting is None:
+            return
+        waiting[0].discard(identity)
+        if not waiting[0] and not waiting[1].done():
+            waiting[1].set_result(None)
+
+    def _submit(
+        self, identity: bytes, request_id: int, fields: list[Any], buffers: list[zmq.Frame]
     ) -> None:
-        _, _, name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds = (
-            header
-        )
+        name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds = fields
         try:
             model = self.manager.get(name, str(version) if pinned else "")
-            result = await model.scheduler.submit(
+            job = model.scheduler.enqueue(
                 wire.arrays(feeds, buffers),
                 items,
                 outputs,
@@ -163,6 +206,26 @@ class Engine:
         except ServingError as exc:
             self._reply(identity, wire.error_reply(request_id, exc))
             return
+        self._in_flight += 1
+        job.add_done_callback(functools.partial(self._answer, identity, request_id, model))
+
+    def _answer(
+        self,
+        identity: bytes,
+        request_id: int,
+        model: ModelVersion,
+        job: asyncio.Future[JobResult],
+    ) -> None:
+        self._in_flight -= 1
+        if job.cancelled():
+            return
+        failure = job.exception()
+        if failure is not None:
+            if not isinstance(failure, ServingError):
+                failure = InferenceFailed(f"{type(failure).__name__}: {failure}")
+            self._reply(identity, wire.error_reply(request_id, failure))
+            return
+        result = job.result()
         descriptors, frames = wire.describe(result.outputs)
         body = [
             result.queue_ns,
@@ -176,10 +239,9 @@ class Engine:
         ]
         self._reply(identity, [request_id, "ok", body], frames)
 
-    def _record(self, header: list[Any]) -> None:
+    def _record(self, name: str, version: int, total_ns: int, timing: list[int] | None) -> None:
         """A front end's account of one finished request: the model's statistics and
         histograms are kept here, so every front end's requests count in one place."""
-        _, _, name, version, total_ns, timing = header
         try:
             model = self.manager.get(name, str(version))
         except ServingError:
@@ -195,6 +257,7 @@ class Engine:
         try:
             body: Any = None
             if kind == "statistics":
+                await self._gather_records(identity)
                 body = [s.SerializeToString() for s in await self.manager.statistics(*args)]
             elif kind == "index":
                 body = [list(row.__dict__.values()) for row in self.manager.index(*args)]
@@ -218,8 +281,3 @@ async def run_engine(settings: ServerSettings, address: str) -> None:
     loop.add_signal_handler(signal.SIGINT, lambda: None)
     await Engine(settings, address).serve(stop)
     log.info("engine stopped")
-
-
-def _log_failure(sent: asyncio.Future[Any]) -> None:
-    if not sent.cancelled() and sent.exception() is not None:
-        log.error("a message to a front end was not sent: %s", sent.exception())

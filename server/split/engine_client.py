@@ -1,10 +1,15 @@
 """A front end's line to the engine: one ZeroMQ DEALER socket, replies matched to requests by
 id. When the engine goes away every request waiting on it fails at once with UNAVAILABLE
-(ZeroMQ reports the disconnect), and sends fail fast until it is back."""
+(ZeroMQ reports the disconnect), and sends fail fast until it is back.
+
+Every message is [kind, request_id, records, *fields] (then tensor frames): `records` are the
+statistics of requests finished since the last message, carried along rather than sent one
+message each (a quiet front end sends them within RECORDS_DELAY_S)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -12,15 +17,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
-import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import ErrorKind
 from . import wire
+from .pump import Pump
 
 log = logging.getLogger("deepserve.frontend")
 
 ENGINE_GONE = "the server's engine process is not running; retry shortly"
+RECORDS_DELAY_S = 0.02
 
 
 class EngineClient:
@@ -32,103 +38,121 @@ class EngineClient:
         on_disconnect: Callable[[], None],
     ) -> None:
         self.address = address
+        self._identity = identity
         self._on_table = on_table
         self._on_disconnect = on_disconnect
-        self._context = zmq.asyncio.Context()
-        self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.ROUTING_ID, identity.encode())
-        self._socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for an engine not connected
-        self._socket.setsockopt(zmq.LINGER, 0)
-        # No message limit: the engine's queues bound the work, and a dropped reply would hang.
-        self._socket.setsockopt(zmq.SNDHWM, 0)
-        self._socket.setsockopt(zmq.RCVHWM, 0)
-        self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
-        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self._context = zmq.Context()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._records: list[list[Any]] = []
+        self._records_due: asyncio.TimerHandle | None = None
+        self._pump: Pump | None = None
+        self._monitor: Pump | None = None
+        self._registering: asyncio.Task[None] | None = None
         self.connected = False
         self._last_table = 0.0
 
     def start(self) -> None:
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.ROUTING_ID, self._identity.encode())
+        socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for an engine not connected
+        socket.setsockopt(zmq.LINGER, 0)
+        # No message limit: the engine's queues bound the work, and a dropped reply would hang.
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        socket.setsockopt(zmq.RECONNECT_IVL, 100)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         # Connected means the ZeroMQ handshake is done: then a send is not refused.
-        watched = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-        monitor = self._socket.get_monitor_socket(watched)
-        self._socket.connect(self.address)
-        self._tasks = [
-            asyncio.create_task(self._read()),
-            asyncio.create_task(self._watch(monitor)),
-            asyncio.create_task(self._keep_registered()),
-        ]
+        monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        socket.connect(self.address)
+        self._pump = Pump(socket, self._on_reply)
+        self._monitor = Pump(monitor, self._on_event)
+        self._registering = asyncio.create_task(self._keep_registered())
 
     def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self.notify(["bye", 0])
-        self._socket.close(linger=100)
+        if self._registering is not None:
+            self._registering.cancel()
+        self.notify(["bye"])
+        for pump in (self._monitor, self._pump):
+            if pump is not None:
+                pump.close()
 
     # ---- sending -------------------------------------------------------------------------------
 
-    def notify(self, header: list[Any]) -> None:
-        """A one-way message (statistics, call counts); dropped when the engine is away."""
-        sent = self._socket.send(wire.pack(header), flags=zmq.NOBLOCK)
-        sent.add_done_callback(_dropped_when_away)
+    def _send(self, kind: str, request_id: int, fields: list[Any], frames: Sequence[Any]) -> None:
+        assert self._pump is not None
+        records, self._records = self._records, []
+        header = wire.pack([kind, request_id, records, *fields])
+        try:
+            self._pump.send([header, *frames], copy=not frames)
+        except zmq.Again:
+            raise wire.EngineError(ErrorKind.UNAVAILABLE, ENGINE_GONE) from None
 
-    async def call(self, header: list[Any], frames: Sequence[Any] = ()) -> tuple[Any, list[Any]]:
-        """Send [kind, *fields] (the id is put in) and wait for the body and frames back."""
+    def notify(self, message: list[Any]) -> None:
+        """A one-way message [kind, *fields]; dropped when the engine is away."""
+        with contextlib.suppress(wire.EngineError):
+            self._send(message[0], 0, message[1:], ())
+
+    def record(self, record: list[Any]) -> None:
+        """One finished request's statistics, sent with the next message."""
+        self._records.append(record)
+        if self._records_due is None:
+            loop = asyncio.get_running_loop()
+            self._records_due = loop.call_later(RECORDS_DELAY_S, self._send_records)
+
+    def _send_records(self) -> None:
+        self._records_due = None
+        if self._records:
+            self.notify(["records"])
+
+    async def call(self, message: list[Any], frames: Sequence[Any] = ()) -> tuple[Any, list[Any]]:
+        """Send [kind, *fields] and wait for the body and frames of the answer."""
         request_id = next(self._ids)
-        header[1:1] = [request_id]
         future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._socket.send_multipart(
-                [wire.pack(header), *frames], flags=zmq.NOBLOCK, copy=False
-            )
-        except zmq.Again:
-            del self._pending[request_id]
-            raise wire.EngineError(ErrorKind.UNAVAILABLE, ENGINE_GONE) from None
-        try:
+            self._send(message[0], request_id, message[1:], frames)
             return await future
         finally:
             self._pending.pop(request_id, None)
 
     # ---- receiving -----------------------------------------------------------------------------
 
-    async def _read(self) -> None:
-        while True:
-            frames = await self._socket.recv_multipart(copy=False)
-            request_id, status, body = wire.unpack(frames[0].buffer)
-            if status == "table":
-                self._last_table = time.monotonic()
-                self._on_table(body)
-                continue
-            future = self._pending.get(request_id)
-            if future is None or future.done():
-                continue  # its caller gave up (deadline, cancelled call)
-            if status == "ok":
-                future.set_result((body, frames[1:]))
-            else:
-                future.set_exception(wire.EngineError(ErrorKind(status), str(body)))
+    def _on_reply(self, frames: list[zmq.Frame]) -> None:
+        request_id, status, body = wire.unpack(frames[0].buffer)
+        if status == "table":
+            self._last_table = time.monotonic()
+            self._on_table(body)
+            return
+        if status == "flush":  # the engine answers ModelStatistics: send what is held now
+            self.notify(["flushed", request_id])
+            return
+        future = self._pending.get(request_id)
+        if future is None or future.done():
+            return  # its caller gave up (deadline, cancelled call)
+        if status == "ok":
+            future.set_result((body, frames[1:]))
+        else:
+            future.set_exception(wire.EngineError(ErrorKind(status), str(body)))
 
-    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
-        while True:
-            event = parse_monitor_message(await monitor.recv_multipart())
-            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.connected = True
-                self.notify(["hello", 0])
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
-                self.connected = False
-                log.error("the engine process went away; failing %d request(s)", len(self._pending))
-                for future in self._pending.values():
-                    if not future.done():
-                        future.set_exception(
-                            wire.EngineError(
-                                ErrorKind.UNAVAILABLE,
-                                "the server's engine process stopped while this request was in it",
-                            )
+    def _on_event(self, frames: list[zmq.Frame]) -> None:
+        event = parse_monitor_message([frame.bytes for frame in frames])["event"]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.connected = True
+            self.notify(["hello"])
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.connected = False
+            log.error("the engine process went away; failing %d request(s)", len(self._pending))
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(
+                        wire.EngineError(
+                            ErrorKind.UNAVAILABLE,
+                            "the server's engine process stopped while this request was in it",
                         )
-                self._pending.clear()
-                self._on_disconnect()
+                    )
+            self._pending.clear()
+            self._on_disconnect()
 
     async def _keep_registered(self) -> None:
         """The engine pushes its table every second to the front ends it knows; one that gets
@@ -136,9 +160,4 @@ class EngineClient:
         while True:
             await asyncio.sleep(1.0)
             if self.connected and time.monotonic() - self._last_table > 2.5:
-                self.notify(["hello", 0])
-
-
-def _dropped_when_away(sent: asyncio.Future[Any]) -> None:
-    if not sent.cancelled():
-        sent.exception()  # zmq.Again: no engine connected; the message is not needed then
+                self.notify(["hello"])

@@ -89,11 +89,11 @@ class RemoteStats(ModelStats):
             timing.queue_ns, timing.compute_input_ns, timing.compute_infer_ns,
             timing.compute_output_ns, timing.batch_items,
         ]  # fmt: skip
-        self._client.notify(["done", 0, *self._key, total_ns, fields])
+        self._client.record([*self._key, total_ns, fields])
 
     def record_failure(self, total_ns: int) -> None:
         super().record_failure(total_ns)
-        self._client.notify(["done", 0, *self._key, total_ns, None])
+        self._client.record([*self._key, total_ns, None])
 
 
 class EngineHistograms:
@@ -252,7 +252,7 @@ class RemoteManager(ModelManager):
         rows = [[*key, count - self._sent.get(key, 0)] for key, count in now.items()]
         rows = [row for row in rows if row[3]]
         if rows and self.client.connected:
-            self.client.notify(["calls", 0, rows])
+            self.client.notify(["calls", rows])
             self._sent = now
 
     def close(self) -> None:
