@@ -32,6 +32,7 @@ from .ceiling import compute_ceiling
 from .closed_loop import run_load
 from .local_server import local_server
 from .models import bench_repository, read_config
+from .spread_load import SpreadLoad
 
 MODES = ("batching", "no_batching", "noop")
 _DATATYPES = {"TYPE_UINT8": ("UINT8", np.uint8), "TYPE_FP32": ("FP32", np.float32)}
@@ -97,7 +98,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             str(args.intra_op_threads),
             "--log-level",
             "WARNING",
+            "--frontends",
+            str(args.frontends),
         )
+        spread = SpreadLoad(args.load_processes) if args.load_processes > 1 else None
         with local_server(scratch / "models", scratch / "server.log", *server_flags) as url:
             client = triton.InferenceServerClient(url)
             for mode in args.modes:
@@ -105,7 +109,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 payloads = payloads_for(model, input_name, datatype, images)
                 for conc in args.concurrency:
                     before = _counts(client, model)
-                    result = asyncio.run(run_load(url, payloads, conc, args.duration, args.warmup))
+                    result = (
+                        spread.run(url, payloads, conc, args.duration, args.warmup, args.channels)
+                        if spread is not None
+                        else asyncio.run(run_load(url, payloads, conc, args.duration, args.warmup))
+                    )
                     after = _counts(client, model)
                     executions = after[1] - before[1]
                     row = {
@@ -127,6 +135,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                         f"avg batch {row['avg_batch']:.2f}  errors {row['errors']}",
                         flush=True,
                     )
+        if spread is not None:
+            spread.close()
     report: dict[str, Any] = {
         "model": args.model,
         "device": args.device,
@@ -138,7 +148,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "instances": args.instances,
             "queue_delay_us": args.queue_delay_us,
             "intra_op_threads": args.intra_op_threads,
+            "frontends": args.frontends,
         },
+        "load_processes": args.load_processes,
         "ceiling": {
             "best_batch": ceiling.best_batch,
             "items_per_s": ceiling.items_per_s,
@@ -197,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.5,
         help="seconds of in-process runs per batch size for the compute ceiling",
     )
+    parser.add_argument(
+        "--frontends", type=int, default=0, help="server front-end processes (0: one process)"
+    )
+    parser.add_argument(
+        "--load-processes",
+        type=int,
+        default=1,
+        help="client processes sending the load (more than one Python client can send is "
+        "needed past about 5,000 requests/s)",
+    )
+    parser.add_argument("--channels", type=int, default=4, help="connections per client process")
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for JSON + PNG")
     return parser
 

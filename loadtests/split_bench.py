@@ -154,6 +154,7 @@ def write_outputs(report: dict[str, Any], out: Path) -> list[Path]:
     cpu.set(xlabel="front ends (0: one process)", ylabel="CPU-s per 1,000 requests")
     cpu.set_title("Server CPU per request")
     for axes in (speed, cpu):
+        axes.set_xticks(sorted({r["frontends"] for r in report["rows"]}))
         axes.grid(alpha=0.3)
         axes.legend()
         axes.set_ylim(bottom=0)

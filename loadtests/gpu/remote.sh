@@ -6,6 +6,7 @@
 #   ...                                                         # (and bundle.tar.sha256 once)
 #   bash loadtests/gpu/remote.sh install                        # join, verify, pip --target
 #   bash loadtests/gpu/remote.sh bench OUT_DIR [MODELS...]      # server on CUDA + benchmark
+#   bash loadtests/gpu/remote.sh split OUT_DIR [MODEL]          # front ends 1..8 (resnet50)
 #
 # Parts wait in $STAGE (default /tmp/deepserve-gpu). The benchmark runs each model (default:
 # mnist cifar10_resnet20) at concurrency 1 to 256 with the CUDA execution provider and writes
@@ -52,8 +53,27 @@ case "$step" in
         --duration "${DURATION:-5}" --warmup "${WARMUP:-1}" --out "$out" 2>&1 | tee "$out/bench-$model.log"
     done
     ;;
+  split)
+    # The split server on a many-core host: the no-op transport ceiling with 0 (one process),
+    # 1, 2, 4 and 8 front ends, then one image per request through 4 front ends against the
+    # in-process compute ceiling at the best batch.
+    out=${1:?split needs an output folder}
+    model=${2:-resnet50}
+    repository=models
+    [ -d "$STAGE/models/$model" ] && repository="$STAGE/models"
+    mkdir -p "$out"
+    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    "$PYTHON" -m loadtests.split_bench --model "$model" --model-repository "$repository" \
+      --device "${DEVICE:-cuda}" --modes noop --frontends "${FRONTENDS:-0,1,2,4,8}" \
+      --concurrency 256 --max-batch-size 256 --load-processes "${LOAD_PROCESSES:-6}" \
+      --channels 8 --duration "${DURATION:-5}" --out "$out" 2>&1 | tee "$out/split-$model.log"
+    "$PYTHON" -m loadtests.bench --model "$model" --model-repository "$repository" \
+      --device "${DEVICE:-cuda}" --modes batching,noop --concurrency 64,256 --max-batch-size 256 \
+      --frontends 4 --load-processes "${LOAD_PROCESSES:-6}" --channels 8 \
+      --duration "${DURATION:-5}" --out "$out/frontends-4" 2>&1 | tee "$out/bench-split-$model.log"
+    ;;
   *)
-    sed -n '2,14p' "$0"
+    sed -n '2,15p' "$0"
     exit 2
     ;;
 esac
