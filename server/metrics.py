@@ -4,10 +4,10 @@ statistics at scrape time, so the request path pays nothing for them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .gpu_metrics import GpuCollector
@@ -89,10 +89,29 @@ class ModelCollector(Collector):
         yield server_ready
 
 
-def serve_metrics(manager: ModelManager, host: str, port: int) -> None:
+class BeforeScrape(Collector):
+    """Runs a function at the start of every scrape (a split server's engine gathers what its
+    front ends hold); collects nothing itself."""
+
+    def __init__(self, refresh: Callable[[], None]) -> None:
+        self._refresh = refresh
+
+    def describe(self) -> list[Metric]:
+        return []  # registering then does not call collect()
+
+    def collect(self) -> Iterator[Metric]:
+        self._refresh()
+        return iter(())
+
+
+def serve_metrics(
+    manager: ModelManager, host: str, port: int, before_scrape: Callable[[], None] | None = None
+) -> None:
     """Start the /metrics HTTP endpoint in a background thread (port 0: no metrics)."""
     if port == 0:
         return
+    if before_scrape is not None:
+        REGISTRY.register(BeforeScrape(before_scrape))
     REGISTRY.register(ModelCollector(manager))
     REGISTRY.register(HistogramCollector())
     gpus = GpuCollector.if_available()

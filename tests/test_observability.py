@@ -4,7 +4,6 @@ metadata, error messages and JSON log lines, access and slow-request logs."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,12 +83,6 @@ def test_histograms_and_counters_follow_known_traffic(observed_server) -> None:
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    # A split server's front ends send their call counts to the engine within 50 ms.
-    deadline = time.monotonic() + 2
-    last_call = {"rpc": "Classify", "model": "", "code": "FAILED_PRECONDITION"}
-    while delta("deepserve_requests_total", **last_call) < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-        after = scrape(port)
 
     version = {"model": "negate", "version": "1"}
     assert delta("deepserve_request_duration_seconds_count", **version) == 4

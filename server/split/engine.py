@@ -98,7 +98,18 @@ class Engine:
         log.info("engine (pid %d) serving the models to the front ends", os.getpid())
         gpu_options.log_runtime(self.settings.device)
         settings = self.settings
-        serve_metrics(self.manager, settings.metrics_host or settings.host, settings.metrics_port)
+        loop = asyncio.get_running_loop()
+
+        def gather_for_scrape() -> None:  # on the metrics thread
+            gathering = asyncio.run_coroutine_threadsafe(self._gather_records(b""), loop)
+            gathering.result(timeout=FLUSH_WAIT_S + 1)
+
+        serve_metrics(
+            self.manager,
+            settings.metrics_host or settings.host,
+            settings.metrics_port,
+            gather_for_scrape,
+        )
         loading = asyncio.create_task(self.manager.load_all(self.settings.models))
         background = [loading, asyncio.create_task(self._heartbeat())]
         if self.settings.model_control_mode == "poll":
@@ -164,8 +175,9 @@ class Engine:
     # ---- statistics from every front end ----------------------------------------------------
 
     async def _gather_records(self, asker: bytes) -> None:
-        """Every other front end sends the statistics it holds (the asker's came with its
-        call), so ModelStatistics counts every request answered before it was asked."""
+        """Every other front end sends the statistics and call counts it holds (the asker's
+        came with its call), so ModelStatistics and a scrape count every request answered
+        before they were asked."""
         others = self._frontends - {asker}
         if not others:
             return

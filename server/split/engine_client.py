@@ -36,8 +36,10 @@ class EngineClient:
         identity: str,
         on_table: Callable[[dict[str, Any]], None],
         on_disconnect: Callable[[], None],
+        on_flush: Callable[[], None] = lambda: None,
     ) -> None:
         self.address = address
+        self._on_flush = on_flush
         self._identity = identity
         self._on_table = on_table
         self._on_disconnect = on_disconnect
@@ -124,7 +126,8 @@ class EngineClient:
             self._last_table = time.monotonic()
             self._on_table(body)
             return
-        if status == "flush":  # the engine answers ModelStatistics: send what is held now
+        if status == "flush":  # the engine answers ModelStatistics or a scrape: send it all
+            self._on_flush()
             self.notify(["flushed", request_id])
             return
         future = self._pending.get(request_id)

@@ -122,7 +122,11 @@ class RemoteManager(ModelManager):
         super().__init__(settings, executor, on_change)
         self.owns_models = False
         self.client = EngineClient(
-            address, identity or f"frontend-{os.getpid()}", self._take_table, self._engine_gone
+            address,
+            identity or f"frontend-{os.getpid()}",
+            self._take_table,
+            self._engine_gone,
+            self._flush_call_counts,
         )
         self._table: dict[str, Any] = {}
         self._versions: dict[tuple[str, int, bytes], ModelVersion] = {}
