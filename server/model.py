@@ -118,7 +118,7 @@ def load_version(
         )
         if runtime.CUDA in choice.names:
             gpu_options.check_gpu_ids(gpu_ids, gpu_options.gpu_count())
-        session = runtime.create_session(path, choice, threads)
+        session = runtime.create_session(path, choice, threads, settings.intra_op_spinning)
         _check_gpu_fallback(label, choice.names, session.get_providers(), settings.device)
         if not sessions:
             completed = complete_config(

@@ -120,10 +120,15 @@ def intra_op_threads(config: mc.ModelConfig, default: int) -> int:
     return default
 
 
-def create_session(path: Path, choice: ProviderChoice, threads: int) -> ort.InferenceSession:
+def create_session(
+    path: Path, choice: ProviderChoice, threads: int, spinning: bool = False
+) -> ort.InferenceSession:
+    """`spinning`: the intra-op threads spin-wait for work after a run (ONNX Runtime's own
+    default), which burns cores the server's event loop and front ends need between batches."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
     except Exception as exc:  # ORT raises several unrelated types for bad files

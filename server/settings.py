@@ -76,6 +76,11 @@ class ServerSettings:
         "ONNX Runtime intra-op threads per session (0: its default); a model's config "
         "parameter intra_op_thread_count overrides it",
     )
+    intra_op_spinning: bool = setting(
+        False,
+        "let ONNX Runtime's intra-op threads spin-wait between runs (its own default): a "
+        "little less latency on idle cores, but they burn the cores the server's threads need",
+    )
     default_max_batch_size: int = setting(
         32, "max_batch_size for batching models that have no config.pbtxt"
     )

@@ -83,7 +83,6 @@ def test_histograms_and_counters_follow_known_traffic(observed_server) -> None:
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-
     version = {"model": "negate", "version": "1"}
     assert delta("deepserve_request_duration_seconds_count", **version) == 4
     assert delta("deepserve_queue_duration_seconds_count", **version) == 4

@@ -9,7 +9,16 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from deepserve.server.errors import ModelLoadError
-from deepserve.server.runtime import CPU, CUDA, TENSORRT, choose_providers, intra_op_threads
+from deepserve.server.runtime import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    choose_providers,
+    create_session,
+    intra_op_threads,
+)
+
+from .onnx_models import int_negate
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 CPU_BUILD = [CPU]
@@ -181,3 +190,12 @@ def test_a_gpu_the_host_lacks_is_a_clear_load_error() -> None:
     with pytest.raises(ModelLoadError, match="has no GPU"):
         gpu_options.check_gpu_ids([0], 0)
     gpu_options.check_gpu_ids([5], None)  # NVML cannot tell: ONNX Runtime will say
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_intra_op_spinning_is_the_servers_choice(tmp_path: Path, spinning: bool) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(int_negate())
+    session = create_session(path, choose_providers(mc.ModelConfig(), "cpu"), 1, spinning)
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
