@@ -141,7 +141,9 @@ class RemoteManager(ModelManager):
     # ---- the engine's table ------------------------------------------------------------------
 
     def _take_table(self, table: dict[str, Any]) -> None:
-        changed = table != self._table
+        self._first_table.set()
+        if table == self._table:
+            return  # the heartbeat: nothing changed
         self._table = table
         entries: dict[str, ModelEntry] = {}
         kept: dict[tuple[str, int, bytes], ModelVersion] = {}
@@ -167,9 +169,7 @@ class RemoteManager(ModelManager):
             if entry.versions
             for newest in [entry.versions[max(entry.versions)]]
         }
-        self._first_table.set()
-        if changed:
-            self._on_change()
+        self._on_change()
 
     def _assemble(
         self, key: tuple[str, int, bytes], labels: dict[str, list[str]], providers: list[str]

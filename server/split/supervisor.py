@@ -22,7 +22,9 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
 from ..auth import Authenticator, check_exposure
@@ -52,7 +54,7 @@ def _reserve(host: str, port: int) -> socket.socket:
 class _Slot:
     """One process the supervisor keeps running."""
 
-    def __init__(self, name: str, start: callable) -> None:  # type: ignore[valid-type]
+    def __init__(self, name: str, start: Callable[[], BaseProcess]) -> None:
         self.name = name
         self._start = start
         self.process: BaseProcess = start()
@@ -146,7 +148,9 @@ def run_split(settings: ServerSettings) -> int:
     return code
 
 
-def _start(context, name: str, target, *args) -> BaseProcess:  # type: ignore[no-untyped-def]
+def _start(
+    context: SpawnContext, name: str, target: Callable[..., None], *args: object
+) -> BaseProcess:
     process = context.Process(target=target, args=args, name=name, daemon=False)
     process.start()
     return process
