@@ -94,7 +94,7 @@ class Engine:
         socket.setsockopt(zmq.RCVHWM, 0)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a front end gone raises
         socket.bind(self.address)
-        self._pump = Pump(socket, self._on_message)
+        self._pump = Pump(socket, self._on_message, self._undelivered)
         log.info("engine (pid %d) serving the models to the front ends", os.getpid())
         gpu_options.log_runtime(self.settings.device)
         settings = self.settings
@@ -158,14 +158,13 @@ class Engine:
         self._send([identity, wire.pack(header), *frames])
 
     def _send(self, frames: list[Any]) -> None:
-        """Queued without limit; a front end that is gone is forgotten."""
         assert self._pump is not None
-        try:
-            self._pump.send(frames, copy=len(frames) < 3)  # tensors go without a copy
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
-            self._gone(frames[0])
+        self._pump.post(frames)
+
+    def _undelivered(self, identity: bytes, messages: list[Any], exc: zmq.ZMQError) -> None:
+        if exc.errno != zmq.EHOSTUNREACH:
+            log.error("%d message(s) to a front end not sent: %s", len(messages), exc)
+        self._gone(identity)  # its calls' answers have nobody to go to
 
     def _gone(self, identity: bytes) -> None:
         self._frontends.discard(identity)

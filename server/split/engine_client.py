@@ -67,7 +67,7 @@ class EngineClient:
         # Connected means the ZeroMQ handshake is done: then a send is not refused.
         monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         socket.connect(self.address)
-        self._pump = Pump(socket, self._on_reply)
+        self._pump = Pump(socket, self._on_reply, self._undelivered)
         self._monitor = Pump(monitor, self._on_event)
         self._registering = asyncio.create_task(self._keep_registered())
 
@@ -83,12 +83,17 @@ class EngineClient:
 
     def _send(self, kind: str, request_id: int, fields: list[Any], frames: Sequence[Any]) -> None:
         assert self._pump is not None
+        if not self.connected:
+            raise wire.EngineError(ErrorKind.UNAVAILABLE, ENGINE_GONE)
         records, self._records = self._records, []
-        header = wire.pack([kind, request_id, records, *fields])
-        try:
-            self._pump.send([header, *frames], copy=not frames)
-        except zmq.Again:
-            raise wire.EngineError(ErrorKind.UNAVAILABLE, ENGINE_GONE) from None
+        self._pump.post([wire.pack([kind, request_id, records, *fields]), *frames])
+
+    def _undelivered(self, _: bytes, messages: list[Sequence[Any]], exc: zmq.ZMQError) -> None:
+        """The engine went away between the post and the end of the loop's turn."""
+        for message in messages:
+            future = self._pending.get(wire.unpack(message[0])[1])
+            if future is not None and not future.done():
+                future.set_exception(wire.EngineError(ErrorKind.UNAVAILABLE, ENGINE_GONE))
 
     def notify(self, message: list[Any]) -> None:
         """A one-way message [kind, *fields]; dropped when the engine is away."""
