@@ -97,6 +97,19 @@ class VersionHistograms:
     def observe_batch(self, compute_ns: int) -> None:
         self.compute.observe(compute_ns / 1e9)
 
+    def request_counts(self) -> list[list[float]]:
+        """The per-request histograms' bucket counts and sums (a split server's front ends
+        send them to the engine)."""
+        return [[*h.counts, h.total] for h in (self.request, self.queue, self.batch_size)]
+
+    def add_request_counts(self, counts: list[list[float]]) -> None:
+        for histogram, added in zip(
+            (self.request, self.queue, self.batch_size), counts, strict=True
+        ):
+            for i, count in enumerate(added[:-1]):
+                histogram.counts[i] += int(count)
+            histogram.total += added[-1]
+
     def remove(self) -> None:
         """The version is gone: its series go too, so label sets do not pile up."""
         if _versions.get(self.labels) is self:

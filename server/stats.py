@@ -87,6 +87,23 @@ class ModelStats:
         with self._lock:
             self.fail.add(total_ns)
 
+    def _request_durations(self) -> tuple[Duration, ...]:
+        return (
+            self.success, self.fail, self.queue, self.compute_input, self.compute_infer,
+            self.compute_output,
+        )  # fmt: skip
+
+    def request_totals(self) -> list[list[int]]:
+        """The per-request sums as [count, ns] pairs (a split server's front ends send them)."""
+        with self._lock:
+            return [[d.count, d.ns] for d in self._request_durations()]
+
+    def add_request_totals(self, totals: list[list[int]]) -> None:
+        """Adds another process's request_totals()."""
+        with self._lock:
+            for duration, (count, ns) in zip(self._request_durations(), totals, strict=True):
+                duration.add(ns, count)
+
     def to_proto(self, name: str, version: str) -> pb.ModelStatistics:
         with self._lock:
             return pb.ModelStatistics(

@@ -26,7 +26,6 @@ from ..model import ModelVersion
 from ..repository_watch import watch_repository
 from ..scheduler import JobResult
 from ..settings import ServerSettings
-from ..stats import RequestTiming
 from . import wire
 from .pump import Pump
 
@@ -250,19 +249,18 @@ class Engine:
         ]
         self._reply(identity, [request_id, "ok", body], frames)
 
-    def _record(self, name: str, version: int, total_ns: int, timing: list[int] | None) -> None:
-        """A front end's account of one finished request: the model's statistics and
-        histograms are kept here, so every front end's requests count in one place."""
+    def _record(
+        self, name: str, version: int, totals: list[list[int]], counts: list[list[float]]
+    ) -> None:
+        """A front end's sums over the requests it finished since its last message: the
+        model's statistics and histograms are kept here, so every front end counts in one
+        place (and a front end that dies loses at most what it had not sent)."""
         try:
             model = self.manager.get(name, str(version))
         except ServingError:
             return  # unloaded since
-        if timing is None:
-            model.stats.record_failure(total_ns)
-            return
-        recorded = RequestTiming(*timing)
-        model.stats.record_success(total_ns, recorded)
-        model.histograms.observe_request(total_ns, recorded.queue_ns, recorded.batch_items)
+        model.stats.add_request_totals(totals)
+        model.histograms.add_request_counts(counts)
 
     async def _control(self, identity: bytes, request_id: int, kind: str, args: list[Any]) -> None:
         try:

@@ -3,8 +3,8 @@ id. When the engine goes away every request waiting on it fails at once with UNA
 (ZeroMQ reports the disconnect), and sends fail fast until it is back.
 
 Every message is [kind, request_id, records, *fields] (then tensor frames): `records` are the
-statistics of requests finished since the last message, carried along rather than sent one
-message each (a quiet front end sends them within RECORDS_DELAY_S)."""
+statistics of the requests finished since the last message, summed per model version and
+carried along (a quiet front end sends them within RECORDS_DELAY_S)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class EngineClient:
         self._context = zmq.Context()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
-        self._records: list[list[Any]] = []
+        self._held: list[Any] = []
+        """Statistics with something to send: each has take() -> a record for the engine."""
         self._records_due: asyncio.TimerHandle | None = None
         self._pump: Pump | None = None
         self._monitor: Pump | None = None
@@ -85,7 +86,8 @@ class EngineClient:
         assert self._pump is not None
         if not self.connected:
             raise wire.EngineError(ErrorKind.UNAVAILABLE, ENGINE_GONE)
-        records, self._records = self._records, []
+        records = [source.take() for source in self._held]
+        self._held = []
         self._pump.post([wire.pack([kind, request_id, records, *fields]), *frames])
 
     def _undelivered(self, _: bytes, messages: list[Sequence[Any]], exc: zmq.ZMQError) -> None:
@@ -100,16 +102,16 @@ class EngineClient:
         with contextlib.suppress(wire.EngineError):
             self._send(message[0], 0, message[1:], ())
 
-    def record(self, record: list[Any]) -> None:
-        """One finished request's statistics, sent with the next message."""
-        self._records.append(record)
+    def hold(self, source: Any) -> None:
+        """`source` has statistics to send: they go with the next message."""
+        self._held.append(source)
         if self._records_due is None:
             loop = asyncio.get_running_loop()
             self._records_due = loop.call_later(RECORDS_DELAY_S, self._send_records)
 
     def _send_records(self) -> None:
         self._records_due = None
-        if self._records:
+        if self._held:
             self.notify(["records"])
 
     async def call(self, message: list[Any], frames: Sequence[Any] = ()) -> tuple[Any, list[Any]]:

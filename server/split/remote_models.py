@@ -18,6 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from .. import histograms
 from ..errors import ModelNotFound, ModelUnavailable
+from ..histograms import VersionHistograms
 from ..manager import IndexEntry, ModelEntry, ModelManager, State
 from ..model import ModelVersion, assemble_version
 from ..scheduler import JobResult
@@ -68,32 +69,46 @@ class RemoteScheduler:
 
 
 class RemoteStats(ModelStats):
-    """Counts kept here too (the Vision answer's average batch size reads them), and sent to
-    the engine, whose statistics and histograms are the server's."""
+    """A version's per-request statistics since they were last sent to the engine, whose
+    statistics and histograms are the server's: sums, not one record a request, so the engine's
+    work is per message."""
 
     def __init__(self, client: EngineClient, name: str, version: int) -> None:
         super().__init__()
         self._client = client
         self._key = [name, version]
+        self._histograms = VersionHistograms((name, str(version)))  # not registered: a delta
+        self._held = False
         self.engine_counts = [0, 0]
         """The engine's inference and execution counts, as of this front end's last answer."""
 
     def to_proto(self, name: str, version: str) -> pb.ModelStatistics:
-        stats = super().to_proto(name, version)
+        stats = ModelStats().to_proto(name, version)
         stats.inference_count, stats.execution_count = self.engine_counts
         return stats
 
     def record_success(self, total_ns: int, timing: RequestTiming) -> None:
         super().record_success(total_ns, timing)
-        fields = [
-            timing.queue_ns, timing.compute_input_ns, timing.compute_infer_ns,
-            timing.compute_output_ns, timing.batch_items,
-        ]  # fmt: skip
-        self._client.record([*self._key, total_ns, fields])
+        self._histograms.observe_request(total_ns, timing.queue_ns, timing.batch_items)
+        self._hold()
 
     def record_failure(self, total_ns: int) -> None:
         super().record_failure(total_ns)
-        self._client.record([*self._key, total_ns, None])
+        self._hold()
+
+    def _hold(self) -> None:
+        if not self._held:
+            self._held = True
+            self._client.hold(self)
+
+    def take(self) -> list[Any]:
+        """What was recorded since the last take, for the engine; then start again."""
+        record = [*self._key, self.request_totals(), self._histograms.request_counts()]
+        for duration in self._request_durations():
+            duration.count = duration.ns = 0
+        self._histograms = VersionHistograms(self._histograms.labels)
+        self._held = False
+        return record
 
 
 class EngineHistograms:
