@@ -3,8 +3,9 @@ id. When the engine goes away every request waiting on it fails at once with UNA
 (ZeroMQ reports the disconnect), and sends fail fast until it is back.
 
 Every message is [kind, request_id, records, *fields] (then tensor frames): `records` are the
-statistics of the requests finished since the last message, summed per model version and
-carried along (a quiet front end sends them within RECORDS_DELAY_S)."""
+statistics of the requests finished lately, summed per model version, sent every
+RECORDS_DELAY_S and with every message but a submit (so ModelStatistics, which asks every front
+end first, counts every request answered before it)."""
 
 from __future__ import annotations
 
@@ -86,8 +87,10 @@ class EngineClient:
         assert self._pump is not None
         if not self.connected:
             raise wire.EngineError(ErrorKind.UNAVAILABLE, ENGINE_GONE)
-        records = [source.take() for source in self._held]
-        self._held = []
+        records: list[Any] = []
+        if kind != "submit":  # a request's answer waits for no statistics: they go on a timer
+            records = [source.take() for source in self._held]
+            self._held = []
         self._pump.post([wire.pack([kind, request_id, records, *fields]), *frames])
 
     def _undelivered(self, _: bytes, messages: list[Sequence[Any]], exc: zmq.ZMQError) -> None:
