@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -180,3 +183,16 @@ def test_a_killed_engine_takes_readiness_down_at_once(repo: Path, tmp_path: Path
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             values = np.array([[4, 5, 6]], np.int32)
             assert np.array_equal(_negate(stub, values), -values)
+
+
+def test_a_port_another_process_holds_is_a_clear_start_error(repo: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "deepserve.server", "--model-repository", str(repo)]
+        command += ["--port", str(port), "--http-port", "0", "--frontends", "1"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

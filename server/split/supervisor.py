@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
-from ..auth import Authenticator, check_exposure
+from ..auth import Authenticator, ConfigurationError, check_exposure
 from ..settings import ServerSettings
 
 log = logging.getLogger("deepserve.supervisor")
@@ -47,7 +47,7 @@ def _reserve(host: str, port: int) -> socket.socket:
         holder.bind((host, port))
     except OSError as exc:
         holder.close()
-        raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+        raise ConfigurationError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
     return holder
 
 
@@ -93,8 +93,6 @@ def run_split(settings: ServerSettings) -> int:
     logs.setup(settings.log_level, settings.log_format, "supervisor")
     check_exposure(settings, Authenticator(settings))
     context = multiprocessing.get_context("spawn")
-    runtime_dir = tempfile.mkdtemp(prefix="deepserve-")  # private (0700): the engine's socket
-    address = f"ipc://{runtime_dir}/engine"
     held = [_reserve(settings.host, settings.port)]
     frontend_settings = dataclasses.replace(settings, port=held[0].getsockname()[1], metrics_port=0)
     if settings.http_port:
@@ -102,6 +100,8 @@ def run_split(settings: ServerSettings) -> int:
         frontend_settings = dataclasses.replace(
             frontend_settings, http_port=held[1].getsockname()[1]
         )
+    runtime_dir = tempfile.mkdtemp(prefix="deepserve-")  # private (0700): the engine's socket
+    address = f"ipc://{runtime_dir}/engine"
     log.info(
         "split server: %d front end(s) on port %d, one engine (pid %d supervises)",
         settings.frontends,
