@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,18 +15,19 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ..v1 import vision_pb2 as vpb
 from ..v1 import vision_pb2_grpc as vpb_grpc
-from . import gpu_options, tracing
+from . import gpu_options, runtime, tracing
 from .auth import Authenticator, ConfigurationError, check_exposure
 from .dataplane import DataPlane, RequestLimits
 from .grpc_security import TokenInterceptor, server_credentials
 from .http_app import V2Routes, build_app
-from .http_server import EmbeddedServer, http_server, reuse_port_socket
+from .http_server import EmbeddedServer, http_server
 from .http_vision import VisionRoutes
 from .manager import ManagerFactory, ModelManager
 from .metrics import serve_metrics
 from .observe import Observer
 from .repository_watch import watch_repository
 from .settings import ServerSettings
+from .shared_port import shared_port
 from .v2_servicer import InferenceServicer
 from .vision import Vision
 from .vision_servicer import VisionServicer
@@ -51,9 +50,7 @@ class Server:
         """`manager_factory`: a split server's front end passes one whose models run in the
         engine process."""
         self.settings = settings
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="deepserve-infer"
-        )
+        self._executor = runtime.inference_executor()
         self.auth = Authenticator(settings)
         check_exposure(settings, self.auth)
         self._credentials = server_credentials(settings)
@@ -170,7 +167,8 @@ class Server:
         app = build_app(routes, [*vision.routes(), *web_routes()])
         self._http = http_server(app, self.settings)
         # A split server's front ends share the port, as their gRPC servers do.
-        shared = None if self.manager.owns_models else [reuse_port_socket(self.settings)]
+        host = self.settings.http_host or self.settings.host
+        shared = None if self.manager.owns_models else [shared_port(host, self.settings.http_port)]
         self._http_task = asyncio.create_task(self._http.serve(sockets=shared))
         while not self._http.started:
             if self._http_task.done():

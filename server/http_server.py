@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import ssl
 from collections.abc import Iterator
 
@@ -49,15 +48,3 @@ def http_server(app: Starlette, settings: ServerSettings) -> EmbeddedServer:
         **tls,
     )
     return EmbeddedServer(config)
-
-
-def reuse_port_socket(settings: ServerSettings) -> socket.socket:
-    """The HTTP port bound with SO_REUSEPORT, so several processes accept on it (the kernel
-    spreads the connections)."""
-    host = (settings.http_host or settings.host).strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    listener.bind((host, settings.http_port))
-    return listener

@@ -78,10 +78,13 @@ class ModelManager:
 
     # ---- queries -------------------------------------------------------------------------
 
+    def _in_repository(self, name: str) -> bool:
+        return name in repository.model_names(self.settings.model_repository)
+
     def _entry(self, name: str) -> ModelEntry:
         entry = self._entries.get(name)
         if entry is None:
-            if name and name in repository.model_names(self.settings.model_repository):
+            if name and self._in_repository(name):
                 entry = self._entries[name] = ModelEntry(name=name)
             else:
                 raise ModelNotFound(f"unknown model '{name}': it is not in the model repository")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,3 +203,10 @@ def warm_up(session: ort.InferenceSession, config: mc.ModelConfig, label: str) -
             label,
             time.perf_counter() - started,
         )
+
+
+def inference_executor() -> ThreadPoolExecutor:
+    """The threads model runs and model loads go to (ONNX Runtime releases the GIL)."""
+    return ThreadPoolExecutor(
+        max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="deepserve-infer"
+    )

@@ -6,6 +6,7 @@ model table to every front end whenever a model changes (and every second, as a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -13,12 +14,11 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
 
-from .. import gpu_options, histograms, repository
+from .. import gpu_options, histograms, repository, runtime
 from ..errors import InferenceFailed, ModelNotFound, ServingError
 from ..manager import ModelManager
 from ..metrics import serve_metrics
@@ -39,9 +39,7 @@ class Engine:
     def __init__(self, settings: ServerSettings, address: str) -> None:
         self.settings = settings
         self.address = address
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="deepserve-infer"
-        )
+        self._executor = runtime.inference_executor()
         self.manager = ModelManager(settings, self._executor, on_change=self._changed)
         self._context = zmq.Context()
         self._pump: Pump | None = None
@@ -65,8 +63,11 @@ class Engine:
             "ready": self.manager.server_ready,
             "names": repository.model_names(self.settings.model_repository),
             "entries": entries,
-            "index": [list(row.__dict__.values()) for row in self.manager.index()],
+            "index": self._index_rows(),
         }
+
+    def _index_rows(self, ready_only: bool = False) -> list[tuple[str, ...]]:
+        return [dataclasses.astuple(row) for row in self.manager.index(ready_only)]
 
     def _changed(self) -> None:
         self._push_table()
@@ -133,13 +134,14 @@ class Engine:
     def _on_message(self, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes
         kind, request_id, records, *fields = wire.unpack(frames[1].buffer)
-        for record in records:
-            self._record(*record)
+        for what, *record in records:
+            if what == "calls":
+                for rpc, model, code, count in record[0]:
+                    histograms.count_call(rpc, model, code, count)
+            else:
+                self._record(*record)
         if kind == "submit":
             self._submit(identity, request_id, fields, frames[2:])
-        elif kind == "calls":
-            for rpc, model, code, count in fields[0]:
-                histograms.count_call(rpc, model, code, count)
         elif kind == "hello":
             self._frontends.add(identity)
             log.info("front end %s connected", identity.decode(errors="replace"))
@@ -269,7 +271,7 @@ class Engine:
                 await self._gather_records(identity)
                 body = [s.SerializeToString() for s in await self.manager.statistics(*args)]
             elif kind == "index":
-                body = [list(row.__dict__.values()) for row in self.manager.index(*args)]
+                body = self._index_rows(*args)
             elif kind == "load":
                 await self.manager.control_load(*args)
             elif kind == "unload":

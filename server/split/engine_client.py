@@ -37,10 +37,8 @@ class EngineClient:
         identity: str,
         on_table: Callable[[dict[str, Any]], None],
         on_disconnect: Callable[[], None],
-        on_flush: Callable[[], None] = lambda: None,
     ) -> None:
         self.address = address
-        self._on_flush = on_flush
         self._identity = identity
         self._on_table = on_table
         self._on_disconnect = on_disconnect
@@ -106,7 +104,8 @@ class EngineClient:
             self._send(message[0], 0, message[1:], ())
 
     def hold(self, source: Any) -> None:
-        """`source` has statistics to send: they go with the next message."""
+        """`source` (statistics, call counts) has something to send: its take() goes with the
+        next message but a submit, within RECORDS_DELAY_S."""
         self._held.append(source)
         if self._records_due is None:
             loop = asyncio.get_running_loop()
@@ -137,7 +136,6 @@ class EngineClient:
             self._on_table(body)
             return
         if status == "flush":  # the engine answers ModelStatistics or a scrape: send it all
-            self._on_flush()
             self.notify(["flushed", request_id])
             return
         future = self._pending.get(request_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -17,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from .. import histograms
-from ..errors import ModelNotFound, ModelUnavailable
+from ..errors import ModelUnavailable
 from ..histograms import VersionHistograms
 from ..manager import IndexEntry, ModelEntry, ModelManager, State
 from ..model import ModelVersion, assemble_version
@@ -26,8 +25,6 @@ from ..settings import ServerSettings
 from ..stats import ModelStats, RequestTiming
 from . import wire
 from .engine_client import ENGINE_GONE, EngineClient
-
-CALL_COUNTS_INTERVAL_S = 0.05
 
 
 class RemoteScheduler:
@@ -103,12 +100,35 @@ class RemoteStats(ModelStats):
 
     def take(self) -> list[Any]:
         """What was recorded since the last take, for the engine; then start again."""
-        record = [*self._key, self.request_totals(), self._histograms.request_counts()]
+        record = ["stats", *self._key, self.request_totals(), self._histograms.request_counts()]
         for duration in self._request_durations():
             duration.count = duration.ns = 0
         self._histograms = VersionHistograms(self._histograms.labels)
         self._held = False
         return record
+
+
+class CallCounts:
+    """This front end's calls by RPC, model and outcome (deepserve_requests_total) since they
+    were last sent: held and sent like the statistics."""
+
+    def __init__(self, client: EngineClient) -> None:
+        self._client = client
+        self._sent: dict[tuple[str, str, str], int] = {}
+        self._held = False
+
+    def counted(self) -> None:
+        if not self._held:
+            self._held = True
+            self._client.hold(self)
+
+    def take(self) -> list[Any]:
+        now = histograms.call_counts()
+        rows = [
+            [*key, n - self._sent.get(key, 0)] for key, n in now.items() if n != self._sent.get(key)
+        ]
+        self._sent, self._held = now, False
+        return ["calls", rows]
 
 
 class EngineHistograms:
@@ -141,17 +161,14 @@ class RemoteManager(ModelManager):
             identity or f"frontend-{os.getpid()}",
             self._take_table,
             self._engine_gone,
-            self._flush_call_counts,
         )
+        self._call_counts = CallCounts(self.client)
         self._table: dict[str, Any] = {}
         self._versions: dict[tuple[str, int, bytes], ModelVersion] = {}
         self._newest: dict[str, ModelVersion] = {}
         """Per model, its newest version sent unpinned: the engine answers with its newest,
         which a swap may have changed since this front end's table was pushed."""
         self._first_table = asyncio.Event()
-        self._sent: dict[tuple[str, str, str], int] = {}
-        self._flush_due: asyncio.TimerHandle | None = None
-        self._last_flush = 0.0
 
     # ---- the engine's table ------------------------------------------------------------------
 
@@ -209,15 +226,13 @@ class RemoteManager(ModelManager):
 
     # ---- queries, answered from the table ------------------------------------------------------
 
+    def _in_repository(self, name: str) -> bool:
+        return name in self._table["names"]
+
     def _entry(self, name: str) -> ModelEntry:
         if not self.client.connected or not self._table:
             raise ModelUnavailable(ENGINE_GONE)
-        entry = self._entries.get(name)
-        if entry is None:
-            if name and name in self._table["names"]:
-                return ModelEntry(name=name)
-            raise ModelNotFound(f"unknown model '{name}': it is not in the model repository")
-        return entry
+        return super()._entry(name)
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         found = super().get(name, version)
@@ -238,7 +253,7 @@ class RemoteManager(ModelManager):
     async def load_all(self, names: tuple[str, ...] = ()) -> None:
         """Connect to the engine; it loads the models and pushes its table."""
         self.client.start()
-        histograms.call_listener = self._counted
+        histograms.call_listener = self._call_counts.counted
         await self._first_table.wait()
         self.startup_done = True
 
@@ -256,27 +271,6 @@ class RemoteManager(ModelManager):
         body, _ = await self.client.call(["statistics", name, version])
         return [pb.ModelStatistics.FromString(message) for message in body]
 
-    def _counted(self) -> None:
-        """A call was counted: send the counts soon, at most every CALL_COUNTS_INTERVAL_S (a
-        quiet server's scrape sees its last call; a busy one sends a message now and then)."""
-        if self._flush_due is not None:
-            return
-        wait = max(self._last_flush + CALL_COUNTS_INTERVAL_S - time.monotonic(), 0.0)
-        self._flush_due = asyncio.get_running_loop().call_later(wait, self._flush_call_counts)
-
-    def _flush_call_counts(self) -> None:
-        """The calls this front end counted since the last time, for the engine's /metrics."""
-        self._flush_due, self._last_flush = None, time.monotonic()
-        now = histograms.call_counts()
-        rows = [[*key, count - self._sent.get(key, 0)] for key, count in now.items()]
-        rows = [row for row in rows if row[3]]
-        if rows and self.client.connected:
-            self.client.notify(["calls", rows])
-            self._sent = now
-
     def close(self) -> None:
         histograms.call_listener = None
-        if self._flush_due is not None:
-            self._flush_due.cancel()
-        self._flush_call_counts()
-        self.client.close()
+        self.client.close()  # its goodbye carries what is held

@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -27,28 +26,15 @@ from multiprocessing.connection import wait
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
-from ..auth import Authenticator, ConfigurationError, check_exposure
+from ..auth import Authenticator, check_exposure
 from ..settings import ServerSettings
+from ..shared_port import shared_port
 
 log = logging.getLogger("deepserve.supervisor")
 
 QUICK_EXIT_S = 5.0
 """A process that exits this soon after its start counts as failing to start."""
 MAX_QUICK_EXITS = 5
-
-
-def _reserve(host: str, port: int) -> socket.socket:
-    """The port held open (bound, not listening) with SO_REUSEPORT for the front ends."""
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    holder = socket.socket(family, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        holder.bind((host, port))
-    except OSError as exc:
-        holder.close()
-        raise ConfigurationError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
-    return holder
 
 
 class _Slot:
@@ -93,10 +79,11 @@ def run_split(settings: ServerSettings) -> int:
     logs.setup(settings.log_level, settings.log_format, "supervisor")
     check_exposure(settings, Authenticator(settings))
     context = multiprocessing.get_context("spawn")
-    held = [_reserve(settings.host, settings.port)]
+    # Held (bound, not listening) for the front ends, which bind the same ports.
+    held = [shared_port(settings.host, settings.port)]
     frontend_settings = dataclasses.replace(settings, port=held[0].getsockname()[1], metrics_port=0)
     if settings.http_port:
-        held.append(_reserve(settings.http_host or settings.host, settings.http_port))
+        held.append(shared_port(settings.http_host or settings.host, settings.http_port))
         frontend_settings = dataclasses.replace(
             frontend_settings, http_port=held[1].getsockname()[1]
         )
