@@ -196,3 +196,12 @@ def test_a_port_another_process_holds_is_a_clear_start_error(repo: Path) -> None
     assert result.returncode == 2, result.stderr
     assert f"cannot bind 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_negative_front_end_count_is_a_clear_start_error(repo: Path) -> None:
+    command = [sys.executable, "-m", "deepserve.server", "--model-repository", str(repo)]
+    command += ["--port", str(free_port()), "--frontends", "-1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--frontends must be 0 (one process) or more front ends, got -1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
-from ..auth import Authenticator, check_exposure
+from ..auth import Authenticator, ConfigurationError, check_exposure
 from ..settings import ServerSettings
 from ..shared_port import shared_port
 
@@ -77,6 +77,10 @@ def run_split(settings: ServerSettings) -> int:
     from .. import logs
 
     logs.setup(settings.log_level, settings.log_format, "supervisor")
+    if settings.frontends < 0:
+        raise ConfigurationError(
+            f"--frontends must be 0 (one process) or more front ends, got {settings.frontends}"
+        )
     check_exposure(settings, Authenticator(settings))
     context = multiprocessing.get_context("spawn")
     # Held (bound, not listening) for the front ends, which bind the same ports.
