@@ -3,6 +3,7 @@ export one model family into the model repository, or `all` of them in turn.
 
     deepserve-train mnist --data ../shared/data/mnist --out models
     deepserve-train all --data ../shared/data/mnist --weights resnet20-cifar10-12fca82f.th --quick
+    deepserve-train fp16 --models models --out models     # FP16 variants, checked on held-out data
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ FAMILIES = {
 }
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
+# Tools over an exported repository.
+TOOLS = {"fp16": "fp16"}
 # Options each family's command line takes, for `all` to pass on.
 _TAKES = {
-    "mnist": {"--data", "--out", "--seed", "--device", "--threads", "--quick"},
-    "cifar10_resnet20": {"--weights", "--out"},
+    "mnist": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
+    "cifar10_resnet20": {"--weights", "--out", "--fp16", "--data"},
     "resnet_transfer": {
         "--data",
         "--out",
@@ -31,14 +34,15 @@ _TAKES = {
         "--device",
         "--threads",
         "--quick",
+        "--fp16",
     },
-    "ssd": {"--data", "--out", "--seed", "--device", "--threads", "--quick"},
-    "segmentation": {"--data", "--out", "--seed", "--device", "--threads", "--quick"},
+    "ssd": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
+    "segmentation": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
 }
 
 
 def _run(family: str, argv: list[str]) -> int:
-    module = importlib.import_module(f".{(FAMILIES | EXTRA)[family]}", __package__)
+    module = importlib.import_module(f".{(FAMILIES | EXTRA | TOOLS)[family]}", __package__)
     return module.main(argv)
 
 
@@ -56,9 +60,10 @@ def _pick(argv: list[str], family: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*FAMILIES, *EXTRA, "all"):
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*FAMILIES, *EXTRA, *TOOLS, "all"):
         print(__doc__)
         print("families:", ", ".join(FAMILIES), "or all; benchmark models:", ", ".join(EXTRA))
+        print("tools:", ", ".join(TOOLS), "(FP16 variants of exported models)")
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     family, rest = argv[0], argv[1:]
     if family != "all":

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import fp16
+from .cli_args import DEFAULT_DATA, add_fp16
 from .export import (
     UInt8ImageInput,
     cpu_latency_ms,
@@ -39,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("models"), help="model repository")
     parser.add_argument("--max-batch-size", type=int, default=64)
+    add_fp16(parser)
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="MNIST IDX folder (for --fp16's check)"
+    )
+    parser.add_argument(
+        "--cifar10", type=Path, help="CIFAR-10's test_batch.bin folder: --fp16 measures accuracy"
+    )
     args = parser.parse_args(argv)
 
     net, reported_top1 = load_pretrained(args.weights)
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             "Size and speed": size_and_speed(path, latency),
         },
     )
-    return 0 if diff <= 1e-4 else 1
+    return fp16.after_export(args, model_dir, 0 if diff <= 1e-4 else 1)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,16 @@ def add_common(parser: argparse.ArgumentParser, quick_help: str) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    add_fp16(parser)
+
+
+def add_fp16(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write <name>_fp16 (FP16 weights and arithmetic, same input and outputs) and "
+        "check it on held-out data",
+    )
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

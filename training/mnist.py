@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from . import fp16
 from .cli_args import add_common, parse
 from .export import (
     UInt8ImageInput,
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "Size and speed": size_and_speed(path, latency),
         },
     )
-    return 0 if diff <= 1e-4 else 1
+    return fp16.after_export(args, model_dir, 0 if diff <= 1e-4 else 1)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import torchvision
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import fp16
+from .cli_args import DEFAULT_DATA, add_fp16
 from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="torchvision state dict")
     parser.add_argument("--name", default="resnet50")
     parser.add_argument("--seed", type=int, default=0)
+    add_fp16(parser)
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="MNIST IDX folder (for --fp16's check)"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'weights from ' + str(args.weights) if args.weights else 'random weights'}) in "
         f"{time.perf_counter() - started:.0f} s; PyTorch vs ONNX Runtime max difference {gap:.2e}"
     )
-    return 0
+    return fp16.after_export(args, args.out / args.name, 0)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from . import fp16
 from .cli_args import add_common, parse
 from .export import (
     UInt8ImageInput,
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     print(json.dumps(report, indent=2))
-    return 0 if diff <= 1e-4 else 1
+    return fp16.after_export(args, model_dir, 0 if diff <= 1e-4 else 1)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import fp16
 from .cli_args import add_common, parse
 from .export import (
     ExportSpec,
@@ -37,6 +38,7 @@ from .scenes import SIZE, Scene, make_scene, make_scenes
 from .segmenter import NUM_CLASSES, SegmenterExport, build_lraspp, loss_fn, normalised
 
 LABELS = ["background"] + [str(d) for d in range(10)]
+HELD_OUT_SEED = 515151  # the held-out scenes, the same for every evaluation
 
 
 def _crop_origin(scene: Scene, crop: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ).cpu()
     train_seconds = time.perf_counter() - started
     export = SegmenterExport(model).eval()
-    scenes = make_scenes(split.test_images, split.test_labels, args.held_out, 515151)
+    scenes = make_scenes(split.test_images, split.test_labels, args.held_out, HELD_OUT_SEED)
 
     def run_torch(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     print(json.dumps(report, indent=2))
-    return 0
+    return fp16.after_export(args, model_dir, 0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import fp16
 from .cli_args import add_common, parse
 from .detector import SIZE, DetectorExport, build_ssd
 from .export import (
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     print(json.dumps(report, indent=2))
-    return 0
+    return fp16.after_export(args, model_dir, 0)
 
 
 if __name__ == "__main__":

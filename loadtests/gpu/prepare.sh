@@ -57,10 +57,15 @@ print('bundle resolves deepserve[gpu] for Python $PYTHON_VERSION:', len(r['insta
   "$BUNDLE/resolution.json"
 rm -rf "$BUNDLE/dry-run" "$BUNDLE/tools"
 
+# The FP16 variants of the bundled models (about 7 MB), checked here on held-out data, so the
+# GPU run can compare the CUDA provider in FP16 with FP32. A Python with deepserve's train extra
+# (make test's .venv has it); DATA= the MNIST folder (default: the one the training uses).
+TRAIN_PYTHON=${TRAIN_PYTHON:-.venv/bin/python}
+"$TRAIN_PYTHON" -m deepserve.training fp16 --models models --out "$BUNDLE/models" \
+  ${DATA:+--data "$DATA"}
 # RESNET50=1: the ResNet-50 benchmark model travels too (about 100 MB, two more parts).
 if [ "${RESNET50:-0}" = 1 ]; then
-  # A Python with deepserve's train extra (make test's .venv has it).
-  "${TRAIN_PYTHON:-.venv/bin/python}" -m deepserve.training resnet50 --out "$BUNDLE/models"
+  "$TRAIN_PYTHON" -m deepserve.training resnet50 --out "$BUNDLE/models"
 fi
 (cd "$BUNDLE" && tar -cf bundle.tar wheels $( [ -d models ] && echo models ) && sha256sum bundle.tar > bundle.tar.sha256 \
   && split -b "$PART_SIZE" -d bundle.tar part- && rm -rf wheels models bundle.tar)

@@ -1,0 +1,136 @@
+"""Held-out metrics of a model and its lower-precision variant, side by side, with ONNX Runtime
+on the CPU: digit accuracy for classifiers of digits, CIFAR-10 accuracy when its test set is
+given, mAP@0.5 for the detector, mean IoU for the segmenter, and otherwise how often the
+variant's top-1 agrees with the source's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .export import cpu_session
+from .mnist_data import load_split
+
+DIGITS = [str(d) for d in range(10)]
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+AGREEMENT_IMAGES = 1000
+DETECTION_SCENES = 500
+SEGMENTATION_SCENES = 200
+
+
+def _labels(config: mc.ModelConfig, model_dir: Path) -> list[str]:
+    for output in config.output:
+        if output.label_filename and (model_dir / output.label_filename).is_file():
+            return (model_dir / output.label_filename).read_text().split()
+    return []
+
+
+def digits_as(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+    """[N, 28, 28] gray digits -> [N, H, W, C] uint8, resized bilinearly, gray in every channel."""
+    if (height, width) == images.shape[1:]:
+        resized = images
+    else:
+        resized = np.stack(
+            [np.asarray(Image.fromarray(d).resize((width, height), Image.BILINEAR)) for d in images]
+        )
+    return np.ascontiguousarray(np.repeat(resized[..., None], channels, axis=-1))
+
+
+def read_cifar10_test(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10's binary test batch: 10,000 records of 1 label byte and a 3x32x32 image."""
+    records = np.fromfile(folder / "test_batch.bin", np.uint8).reshape(-1, 1 + 3 * 32 * 32)
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), records[:, 0].astype(np.int64)
+
+
+def _top1(path: Path, images: np.ndarray, chunk: int = 256) -> np.ndarray:
+    session = cpu_session(path)
+    name = session.get_inputs()[0].name
+    return np.concatenate(
+        [
+            session.run(None, {name: images[i : i + chunk]})[0].argmax(1)
+            for i in range(0, len(images), chunk)
+        ]
+    )
+
+
+def _classification(
+    config: mc.ModelConfig, labels: list[str], fp32: Path, fp16: Path, data: Path, cifar10
+) -> dict:
+    height, width, channels = (int(d) for d in config.input[0].dims)
+    if labels == CIFAR10 and cifar10 is not None:
+        images, truth = read_cifar10_test(cifar10)
+        return {
+            "metric": "top-1 accuracy",
+            "held_out": f"{len(images)} CIFAR-10 test images",
+            "unit": "fraction",
+            "fp32": float((_top1(fp32, images) == truth).mean()),
+            "fp16": float((_top1(fp16, images) == truth).mean()),
+        }
+    split = load_split(data)
+    if labels == DIGITS:
+        images = digits_as(split.test_images, height, width, channels)
+        return {
+            "metric": "top-1 accuracy",
+            "held_out": f"{len(images)} held-out MNIST digits",
+            "unit": "fraction",
+            "fp32": float((_top1(fp32, images) == split.test_labels).mean()),
+            "fp16": float((_top1(fp16, images) == split.test_labels).mean()),
+        }
+    count = AGREEMENT_IMAGES if height * width <= 64 * 64 else AGREEMENT_IMAGES // 5  # CPU time
+    images = digits_as(split.test_images[:count], height, width, channels)
+    return {
+        "metric": "top-1 agreement with FP32",
+        "held_out": f"{len(images)} held-out MNIST digits as {height}x{width} images",
+        "unit": "fraction",
+        "fp32": 1.0,
+        "fp16": float((_top1(fp32, images) == _top1(fp16, images)).mean()),
+        "note": "No labelled data of this model's classes is here (for CIFAR-10, --cifar10 "
+        "DIR measures accuracy), so this is how often FP16 picks FP32's class.",
+    }
+
+
+def _detection(fp32: Path, fp16: Path, data: Path) -> dict:
+    from .ssd import evaluate, held_out_scenes
+
+    scenes = held_out_scenes(load_split(data), DETECTION_SCENES)
+    found = {}
+    for precision, path in (("fp32", fp32), ("fp16", fp16)):
+        session = cpu_session(path)
+        found[precision] = evaluate(lambda x, s=session: s.run(None, {"image": x}), scenes)[0]
+    return {"metric": "mAP@0.5", "held_out": f"{len(scenes)} held-out scenes", "unit": "fraction",
+            **found}  # fmt: skip
+
+
+def _segmentation(fp32: Path, fp16: Path, data: Path) -> dict:
+    from .scenes import make_scenes
+    from .segmentation import HELD_OUT_SEED, evaluate
+
+    split = load_split(data)
+    scenes = make_scenes(split.test_images, split.test_labels, SEGMENTATION_SCENES, HELD_OUT_SEED)
+    found = {}
+    for precision, path in (("fp32", fp32), ("fp16", fp16)):
+        session = cpu_session(path)
+        found[precision] = evaluate(lambda x, s=session: s.run(None, {"image": x})[0], scenes)[0]
+    return {"metric": "mean IoU", "held_out": f"{len(scenes)} held-out scenes", "unit": "fraction",
+            **found}  # fmt: skip
+
+
+def compare(
+    config: mc.ModelConfig,
+    model_dir: Path,
+    fp32: Path,
+    fp16: Path,
+    data: Path,
+    cifar10: Path | None = None,
+) -> dict:
+    """{'metric', 'held_out', 'unit', 'fp32', 'fp16'[, 'note']} for the config's task."""
+    task = config.parameters["task"].string_value if "task" in config.parameters else ""
+    if task == "detection":
+        return _detection(fp32, fp16, data)
+    if task == "segmentation":
+        return _segmentation(fp32, fp16, data)
+    return _classification(config, _labels(config, model_dir), fp32, fp16, data, cifar10)
