@@ -7,7 +7,8 @@ the largest preferred batch size; variable image dimensions from the task parame
 `precision_mode: FP16` and `builder_optimization_level` from the accelerator's parameters.
 
 CUDA: config parameters `cuda_cudnn_conv_algo_search`, `cuda_gpu_mem_limit`,
-`cuda_arena_extend_strategy`, `cuda_use_tf32`.
+`cuda_arena_extend_strategy`, `cuda_use_tf32`; `cuda_graphs: "1"` turns on the provider's graph
+capture (server/instance.py binds the fixed buffers it needs).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def cuda_options(config: mc.ModelConfig, gpu_id: int) -> dict[str, Any]:
         elif value not in allowed:
             raise ModelLoadError(f"parameter {key} must be one of {list(allowed)}, got '{value}'")
         options[option] = value
+    if _parameters(config).get("cuda_graphs", "").strip() == "1":
+        options["enable_cuda_graph"] = "1"  # the instance then binds fixed buffers per bucket
     return options
 
 
@@ -182,6 +185,8 @@ def tensorrt_options(
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(timing),
         }
+    if _parameters(config).get("cuda_graphs", "").strip() == "1":
+        options["trt_cuda_graph_enable"] = True
     options |= profile(config)
     return options
 

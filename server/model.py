@@ -8,7 +8,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
 from . import gpu_options, repository, runtime, tasks
@@ -16,6 +15,7 @@ from .autoconfig import complete_config
 from .codecs import datatype_from_config
 from .errors import ModelLoadError, TaskNotSupported
 from .histograms import VersionHistograms
+from .instance import GraphInstance, Instance, make_instance
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .stats import ModelStats
@@ -104,7 +104,7 @@ def load_version(
     label = f"model '{config.name}' version {version}"
     path = repository.model_file(model_dir, version, config)
     threads = runtime.intra_op_threads(config, settings.intra_op_threads)
-    sessions: list[ort.InferenceSession] = []
+    instances: list[Instance] = []
     completed = config
     providers: list[str] = []
     gpu_ids = _instance_gpu_ids(config)
@@ -120,7 +120,7 @@ def load_version(
             gpu_options.check_gpu_ids(gpu_ids, gpu_options.gpu_count())
         session = runtime.create_session(path, choice, threads, settings.intra_op_spinning)
         _check_gpu_fallback(label, choice.names, session.get_providers(), settings.device)
-        if not sessions:
+        if not instances:
             completed = complete_config(
                 config,
                 session.get_inputs(),
@@ -135,27 +135,30 @@ def load_version(
                 choice.reason,
                 threads or "ONNX Runtime default",
             )
-        runtime.warm_up(session, completed, label)
-        sessions.append(session)
+        instance = make_instance(session, completed, gpu_id)
+        if not isinstance(instance, GraphInstance):  # a graph instance warms its own buckets
+            runtime.warm_up(session, completed, label)
+        instances.append(instance)
     labels = repository.read_labels(model_dir, completed)
     stats = ModelStats()
     histograms = VersionHistograms.of(config.name, version)
     scheduler = Scheduler(
         config.name,
         completed,
-        sessions,
+        instances,
         executor,
         stats,
         settings.default_max_queue_size,
         histograms,
     )
     log.info(
-        "%s: %s, %d instance(s)",
+        "%s: %s, %d instance(s): %s",
         label,
         f"dynamic batching up to {completed.max_batch_size}"
         if scheduler.batching
         else "no dynamic batching",
-        len(sessions),
+        len(instances),
+        instances[0].describe(),
     )
     return assemble_version(completed, version, labels, scheduler, stats, providers, histograms)
 

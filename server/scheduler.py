@@ -3,9 +3,9 @@
 Requests become jobs in a bounded priority queue. One asyncio task per model version forms
 batches whenever an instance is free: compatible jobs (same input signature) are merged whole, up
 to max_batch_size, preferring `preferred_batch_size`, waiting at most `max_queue_delay` for more.
-The merged batch runs on a worker thread (concatenate, run, slice back), so the event loop never
-blocks; each job gets its own slice. A model without `dynamic_batching` runs jobs one by one,
-through the same queue and instances.
+The merged batch runs on a worker thread through an instance (server/instance.py: gather, run,
+slice back), so the event loop never blocks; each job gets its own slice. A model without
+`dynamic_batching` runs jobs one by one, through the same queue and instances.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from tritonclient.grpc import model_config_pb2 as mc
 
 from . import request_context, tracing
-from .errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueTimeout
+from .errors import DeadlineExceeded, QueueTimeout
 from .histograms import VersionHistograms
+from .instance import BatchRun, Instance
 from .job_queue import US, Job, JobQueue
 from .stats import ModelStats
 
@@ -41,44 +40,6 @@ class JobResult:
     """Items in the batch the request ran in."""
 
 
-@dataclass(frozen=True)
-class _BatchRun:
-    per_job: list[dict[str, np.ndarray]]
-    started_ns: int
-    input_ns: int
-    infer_ns: int
-    output_ns: int
-
-
-def _run_batch(
-    session: ort.InferenceSession, jobs: Sequence[Job], output_names: list[str]
-) -> _BatchRun:
-    """Worker thread: one concatenation per input, one run, outputs sliced back per job."""
-    t0 = time.perf_counter_ns()
-    if len(jobs) == 1:
-        feeds = jobs[0].feeds  # nothing to merge: the decoded arrays go straight in
-    else:
-        feeds = {name: np.concatenate([j.feeds[name] for j in jobs]) for name in jobs[0].feeds}
-    t1 = time.perf_counter_ns()
-    try:
-        outputs = session.run(output_names, feeds)
-    except InvalidArgument as exc:
-        raise InvalidInput(f"the model rejected the inputs: {exc}") from exc
-    except Exception as exc:
-        raise InferenceFailed(f"inference failed: {exc}") from exc
-    t2 = time.perf_counter_ns()
-    if len(jobs) == 1:
-        per_job = [dict(zip(output_names, outputs, strict=True))]
-    else:
-        per_job = []
-        offset = 0
-        for job in jobs:
-            end = offset + job.items
-            per_job.append({n: o[offset:end] for n, o in zip(output_names, outputs, strict=True)})
-            offset = end
-    return _BatchRun(per_job, t0, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
-
-
 class Scheduler:
     """Queue + batcher + instances of one model version."""
 
@@ -86,7 +47,7 @@ class Scheduler:
         self,
         name: str,
         config: mc.ModelConfig,
-        sessions: Sequence[ort.InferenceSession],
+        instances: Sequence[Instance],
         executor: Executor,
         stats: ModelStats,
         default_max_queue_size: int,
@@ -102,8 +63,8 @@ class Scheduler:
         self.preserve_ordering = bool(policy and policy.preserve_ordering)
         self.queue = JobQueue(name, policy, default_max_queue_size)
         self._scan_limit = max(64, 4 * self.max_batch_size)
-        self._idle: list[ort.InferenceSession] = list(sessions)
-        self.instance_count = len(sessions)
+        self._idle: list[Instance] = list(instances)
+        self.instance_count = len(instances)
         self._executor = executor
         self._stats = stats
         self._histograms = histograms
@@ -280,24 +241,24 @@ class Scheduler:
             else:
                 await self._wakeup.wait()
 
-    def _dispatch(self, session: ort.InferenceSession, batch: list[Job]) -> None:
+    def _dispatch(self, instance: Instance, batch: list[Job]) -> None:
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._execute(session, batch))
+        task = asyncio.get_running_loop().create_task(self._execute(instance, batch))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _execute(self, session: ort.InferenceSession, batch: list[Job]) -> None:
+    async def _execute(self, instance: Instance, batch: list[Job]) -> None:
         names = list(dict.fromkeys(n for job in batch for n in job.output_names))
         loop = asyncio.get_running_loop()
         try:
-            run = await loop.run_in_executor(self._executor, _run_batch, session, batch, names)
+            run = await loop.run_in_executor(self._executor, instance.run, batch, names)
         except Exception as exc:
             for job in batch:
                 self._finish(job, exc)
             return
         finally:
             self._in_flight -= 1
-            self._idle.append(session)
+            self._idle.append(instance)
             assert self._wakeup is not None
             self._wakeup.set()
         items = sum(job.items for job in batch)
@@ -319,7 +280,7 @@ class Scheduler:
                 ),
             )
 
-    def _trace(self, batch: list[Job], run: _BatchRun, items: int) -> None:
+    def _trace(self, batch: list[Job], run: BatchRun, items: int) -> None:
         finished = time.perf_counter_ns()
         run_started = run.started_ns + run.input_ns
         context = tracing.record_batch(

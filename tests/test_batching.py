@@ -59,6 +59,15 @@ def _batching_repository(root: Path) -> Path:
         batched + "dynamic_batching { max_queue_delay_microseconds: 2000 preserve_ordering: true }",
     )
     write_model(repo, "adder_plain", add_sub(), batched)  # no dynamic_batching
+    write_model(  # the GPU's path: host buffers gathered in place, reused, IOBinding
+        repo,
+        "adder_bound",
+        add_sub(),
+        batched
+        + "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
+        + 'parameters { key: "io_binding" value { string_value: "1" } }\n'
+        + 'parameters { key: "pinned_buffers" value { string_value: "1" } }',
+    )
     write_model(
         repo,
         "ragged",
@@ -130,7 +139,7 @@ def _run(server: RunningServer, scenario) -> object:
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize("model", ["adder", "adder_ordered"])
+@pytest.mark.parametrize("model", ["adder", "adder_ordered", "adder_bound"])
 def test_hundreds_in_flight_each_get_their_own_answer(batching_server, model: str) -> None:
     rng = np.random.default_rng(5)
     cases = []
@@ -148,6 +157,10 @@ def test_hundreds_in_flight_each_get_their_own_answer(batching_server, model: st
         return before, responses, await _stats(stub, model)
 
     before, responses, after = _run(batching_server, scenario)
+    if model == "adder_bound":
+        assert "'adder_bound' version 1: dynamic batching up to 64, 2 instance(s): IOBinding" in (
+            batching_server.log()
+        )
     for (a, b), response in zip(cases, responses, strict=True):
         np.testing.assert_array_equal(_output(response, 0, np.float32, a.shape), a + b)
         np.testing.assert_array_equal(_output(response, 1, np.float32, a.shape), a - b)

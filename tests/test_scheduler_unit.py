@@ -14,6 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from deepserve.server.errors import DeadlineExceeded, QueueTimeout, ServerBusy
+from deepserve.server.instance import PlainInstance
 from deepserve.server.job_queue import JobQueue
 from deepserve.server.scheduler import Scheduler
 from deepserve.server.stats import ModelStats
@@ -40,7 +41,8 @@ def _config(text: str) -> mc.ModelConfig:
 
 
 def _scheduler(text: str, session: FakeSession, executor, queue_size: int = 64) -> Scheduler:
-    return Scheduler("fake", _config(text), [session], executor, ModelStats(), queue_size)
+    instances = [PlainInstance(session)]  # type: ignore[arg-type]
+    return Scheduler("fake", _config(text), instances, executor, ModelStats(), queue_size)
 
 
 def _feeds(value: float, items: int = 1) -> dict[str, np.ndarray]:
