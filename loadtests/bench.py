@@ -28,8 +28,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from .bench_report import format_table, summarize, write_outputs
-from .ceiling import compute_ceiling
+from .ceiling import compute_ceiling, served_providers
 from .closed_loop import run_load
+from .gpu_sampler import GpuSampler
 from .local_server import local_server
 from .models import bench_repository, read_config
 from .spread_load import SpreadLoad
@@ -51,13 +52,16 @@ def make_images(config, count: int, seed: int = 0) -> tuple[str, np.ndarray, str
     return tensor.name, images, datatype
 
 
-def payloads_for(model: str, name: str, datatype: str, images: np.ndarray) -> list[bytes]:
-    """One serialized ModelInfer request per image (batch of one)."""
+def payloads_for(
+    model: str, name: str, datatype: str, images: np.ndarray, per_request: int = 1
+) -> list[bytes]:
+    """Serialized ModelInfer requests of `per_request` images each."""
     out = []
-    for image in images:
+    for start in range(0, len(images) - per_request + 1, per_request):
+        batch = images[start : start + per_request]
         request = pb.ModelInferRequest(model_name=model)
-        request.inputs.add(name=name, datatype=datatype, shape=[1, *image.shape])
-        request.raw_input_contents.append(image.tobytes())
+        request.inputs.add(name=name, datatype=datatype, shape=list(batch.shape))
+        request.raw_input_contents.append(batch.tobytes())
         out.append(request.SerializeToString())
     return out
 
@@ -72,14 +76,25 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     config = read_config(source / args.model)
     input_name, images, datatype = make_images(config, 256)
     batches = sorted({b for b in (1, 8, 16, 32, 64, 128, 256) if b <= max(args.max_batch_size, 1)})
-    print(f"compute ceiling: in-process ONNX Runtime, batch sizes {batches} ...", flush=True)
+    onnx_file = source / args.model / "1" / "model.onnx"
+    # The ceiling runs what the server runs (TensorRT when the config asks for it, on a GPU).
+    providers = served_providers(source / args.model, args.device, args.max_batch_size)
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    print(f"compute ceiling: in-process {names}, batch sizes {batches} ...", flush=True)
     ceiling = compute_ceiling(
-        source / args.model / "1" / "model.onnx",
+        onnx_file,
         images,
         batches,
         args.device,
         seconds_per_batch=args.ceiling_seconds,
+        providers=providers,
     )
+    extra_ceilings = {}
+    if "TensorrtExecutionProvider" in names:
+        print("compute ceiling: in-process CUDA provider alone ...", flush=True)
+        extra_ceilings["ceiling_cuda"] = compute_ceiling(
+            onnx_file, images, batches, args.device, seconds_per_batch=args.ceiling_seconds
+        )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
@@ -106,20 +121,28 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             client = triton.InferenceServerClient(url)
             for mode in args.modes:
                 model = names[mode]
-                payloads = payloads_for(model, input_name, datatype, images)
+                per_request = args.images_per_request
+                payloads = payloads_for(model, input_name, datatype, images, per_request)
                 for conc in args.concurrency:
                     before = _counts(client, model)
-                    result = (
-                        spread.run(url, payloads, conc, args.duration, args.warmup, args.channels)
-                        if spread is not None
-                        else asyncio.run(run_load(url, payloads, conc, args.duration, args.warmup))
-                    )
+                    with GpuSampler() as gpu:
+                        result = (
+                            spread.run(
+                                url, payloads, conc, args.duration, args.warmup, args.channels
+                            )
+                            if spread is not None
+                            else asyncio.run(
+                                run_load(url, payloads, conc, args.duration, args.warmup)
+                            )
+                        )
                     after = _counts(client, model)
                     executions = after[1] - before[1]
                     row = {
                         "mode": mode,
                         "concurrency": conc,
-                        "infer_per_s": result.throughput,
+                        # images per second: requests times the images each carries
+                        "infer_per_s": result.throughput * per_request,
+                        "requests_per_s": result.throughput,
                         "p50_ms": result.percentile(50),
                         "p90_ms": result.percentile(90),
                         "p99_ms": result.percentile(99),
@@ -127,12 +150,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                         "requests": result.requests,
                         "errors": result.errors,
                         "first_error": result.first_error,
+                        **(gpu.summary() or {}),
                     }
                     rows.append(row)
                     print(
                         f"  {mode:<12} c={conc:<4} {row['infer_per_s']:8.0f} infer/s  "
                         f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
-                        f"avg batch {row['avg_batch']:.2f}  errors {row['errors']}",
+                        f"avg batch {row['avg_batch']:.2f}  errors {row['errors']}"
+                        + (
+                            f"  GPU {row['gpu_util_mean_pct']:.0f} %"
+                            if "gpu_util_mean_pct" in row
+                            else ""
+                        ),
                         flush=True,
                     )
         if spread is not None:
@@ -151,10 +180,20 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "frontends": args.frontends,
         },
         "load_processes": args.load_processes,
+        "images_per_request": args.images_per_request,
         "ceiling": {
+            "providers": names,
             "best_batch": ceiling.best_batch,
             "items_per_s": ceiling.items_per_s,
             "by_batch": {str(k): v for k, v in ceiling.by_batch.items()},
+        },
+        **{
+            key: {
+                "best_batch": value.best_batch,
+                "items_per_s": value.items_per_s,
+                "by_batch": {str(k): v for k, v in value.by_batch.items()},
+            }
+            for key, value in extra_ceilings.items()
         },
         "rows": rows,
     }
@@ -220,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         "needed past about 5,000 requests/s)",
     )
     parser.add_argument("--channels", type=int, default=4, help="connections per client process")
+    parser.add_argument(
+        "--images-per-request", type=int, default=1, help="images in each request's batch"
+    )
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for JSON + PNG")
     return parser
 

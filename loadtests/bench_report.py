@@ -61,6 +61,8 @@ def summarize(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 def write_outputs(report: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"bench-{report['model']}-{report['device']}"
+    if report.get("images_per_request", 1) > 1:
+        stem += f"-{report['images_per_request']}-per-request"
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     written = [json_path]

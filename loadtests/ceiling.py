@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .models import read_config
+
 
 @dataclass(frozen=True)
 class Ceiling:
@@ -23,6 +25,24 @@ def providers_for(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
+def served_providers(model_dir: Path, device: str, max_batch_size: int) -> list:
+    """The providers the server picks for this model (TensorRT with its precision, profile and
+    engine cache when the config asks for it), so the ceiling runs what the server runs."""
+    from deepserve.server import runtime
+    from deepserve.server.settings import default_engine_cache
+
+    config = read_config(model_dir)
+    config.max_batch_size = max_batch_size
+    del config.dynamic_batching.preferred_batch_size[:]
+    choice = runtime.choose_providers(
+        config,
+        device,
+        model_file=model_dir / "1" / "model.onnx",
+        engine_cache=default_engine_cache(),
+    )
+    return choice.providers
+
+
 def compute_ceiling(
     onnx_file: Path,
     inputs: np.ndarray,
@@ -30,13 +50,16 @@ def compute_ceiling(
     device: str = "cpu",
     seconds_per_batch: float = 1.5,
     threads: int = 0,
+    providers: list | None = None,
 ) -> Ceiling:
     """Items per second of session.run at each batch size (inputs cycled), best one first.
     On CUDA, inputs are bound once with IOBinding so the loop times the model, as a server that
-    keeps its batch on the device would see it."""
+    keeps its batch on the device would see it. `providers`: instead of `device`'s plain ones."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_file), options, providers=providers_for(device))
+    session = ort.InferenceSession(
+        str(onnx_file), options, providers=providers or providers_for(device)
+    )
     name = session.get_inputs()[0].name
     by_batch: dict[int, float] = {}
     for batch in batches:

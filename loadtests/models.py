@@ -24,28 +24,40 @@ def read_config(model_dir: Path) -> mc.ModelConfig:
 
 
 def noop_model(config: mc.ModelConfig) -> bytes:
-    """One input -> one output of the config's sizes with next to no compute: flatten the input,
-    keep as many leading values as the output has, cast them. Batch dimension kept."""
+    """One input -> the config's outputs, of their sizes, with next to no compute: flatten the
+    input and, per output, keep as many leading values as it has, cast them, shape them. Batch
+    dimension kept."""
     (tensor_in,) = config.input
-    (tensor_out,) = config.output
-    out_count = 1
-    for dim in tensor_out.dims:
-        out_count *= dim
     batch = "batch"
-    nodes = [
-        helper.make_node("Flatten", [tensor_in.name], ["flat"], axis=1),
-        helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["kept"]),
-        helper.make_node("Cast", ["kept"], ["cast"], to=_ONNX_TYPES[tensor_out.data_type]),
-        helper.make_node("Reshape", ["cast", "out_shape"], [tensor_out.name]),
-    ]
+    nodes = [helper.make_node("Flatten", [tensor_in.name], ["flat"], axis=1)]
     initializers = [
         helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
-        helper.make_tensor("ends", TensorProto.INT64, [1], [out_count]),
         helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
-        helper.make_tensor(
-            "out_shape", TensorProto.INT64, [1 + len(tensor_out.dims)], [-1, *tensor_out.dims]
-        ),
     ]
+    outputs = []
+    for index, tensor_out in enumerate(config.output):
+        count = 1
+        for dim in tensor_out.dims:
+            count *= dim
+        end, shape = f"end_{index}", f"shape_{index}"
+        nodes += [
+            helper.make_node("Slice", ["flat", "starts", end, "axes"], [f"kept_{index}"]),
+            helper.make_node(
+                "Cast", [f"kept_{index}"], [f"cast_{index}"], to=_ONNX_TYPES[tensor_out.data_type]
+            ),
+            helper.make_node("Reshape", [f"cast_{index}", shape], [tensor_out.name]),
+        ]
+        initializers += [
+            helper.make_tensor(end, TensorProto.INT64, [1], [count]),
+            helper.make_tensor(
+                shape, TensorProto.INT64, [1 + len(tensor_out.dims)], [-1, *tensor_out.dims]
+            ),
+        ]
+        outputs.append(
+            helper.make_tensor_value_info(
+                tensor_out.name, _ONNX_TYPES[tensor_out.data_type], [batch, *tensor_out.dims]
+            )
+        )
     graph = helper.make_graph(
         nodes,
         "noop",
@@ -54,11 +66,7 @@ def noop_model(config: mc.ModelConfig) -> bytes:
                 tensor_in.name, _ONNX_TYPES[tensor_in.data_type], [batch, *tensor_in.dims]
             )
         ],
-        [
-            helper.make_tensor_value_info(
-                tensor_out.name, _ONNX_TYPES[tensor_out.data_type], [batch, *tensor_out.dims]
-            )
-        ],
+        outputs,
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
