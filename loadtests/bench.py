@@ -79,8 +79,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     onnx_file = source / args.model / "1" / "model.onnx"
     # The ceiling runs what the server runs (TensorRT when the config asks for it, on a GPU).
     providers = served_providers(source / args.model, args.device, args.max_batch_size)
-    names = [p if isinstance(p, str) else p[0] for p in providers]
-    print(f"compute ceiling: in-process {names}, batch sizes {batches} ...", flush=True)
+    provider_names = [p if isinstance(p, str) else p[0] for p in providers]
+    print(f"compute ceiling: in-process {provider_names}, batch sizes {batches} ...", flush=True)
     ceiling = compute_ceiling(
         onnx_file,
         images,
@@ -90,7 +90,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         providers=providers,
     )
     extra_ceilings = {}
-    if "TensorrtExecutionProvider" in names:
+    if "TensorrtExecutionProvider" in provider_names:
         print("compute ceiling: in-process CUDA provider alone ...", flush=True)
         extra_ceilings["ceiling_cuda"] = compute_ceiling(
             onnx_file, images, batches, args.device, seconds_per_batch=args.ceiling_seconds
@@ -182,7 +182,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "load_processes": args.load_processes,
         "images_per_request": args.images_per_request,
         "ceiling": {
-            "providers": names,
+            "providers": provider_names,
             "best_batch": ceiling.best_batch,
             "items_per_s": ceiling.items_per_s,
             "by_batch": {str(k): v for k, v in ceiling.by_batch.items()},

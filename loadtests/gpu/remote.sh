@@ -6,16 +6,21 @@
 #   ...                                                         # (and bundle.tar.sha256 once)
 #   bash loadtests/gpu/remote.sh install                        # join, verify, pip --target
 #   bash loadtests/gpu/remote.sh bench OUT_DIR [MODELS...]      # server on CUDA + benchmark
+#   bash loadtests/gpu/remote.sh hostpath OUT_DIR [MODEL]       # plain / IOBinding / pinned / graphs
+#   bash loadtests/gpu/remote.sh answers OUT_DIR [MODELS...]    # served on CUDA vs the CPU
 #   bash loadtests/gpu/remote.sh split OUT_DIR [MODEL]          # front ends 1..8 (resnet50)
 #
 # Parts wait in $STAGE (default /tmp/deepserve-gpu). The benchmark runs each model (default:
-# mnist cifar10_resnet20) at concurrency 1 to 256 with the CUDA execution provider and writes
-# JSON + PNG to OUT_DIR, plus environment facts in OUT_DIR/environment.txt.
+# mnist cifar10_resnet20) at concurrency $CONCURRENCY (1 to 256) with $IMAGES images per request
+# (1 and 8) on CUDA (TensorRT where the model's config asks for it) and writes JSON + PNG to
+# OUT_DIR, plus environment facts in OUT_DIR/environment.txt. DEVICE=cpu dry-runs any step.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STAGE=${STAGE:-/tmp/deepserve-gpu}
 SITE="$STAGE/site"
 PYTHON=${PYTHON:-python3}
+CONCURRENCY=${CONCURRENCY:-1,2,4,8,16,32,64,128,256}
+IMAGES=${IMAGES:-1,8}
 mkdir -p "$STAGE"
 
 step=${1:-}
@@ -47,11 +52,39 @@ case "$step" in
     for model in "${models[@]}"; do
       repository=models
       [ -d "$STAGE/models/$model" ] && repository="$STAGE/models"  # e.g. resnet50 (RESNET50=1)
-      "$PYTHON" -m loadtests.bench --model "$model" --model-repository "$repository" \
-        --device "${DEVICE:-cuda}" \
-        --concurrency 1,2,4,8,16,32,64,128,256 --max-batch-size 256 \
-        --duration "${DURATION:-5}" --warmup "${WARMUP:-1}" --out "$out" 2>&1 | tee "$out/bench-$model.log"
+      for images in ${IMAGES//,/ }; do
+        "$PYTHON" -m loadtests.bench --model "$model" --model-repository "$repository" \
+          --device "${DEVICE:-cuda}" --modes "${MODES:-batching,noop}" \
+          --concurrency "$CONCURRENCY" --max-batch-size 256 --images-per-request "$images" \
+          --duration "${DURATION:-5}" --warmup "${WARMUP:-1}" --out "$out" 2>&1 \
+          | tee "$out/bench-$model-$images.log"
+      done
     done
+    ;;
+  hostpath)
+    # How a batch reaches the model: plain, IOBinding, pinned buffers, CUDA graphs, on and off.
+    out=${1:?hostpath needs an output folder}
+    model=${2:-resnet50}
+    repository=models
+    [ -d "$STAGE/models/$model" ] && repository="$STAGE/models"
+    mkdir -p "$out"
+    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    "$PYTHON" -m loadtests.host_device --model "$model" --model-repository "$repository" \
+      --device "${DEVICE:-cuda}" --batches "${BATCHES:-1,8,32,64,128}" \
+      --seconds "${SECONDS_PER_POINT:-1}" --out "$out" 2>&1 | tee "$out/hostpath-$model.log"
+    ;;
+  answers)
+    # Served answers on the device against in-process ONNX Runtime on the CPU (FP16 variants
+    # against their FP32 source): the same top-1, detections and mask pixels.
+    out=${1:?answers needs an output folder}
+    shift || true
+    names=$(IFS=,; echo "$*")
+    mkdir -p "$out"
+    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    extra=()
+    [ -d "$STAGE/models" ] && extra=(--extra-repository "$STAGE/models")
+    "$PYTHON" -m loadtests.answers_check --device "${DEVICE:-cuda}" --model-repository models \
+      "${extra[@]}" ${names:+--models "$names"} --out "$out" 2>&1 | tee "$out/answers.log"
     ;;
   split)
     # The split server on a many-core host: the no-op transport ceiling with 0 (one process),
@@ -73,7 +106,7 @@ case "$step" in
       --duration "${DURATION:-5}" --out "$out/frontends-4" 2>&1 | tee "$out/bench-split-$model.log"
     ;;
   *)
-    sed -n '2,15p' "$0"
+    sed -n '2,18p' "$0"
     exit 2
     ;;
 esac

@@ -1,0 +1,71 @@
+"""The GPU kit's steps, dry-run on the CPU (DEVICE=cpu, short points): each runs the code the
+device run will, so the one device window is not lost to a broken step."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KIT = ROOT / "loadtests" / "gpu" / "remote.sh"
+
+
+def _step(tmp_path: Path, *args: str) -> str:
+    environment = {
+        **os.environ,
+        "DEVICE": "cpu",
+        "PYTHON": sys.executable,
+        "STAGE": str(tmp_path / "stage"),
+        "DURATION": "0.3",
+        "WARMUP": "0.1",
+        "CONCURRENCY": "1,2",
+        "SECONDS_PER_POINT": "0.05",
+        "BATCHES": "1,8",
+    }
+    result = subprocess.run(
+        ["bash", str(KIT), *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_bench_step_measures_one_and_eight_images_per_request(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _step(tmp_path, "bench", str(out), "mnist")
+    one = json.loads((out / "bench-mnist-cpu.json").read_text())
+    eight = json.loads((out / "bench-mnist-cpu-8-per-request.json").read_text())
+    assert one["images_per_request"] == 1 and eight["images_per_request"] == 8
+    for report in (one, eight):
+        assert {(r["mode"], r["concurrency"]) for r in report["rows"]} == {
+            (m, c) for m in ("batching", "noop") for c in (1, 2)
+        }
+        assert all(r["errors"] == 0 for r in report["rows"])
+        assert report["ceiling"]["providers"] == ["CPUExecutionProvider"]
+    # 8 images a request: each execution carries at least the request's 8 images
+    assert all(r["avg_batch"] >= 8 for r in eight["rows"])
+    assert all(
+        abs(r["infer_per_s"] - 8 * r["requests_per_s"]) < 1e-6 * r["infer_per_s"]
+        for r in eight["rows"]
+    )
+    assert (out / "environment.txt").is_file()
+
+
+def test_hostpath_and_answers_steps(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _step(tmp_path, "hostpath", str(out), "mnist")
+    hostpath = json.loads((out / "host-device-mnist-cpu.json").read_text())
+    assert set(hostpath["images_per_s"]) == {"plain", "iobinding", "iobinding+pinned"}
+    assert all(set(v) == {"1", "8"} for v in hostpath["images_per_s"].values())
+    printed = _step(tmp_path, "answers", str(out), "mnist", "cifar10_resnet20")
+    answers = json.loads((out / "answers-cpu.json").read_text())
+    assert set(answers["models"]) == {"mnist", "cifar10_resnet20"}
+    assert all(m["passed"] and m["share"] == 1.0 for m in answers["models"].values())
+    assert "mnist" in printed and "same top-1" in printed
