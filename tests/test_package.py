@@ -38,3 +38,41 @@ def test_every_folder_of_python_code_is_a_listed_package() -> None:
             relative = init.parent.relative_to(root / folder)
             name = ".".join([package, *relative.parts])
             assert name in listed, f"{name} ({init.parent.relative_to(root)}) is not in pyproject"
+
+
+def _imported_top_levels(folder: Path) -> set[str]:
+    """Top-level modules the code in `folder` imports (absolute imports only)."""
+    import ast
+
+    names: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"deepserve", "__future__"}
+
+
+def test_every_module_the_server_imports_is_a_declared_gpu_dependency() -> None:
+    """The GPU bundle is resolved from the SDK's dependencies and the gpu extra: a module the
+    server or the SDK imports must come from one of them, or the GPU host fails with an
+    ImportError in its one device window."""
+    import re
+    from importlib.metadata import packages_distributions
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["gpu"]
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {normal(re.split(r"[\[<>=!;~ ]", r, maxsplit=1)[0]) for r in requirements}
+    declared |= {"onnxruntime"}  # onnxruntime-gpu installs the same module
+    distributions = packages_distributions()
+    for name in sorted(_imported_top_levels(root / "server") | _imported_top_levels(root / "sdk")):
+        # nvidia-ml-py is the gpu extra's alone, not installed on a CPU machine
+        found = distributions.get(name) or {"pynvml": ["nvidia-ml-py"]}.get(name, [])
+        provided = {normal(d) for d in found}
+        assert provided & declared, f"'{name}' (from {provided}) is in no declared dependency"
