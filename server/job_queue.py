@@ -68,6 +68,9 @@ class Job:
     dispatched_ns: int = 0
     span: Any = None
     """The request's trace span, when tracing is on: its batch links to it."""
+    requests: int = 1
+    """Requests this job carries (a split server's front end merges some): what it counts for
+    against max_queue_size."""
 
 
 @dataclass
@@ -75,9 +78,11 @@ class _Level:
     policy: QueuePolicy
     fresh: deque[Job] = field(default_factory=deque)
     delayed: deque[Job] = field(default_factory=deque)
+    requests: int = 0
 
     def __len__(self) -> int:
-        return len(self.fresh) + len(self.delayed)
+        """Requests waiting (a job may carry several)."""
+        return self.requests
 
 
 class JobQueue:
@@ -123,14 +128,15 @@ class JobQueue:
 
     def push(self, job: Job) -> None:
         level = self._levels[job.level]
-        if len(level) >= level.policy.max_queue_size:
+        if len(level) + job.requests > level.policy.max_queue_size:
             raise ServerBusy(
                 f"model '{self._model}' queue is full: {len(level)} requests waiting at priority "
                 f"{job.level}, max_queue_size {level.policy.max_queue_size}"
             )
         level.fresh.append(job)
         job.queued = True
-        self._size += 1
+        level.requests += job.requests
+        self._size += job.requests
         if job.timeout_at_ns is not None:
             heapq.heappush(self._expiries, (job.timeout_at_ns, next(self._tie), False, job))
         if job.deadline_ns is not None:
@@ -151,7 +157,8 @@ class JobQueue:
         else:
             queue.remove(job)
         job.queued = False
-        self._size -= 1
+        level.requests -= job.requests
+        self._size -= job.requests
 
     def expire(self, now_ns: int) -> tuple[list[Job], list[Job]]:
         """Jobs whose queue timeout (rejected) or gRPC deadline passed, removed from the queue.

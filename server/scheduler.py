@@ -104,9 +104,11 @@ class Scheduler:
         priority: int = 0,
         timeout_us: int = 0,
         deadline_s: float | None = None,
+        requests: int = 1,
     ) -> asyncio.Future[JobResult]:
-        """Queue one request; the future gets its own slice of a batch's outputs. Call on the
-        event loop's thread."""
+        """Queue one job; the future gets its own slice of a batch's outputs. Call on the
+        event loop's thread. `requests`: how many the job carries (a split server's front end
+        merges some), which is what counts against the queue's bound."""
         wakeup = self._ensure_started()
         level = self.queue.level_of(priority)
         timeout = self.queue.policy(level).timeout_for(timeout_us)
@@ -121,6 +123,7 @@ class Scheduler:
             timeout_at_ns=now + timeout * US if timeout else None,
             deadline_ns=now + int(deadline_s * 1e9) if deadline_s is not None else None,
             future=asyncio.get_running_loop().create_future(),
+            requests=requests,
         )
         if tracing.enabled():
             record = request_context.current.get()

@@ -122,6 +122,29 @@ def test_a_full_queue_refuses_at_once(executor) -> None:
     asyncio.run(scenario())
 
 
+def test_a_job_of_several_requests_counts_them_all_against_the_bound(executor) -> None:
+    """A split server's front end merges requests into one job: the queue bound stays in
+    requests."""
+    session = FakeSession()
+
+    async def scenario():
+        scheduler = _scheduler(
+            "dynamic_batching { default_queue_policy { max_queue_size: 4 } }", session, executor
+        )
+        first = await _busy(scheduler, session)
+        three = scheduler.enqueue(_feeds(1, 3), 3, ["y"], requests=3)
+        with pytest.raises(ServerBusy, match="3 requests waiting"):
+            scheduler.enqueue(_feeds(2, 2), 2, ["y"], requests=2)
+        one = scheduler.enqueue(_feeds(4), 1, ["y"])
+        assert len(scheduler.queue) == 4
+        session.release.set()
+        await asyncio.gather(first, three, one)
+        assert len(scheduler.queue) == 0
+        return (await three).outputs["y"]
+
+    np.testing.assert_array_equal(asyncio.run(scenario()), np.full((3, 2), 2.0))
+
+
 def test_priority_one_is_served_first(executor) -> None:
     session = FakeSession()
     order: list[float] = []

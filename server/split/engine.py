@@ -204,7 +204,8 @@ class Engine:
     def _submit(
         self, identity: bytes, request_id: int, fields: list[Any], buffers: list[zmq.Frame]
     ) -> None:
-        name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds = fields
+        name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds = fields[:9]
+        requests = fields[9]  # a front end's requests merged into this one job
         try:
             model = self.manager.get(name, str(version) if pinned else "")
             job = model.scheduler.enqueue(
@@ -214,6 +215,7 @@ class Engine:
                 priority=priority,
                 timeout_us=timeout_us,
                 deadline_s=deadline_s,
+                requests=requests,
             )
         except ServingError as exc:
             self._reply(identity, wire.error_reply(request_id, exc))

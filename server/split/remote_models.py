@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
@@ -20,49 +19,10 @@ from ..errors import ModelUnavailable
 from ..histograms import VersionHistograms
 from ..manager import IndexEntry, ModelEntry, ModelManager, State
 from ..model import ModelVersion, assemble_version
-from ..scheduler import JobResult
 from ..settings import ServerSettings
 from ..stats import ModelStats, RequestTiming
-from . import wire
 from .engine_client import ENGINE_GONE, EngineClient
-
-
-class RemoteScheduler:
-    """Submits a job to the engine's scheduler of the same model version."""
-
-    def __init__(
-        self, client: EngineClient, name: str, version: int, pinned: bool, stats: RemoteStats
-    ) -> None:
-        self._client = client
-        self._stats = stats
-        self._name = name
-        self._version = version
-        self._pinned = pinned
-        self.batching = True
-
-    async def submit(
-        self,
-        feeds: dict[str, np.ndarray],
-        items: int,
-        output_names: Sequence[str],
-        priority: int = 0,
-        timeout_us: int = 0,
-        deadline_s: float | None = None,
-    ) -> JobResult:
-        descriptors, frames = wire.describe(feeds)
-        header = [
-            "submit", self._name, self._version, self._pinned, items, list(output_names),
-            priority, timeout_us, deadline_s, descriptors,
-        ]  # fmt: skip
-        body, received = await self._client.call(header, frames)
-        queue_ns, input_ns, infer_ns, output_ns, batch_items, outputs, *counts = body
-        self._stats.engine_counts = counts
-        return JobResult(
-            wire.arrays(outputs, received), queue_ns, input_ns, infer_ns, output_ns, batch_items
-        )
-
-    def retire(self) -> None:
-        pass
+from .remote_scheduler import RemoteScheduler
 
 
 class RemoteStats(ModelStats):
@@ -190,11 +150,7 @@ class RemoteManager(ModelManager):
             name: dataclasses.replace(
                 newest,
                 scheduler=RemoteScheduler(
-                    self.client,
-                    name,
-                    newest.version,
-                    False,
-                    newest.stats,  # type: ignore[arg-type]
+                    self.client, name, newest.version, False, newest.stats, newest.config
                 ),
             )
             for name, entry in entries.items()
@@ -213,7 +169,7 @@ class RemoteManager(ModelManager):
             config,
             number,
             labels,
-            RemoteScheduler(self.client, name, number, True, stats),  # type: ignore[arg-type]
+            RemoteScheduler(self.client, name, number, True, stats, config),  # type: ignore[arg-type]
             stats,
             providers,
             EngineHistograms(),  # type: ignore[arg-type]
