@@ -1,6 +1,7 @@
-"""A split server's front end groups the requests that arrive in one turn of its loop into one
-engine job, and hands each caller its own rows. The engine here is a recording stand-in that
-computes y = 2 x; the end-to-end tests run real split servers (`make test`'s second pass)."""
+"""A split server's front end sends requests at once while the engine has few of their kind, and
+as one job once it is busy, handing each caller its own rows. The engine here is a recording
+stand-in that computes y = 2 x and answers when let; the end-to-end tests run real split servers
+(`make test`'s second pass)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class RecordingEngine:
     def __init__(self, refuse: bool = False) -> None:
         self.jobs: list[dict[str, Any]] = []
         self.refuse = refuse
+        self.answering = asyncio.Event()
+        self.answering.set()
 
     async def call(self, header: list[Any], frames: list[Any]):
         (_, _, _, _, items, outputs, priority, _timeout, deadline_s, descriptors, requests) = header
@@ -30,7 +33,7 @@ class RecordingEngine:
         self.jobs.append(
             {"items": items, "requests": requests, "priority": priority, "deadline": deadline_s}
         )
-        await asyncio.sleep(0)
+        await self.answering.wait()
         if self.refuse:  # as the engine client raises what the engine answered
             raise wire.EngineError(ErrorKind.RESOURCE_EXHAUSTED, "model 'm' queue is full")
         descriptors, frames = wire.describe({name: feeds["x"] * 2 for name in outputs})
@@ -51,57 +54,87 @@ def _x(value: float, items: int = 1) -> dict[str, np.ndarray]:
     return {"x": np.full((items, 2), value, np.float32)}
 
 
-def test_requests_of_one_turn_travel_as_one_job_and_get_their_own_rows() -> None:
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_requests_wait_while_the_engine_is_busy_then_travel_as_one_job() -> None:
     engine = RecordingEngine()
 
     async def scenario():
-        scheduler = _scheduler(engine)
-        return await asyncio.gather(
-            *(scheduler.submit(_x(v, n), n, ["y"]) for v, n in ((1, 1), (2, 3), (3, 2)))
-        )
-
-    results = asyncio.run(scenario())
-    assert engine.jobs == [{"items": 6, "requests": 3, "priority": 0, "deadline": None}]
-    for (value, items), result in zip(((1, 1), (2, 3), (3, 2)), results, strict=True):
-        np.testing.assert_array_equal(result.outputs["y"], np.full((items, 2), 2 * value))
-        assert result.batch_items == 6 and result.queue_ns == 1
-
-
-def test_groups_stay_within_max_batch_size_and_apart_by_priority() -> None:
-    engine = RecordingEngine()
-
-    async def scenario():
-        scheduler = _scheduler(engine)
-        calls = [scheduler.submit(_x(v, 3), 3, ["y"]) for v in range(4)]  # 12 items > 8
-        calls.append(scheduler.submit(_x(9), 1, ["y"], priority=1))
+        scheduler = _scheduler(engine)  # one instance: two jobs of a kind out at once
+        engine.answering.clear()
+        calls = [asyncio.ensure_future(scheduler.submit(_x(v), 1, ["y"])) for v in (7, 8)]
+        await _settle()
+        assert [j["requests"] for j in engine.jobs] == [1, 1]  # an idle engine: at once
+        sizes = ((1, 1), (2, 3), (3, 2))
+        calls += [asyncio.ensure_future(scheduler.submit(_x(v, n), n, ["y"])) for v, n in sizes]
+        await _settle()
+        assert len(engine.jobs) == 2  # they wait for a job to come back
+        engine.answering.set()
         return await asyncio.gather(*calls)
 
     results = asyncio.run(scenario())
-    assert sorted((j["items"], j["requests"], j["priority"]) for j in engine.jobs) == [
-        (1, 1, 1),
-        (6, 2, 0),
-        (6, 2, 0),
-    ]
-    for value, result in enumerate(results[:4]):
-        np.testing.assert_array_equal(result.outputs["y"], np.full((3, 2), 2 * value))
+    assert engine.jobs[2] == {"items": 6, "requests": 3, "priority": 0, "deadline": None}
+    assert len(engine.jobs) == 3
+    for (value, items), result in zip(
+        ((7, 1), (8, 1), (1, 1), (2, 3), (3, 2)), results, strict=True
+    ):
+        np.testing.assert_array_equal(result.outputs["y"], np.full((items, 2), 2 * value))
+    assert results[3].batch_items == 6 and results[3].queue_ns == 1
 
 
-def test_deadlines_and_unbatched_models_travel_alone() -> None:
+def test_waiting_requests_go_when_they_fill_a_batch_and_kinds_wait_apart() -> None:
     engine = RecordingEngine()
 
     async def scenario():
         scheduler = _scheduler(engine)
-        await asyncio.gather(*(scheduler.submit(_x(v), 1, ["y"], deadline_s=5.0) for v in (1, 2)))
+        engine.answering.clear()
+        calls = [asyncio.ensure_future(scheduler.submit(_x(v), 1, ["y"])) for v in (0, 0)]
+        await _settle()
+        calls += [asyncio.ensure_future(scheduler.submit(_x(v, 3), 3, ["y"])) for v in range(4)]
+        calls.append(asyncio.ensure_future(scheduler.submit(_x(9), 1, ["y"], priority=1)))
+        await _settle()
+        # 3 + 3 waited; the third would overflow 8, so those two went; priority 1 is its own kind
+        assert [(j["items"], j["requests"], j["priority"]) for j in engine.jobs] == [
+            (1, 1, 0), (1, 1, 0), (6, 2, 0), (1, 1, 1),
+        ]  # fmt: skip
+        engine.answering.set()
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(scenario())
+    assert [(j["items"], j["requests"]) for j in engine.jobs][4:] == [(6, 2)]
+    for value, result in enumerate(results[2:6]):
+        np.testing.assert_array_equal(result.outputs["y"], np.full((3, 2), 2 * value))
+
+
+def test_a_job_takes_its_latest_deadline_and_unbatched_models_go_one_by_one() -> None:
+    engine = RecordingEngine()
+
+    async def waves(deadlines: tuple[float | None, ...]) -> None:
+        scheduler = _scheduler(engine)
+        engine.answering.clear()
+        calls = [
+            asyncio.ensure_future(scheduler.submit(_x(v), 1, ["y"], deadline_s=d))
+            for v, d in enumerate(deadlines)
+        ]
+        await _settle()
+        engine.answering.set()
+        await asyncio.gather(*calls)
+
+    async def scenario():
+        await waves((1.0, 2.0, 5.0, 3.0))  # the last two wait together
+        await waves((1.0, 2.0, None, 4.0))  # one of those two has no deadline
         plain = _scheduler(engine, batching="")  # no dynamic_batching: one job a request
         await asyncio.gather(*(plain.submit(_x(v), 1, ["y"]) for v in (3, 4)))
 
     asyncio.run(scenario())
     assert [(j["requests"], j["deadline"]) for j in engine.jobs] == [
-        (1, 5.0),
-        (1, 5.0),
-        (1, None),
-        (1, None),
-    ]
+        (1, 1.0), (1, 2.0), (2, 5.0),
+        (1, 1.0), (1, 2.0), (2, None),
+        (1, None), (1, None),
+    ]  # fmt: skip
 
 
 def test_a_refused_job_fails_each_of_its_requests() -> None:
@@ -109,17 +142,18 @@ def test_a_refused_job_fails_each_of_its_requests() -> None:
 
     async def scenario():
         scheduler = _scheduler(engine)
-        return await asyncio.gather(
-            *(scheduler.submit(_x(v), 1, ["y"]) for v in (1, 2)), return_exceptions=True
-        )
+        engine.answering.clear()
+        calls = [asyncio.ensure_future(scheduler.submit(_x(v), 1, ["y"])) for v in range(4)]
+        await _settle()
+        engine.answering.set()
+        return await asyncio.gather(*calls, return_exceptions=True)
 
     failures = asyncio.run(scenario())
-    assert len(engine.jobs) == 1 and engine.jobs[0]["requests"] == 2
+    assert [j["requests"] for j in engine.jobs] == [1, 1, 2]
     assert all(isinstance(f, wire.EngineError) for f in failures)
-    assert all(
-        f.kind == ErrorKind.RESOURCE_EXHAUSTED and "queue is full" in f.message for f in failures
-    )
-    assert failures[0] is not failures[1]
+    assert all(f.kind == ErrorKind.RESOURCE_EXHAUSTED for f in failures)
+    assert all("queue is full" in f.message for f in failures)
+    assert failures[2] is not failures[3]
 
 
 def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:

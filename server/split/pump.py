@@ -45,6 +45,8 @@ class Pump:
     # ---- receiving -----------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        if self.socket.closed:  # a flush queued before close() runs after it
+            return
         receive = self.socket.recv
         while True:
             try:
@@ -86,6 +88,8 @@ class Pump:
     def _flush(self) -> None:
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, {}
+        if self.socket.closed:
+            return  # closed: what was still posted has no one to go to
         for peer, messages in outbox.items():
             frames: list[Any] = [peer] if self._routed else []
             if len(messages) == 1:

@@ -1,18 +1,23 @@
 """A front end's scheduler: requests go to the engine's scheduler of the same model version.
 
-Requests that reach a front end in one turn of its event loop and could share a batch anyway
-(a model with dynamic batching; the same outputs, priority, queue timeout and input signature;
-no deadline) travel as one job, so the engine's per-request work (receiving, queueing,
-answering) is paid once per group, not once per request. The job counts as that many requests
-against the engine's queue bound, and each caller gets its own rows back. A request with a
-deadline travels alone, so the engine can drop exactly it when the deadline passes.
+Requests travel as engine jobs; while a model's engine is busy, they travel together. For a
+model with dynamic batching, each kind of request (the same outputs, priority, queue timeout and
+input signature) may have a few jobs at the engine at once (one per instance, and one more
+waiting); requests that come while that many are out wait here and leave as one job when one
+comes back, or as soon as they fill a batch. So the engine's per-request work (receiving,
+queueing, answering) is paid per job, about a batch's worth of requests under load, and nothing
+waits when the engine is idle. A job counts as its requests against the engine's queue bound;
+each caller gets its own rows back. A job's deadline is the latest of its requests' (none if one
+has none): the engine drops a job only when no request in it can still use its answer, and a
+caller whose own deadline passes gets DEADLINE_EXCEEDED from its transport as ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
@@ -27,6 +32,7 @@ from .engine_client import EngineClient
 class _Waiting:
     feeds: dict[str, np.ndarray]
     items: int
+    deadline_s: float | None
     future: asyncio.Future[JobResult]
 
 
@@ -39,6 +45,15 @@ def _own_copy(exc: Exception) -> Exception:
 
 def _signature(feeds: dict[str, np.ndarray]) -> tuple:
     return tuple((name, array.dtype.str, array.shape[1:]) for name, array in feeds.items())
+
+
+@dataclass
+class _Kind:
+    """The requests of one kind: jobs of it at the engine, and those waiting to go."""
+
+    in_flight: int = 0
+    waiting: list[_Waiting] = field(default_factory=list)
+    items: int = 0
 
 
 class RemoteScheduler:
@@ -62,8 +77,9 @@ class RemoteScheduler:
         self.batching = True
         batches = config.HasField("dynamic_batching") and config.max_batch_size > 0
         self._group_items = config.max_batch_size if batches else 0
-        self._groups: dict[tuple, list[_Waiting]] = {}
-        self._flush_scheduled = False
+        instances = sum(max(group.count, 1) for group in config.instance_group) or 1
+        self._jobs_out = instances + 1  # every instance busy, and one job waiting
+        self._kinds: dict[tuple, _Kind] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(
@@ -75,48 +91,53 @@ class RemoteScheduler:
         timeout_us: int = 0,
         deadline_s: float | None = None,
     ) -> JobResult:
-        if deadline_s is not None or items >= self._group_items:
+        if items >= self._group_items:
             (result,) = await self._send(
                 [feeds], [items], list(output_names), priority, timeout_us, deadline_s
             )
             return result
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[JobResult] = loop.create_future()
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         key = (tuple(output_names), priority, timeout_us, _signature(feeds))
-        self._groups.setdefault(key, []).append(_Waiting(feeds, items, future))
-        if not self._flush_scheduled:
-            # After every callback ready in this turn: the requests that arrived with this one.
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        kind = self._kinds.setdefault(key, _Kind())
+        if kind.items + items > self._group_items:
+            self._dispatch(key, kind)  # what waits would overflow a batch: it goes now
+        kind.waiting.append(_Waiting(feeds, items, deadline_s, future))
+        kind.items += items
+        if kind.in_flight < self._jobs_out or kind.items >= self._group_items:
+            self._dispatch(key, kind)
         return await future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        groups, self._groups = self._groups, {}
-        for (outputs, priority, timeout_us, _), waiting in groups.items():
-            chunk: list[_Waiting] = []
-            items = 0
-            for request in waiting:
-                if chunk and items + request.items > self._group_items:
-                    self._start(chunk, list(outputs), priority, timeout_us)
-                    chunk, items = [], 0
-                chunk.append(request)
-                items += request.items
-            self._start(chunk, list(outputs), priority, timeout_us)
-
-    def _start(
-        self, chunk: list[_Waiting], outputs: list[str], priority: int, timeout_us: int
-    ) -> None:
-        task = asyncio.ensure_future(self._run(chunk, outputs, priority, timeout_us))
+    def _dispatch(self, key: tuple, kind: _Kind) -> None:
+        if not kind.waiting:
+            return
+        chunk, kind.waiting, kind.items = kind.waiting, [], 0
+        kind.in_flight += 1
+        outputs, priority, timeout_us, _ = key
+        task = asyncio.ensure_future(self._run(chunk, list(outputs), priority, timeout_us))
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(functools.partial(self._returned, key, kind))
+
+    def _returned(self, key: tuple, kind: _Kind, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        kind.in_flight -= 1
+        if kind.waiting:
+            self._dispatch(key, kind)
+        elif not kind.in_flight:
+            self._kinds.pop(key, None)
 
     async def _run(
         self, chunk: list[_Waiting], outputs: list[str], priority: int, timeout_us: int
     ) -> None:
+        deadlines = [r.deadline_s for r in chunk]
+        deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
         try:
             results = await self._send(
-                [r.feeds for r in chunk], [r.items for r in chunk], outputs, priority, timeout_us
+                [r.feeds for r in chunk],
+                [r.items for r in chunk],
+                outputs,
+                priority,
+                timeout_us,
+                deadline,
             )
         except BaseException as exc:  # cancelled too: no caller may be left waiting
             failure = exc if isinstance(exc, Exception) else ModelUnavailable("server stopping")
