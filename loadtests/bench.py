@@ -78,7 +78,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     batches = sorted({b for b in (1, 8, 16, 32, 64, 128, 256) if b <= max(args.max_batch_size, 1)})
     onnx_file = source / args.model / "1" / "model.onnx"
     # The ceiling runs what the server runs (TensorRT when the config asks for it, on a GPU).
-    providers = served_providers(source / args.model, args.device, args.max_batch_size)
+    providers = served_providers(
+        source / args.model, args.device, args.max_batch_size, f"{args.model}_batching"
+    )
     provider_names = [p if isinstance(p, str) else p[0] for p in providers]
     print(f"compute ceiling: in-process {provider_names}, batch sizes {batches} ...", flush=True)
     ceiling = compute_ceiling(

@@ -25,13 +25,15 @@ def providers_for(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
-def served_providers(model_dir: Path, device: str, max_batch_size: int) -> list:
+def served_providers(model_dir: Path, device: str, max_batch_size: int, name: str) -> list:
     """The providers the server picks for this model (TensorRT with its precision, profile and
-    engine cache when the config asks for it), so the ceiling runs what the server runs."""
+    engine cache when the config asks for it), so the ceiling runs what the server runs. `name`:
+    the served model's, so both find one TensorRT engine in the cache and it is built once."""
     from deepserve.server import runtime
     from deepserve.server.settings import default_engine_cache
 
     config = read_config(model_dir)
+    config.name = name
     config.max_batch_size = max_batch_size
     del config.dynamic_batching.preferred_batch_size[:]
     choice = runtime.choose_providers(

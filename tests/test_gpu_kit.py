@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "loadtests" / "gpu" / "remote.sh"
 
 
-def _step(tmp_path: Path, *args: str) -> str:
+def _step(tmp_path: Path, *args: str, extra: dict[str, str] | None = None) -> str:
     environment = {
         **os.environ,
         "DEVICE": "cpu",
@@ -24,6 +24,7 @@ def _step(tmp_path: Path, *args: str) -> str:
         "CONCURRENCY": "1,2",
         "SECONDS_PER_POINT": "0.05",
         "BATCHES": "1,8",
+        **(extra or {}),
     }
     result = subprocess.run(
         ["bash", str(KIT), *args],
@@ -69,3 +70,15 @@ def test_hostpath_and_answers_steps(tmp_path: Path) -> None:
     assert set(answers["models"]) == {"mnist", "cifar10_resnet20"}
     assert all(m["passed"] and m["share"] == 1.0 for m in answers["models"].values())
     assert "mnist" in printed and "same top-1" in printed
+
+
+def test_split_step(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    environment = {"FRONTENDS": "0,1", "LOAD_PROCESSES": "2", "MODEL_FRONTENDS": "1"}
+    _step(tmp_path, "split", str(out), "mnist", extra=environment)
+    split = json.loads((out / "split-mnist-cpu.json").read_text())
+    assert {(r["mode"], r["frontends"]) for r in split["rows"]} == {("noop", 0), ("noop", 1)}
+    assert all(r["errors"] == 0 and r["cpu_s_per_1000"] > 0 for r in split["rows"])
+    model = json.loads((out / "frontends-1" / "bench-mnist-cpu.json").read_text())
+    assert model["server"]["frontends"] == 1 and model["load_processes"] == 2
+    assert all(r["errors"] == 0 for r in model["rows"])

@@ -102,8 +102,8 @@ case "$step" in
       --channels 8 --duration "${DURATION:-5}" --out "$out" 2>&1 | tee "$out/split-$model.log"
     "$PYTHON" -m loadtests.bench --model "$model" --model-repository "$repository" \
       --device "${DEVICE:-cuda}" --modes batching,noop --concurrency 64,256 --max-batch-size 256 \
-      --frontends 4 --load-processes "${LOAD_PROCESSES:-6}" --channels 8 \
-      --duration "${DURATION:-5}" --out "$out/frontends-4" 2>&1 | tee "$out/bench-split-$model.log"
+      --frontends "${MODEL_FRONTENDS:-4}" --load-processes "${LOAD_PROCESSES:-6}" --channels 8 \
+      --duration "${DURATION:-5}" --out "$out/frontends-${MODEL_FRONTENDS:-4}" 2>&1 | tee "$out/bench-split-$model.log"
     ;;
   *)
     sed -n '2,18p' "$0"
