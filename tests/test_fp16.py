@@ -135,3 +135,15 @@ def test_training_command_writes_the_variant_with_fp16(tmp_path: Path) -> None:
     config = (tmp_path / "m" / "cifar10_resnet20_fp16" / "config.pbtxt").read_text()
     assert 'name: "cifar10_resnet20_fp16"' in config and "FP16" in config
     assert (tmp_path / "m" / "cifar10_resnet20_fp16" / "labels.txt").is_file()
+
+
+def test_families_export_without_the_fp16_converter() -> None:
+    """A GPU host may lack onnxconverter-common: the exporters import it only for --fp16."""
+    code = (
+        "import sys; sys.modules['onnxconverter_common'] = None\n"
+        "import deepserve.training.resnet50, deepserve.training.mnist, deepserve.training.ssd\n"
+        "from deepserve.training import fp16\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

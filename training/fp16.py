@@ -21,7 +21,6 @@ from pathlib import Path
 import onnx
 from google.protobuf import text_format
 from onnx import TensorProto
-from onnxconverter_common import float16
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .cli_args import DEFAULT_DATA
@@ -69,6 +68,8 @@ def half_precision(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with FP16 weights and arithmetic, its inputs' and outputs' types unchanged."""
     original = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    from onnxconverter_common import float16  # only here: the families export without it
+
     with warnings.catch_warnings():  # one warning per weight too small for FP16's range
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(model, keep_io_types=True)

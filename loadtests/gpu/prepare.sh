@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on a machine WITH package-index access: fetch what a bare GPU host (Python 3.12, CUDA 13,
 # cuDNN 9, no internet) needs to run the GPU benchmark, and cut it into parts that each fit in
-# one 64 MiB file transfer.
+# one transfer of at most 64 MiB beside the repository's files.
 #
 #   bash loadtests/gpu/prepare.sh            -> .gpu-bundle/part-00 ... part-NN, MANIFEST
 #
@@ -15,7 +15,10 @@ cd "$(dirname "$0")/../.."
 ORT_GPU_VERSION=${ORT_GPU_VERSION:-1.31.1}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
 PLATFORM=${PLATFORM:-manylinux_2_28_x86_64}
-PART_SIZE=${PART_SIZE:-60M}
+# A command carries at most 64 MiB in all, the repository's own files included: each part is
+# what is left beside them, less 2 MiB of margin.
+TREE_BYTES=$(git ls-files -z | xargs -0 cat | wc -c)
+PART_SIZE=${PART_SIZE:-$(( (62 * 1048576 - TREE_BYTES) / 1048576 ))M}
 BUNDLE=.gpu-bundle
 
 rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/wheels"

@@ -38,6 +38,11 @@ case "$step" in
     "$PYTHON" -m pip install --quiet --no-deps --no-index --target "$SITE" wheels/*.whl
     PYTHONPATH="$SITE" "$PYTHON" -c \
       'import onnxruntime as o; print(o.__version__, o.get_available_providers())'
+    # The ResNet-50 benchmark model, made here where torch is (it is 100 MB to carry otherwise).
+    if [ ! -d "$STAGE/models/resnet50" ] && "$PYTHON" -c 'import torch, torchvision' 2>/dev/null; then
+      cd - >/dev/null
+      PYTHONPATH="$SITE" "$PYTHON" -m deepserve.training resnet50 --out "$STAGE/models"
+    fi
     ;;
   bench)
     out=${1:?bench needs an output folder}
