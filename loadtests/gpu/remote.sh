@@ -23,6 +23,12 @@ CONCURRENCY=${CONCURRENCY:-1,2,4,8,16,32,64,128,256}
 IMAGES=${IMAGES:-1,8}
 mkdir -p "$STAGE"
 
+# The bundled repository, or the stage's for models that came with the bundle or were made here
+# (resnet50, the FP16 variants).
+repository_of() {
+  if [ -d "$STAGE/models/$1" ]; then echo "$STAGE/models"; else echo models; fi
+}
+
 step=${1:-}
 shift || true
 case "$step" in
@@ -55,8 +61,7 @@ case "$step" in
       'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
     } > "$out/environment.txt" 2>&1
     for model in "${models[@]}"; do
-      repository=models
-      [ -d "$STAGE/models/$model" ] && repository="$STAGE/models"  # e.g. resnet50 (RESNET50=1)
+      repository=$(repository_of "$model")
       for images in ${IMAGES//,/ }; do
         "$PYTHON" -m loadtests.bench --model "$model" --model-repository "$repository" \
           --device "${DEVICE:-cuda}" --modes "${MODES:-batching,noop}" \
@@ -70,8 +75,7 @@ case "$step" in
     # How a batch reaches the model: plain, IOBinding, pinned buffers, CUDA graphs, on and off.
     out=${1:?hostpath needs an output folder}
     model=${2:-resnet50}
-    repository=models
-    [ -d "$STAGE/models/$model" ] && repository="$STAGE/models"
+    repository=$(repository_of "$model")
     mkdir -p "$out"
     export PYTHONPATH="$SITE:${PYTHONPATH:-}"
     "$PYTHON" -m loadtests.host_device --model "$model" --model-repository "$repository" \
@@ -97,8 +101,7 @@ case "$step" in
     # in-process compute ceiling at the best batch.
     out=${1:?split needs an output folder}
     model=${2:-resnet50}
-    repository=models
-    [ -d "$STAGE/models/$model" ] && repository="$STAGE/models"
+    repository=$(repository_of "$model")
     mkdir -p "$out"
     export PYTHONPATH="$SITE:${PYTHONPATH:-}"
     "$PYTHON" -m loadtests.split_bench --model "$model" --model-repository "$repository" \
