@@ -19,6 +19,7 @@ import asyncio
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             str(args.frontends),
         )
         spread = SpreadLoad(args.load_processes) if args.load_processes > 1 else None
+        started = time.perf_counter()
         with local_server(scratch / "models", scratch / "server.log", *server_flags) as url:
+            ready_s = time.perf_counter() - started
             client = triton.InferenceServerClient(url)
             for mode in args.modes:
                 model = names[mode]
@@ -168,6 +171,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     )
         if spread is not None:
             spread.close()
+
     report: dict[str, Any] = {
         "model": args.model,
         "device": args.device,
@@ -183,6 +187,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "load_processes": args.load_processes,
         "images_per_request": args.images_per_request,
+        # With TensorRT, the ceiling's session builds the engine into the cache (a cold start)
+        # and the server started next reads it from there (a warm start).
+        "startup": {"ceiling_session_ready_s": ceiling.ready_s, "server_ready_s": ready_s},
         "ceiling": {
             "providers": provider_names,
             "best_batch": ceiling.best_batch,

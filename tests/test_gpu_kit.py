@@ -50,6 +50,8 @@ def test_bench_step_measures_one_and_eight_images_per_request(tmp_path: Path) ->
         }
         assert all(r["errors"] == 0 for r in report["rows"])
         assert report["ceiling"]["providers"] == ["CPUExecutionProvider"]
+        assert report["startup"]["server_ready_s"] > 0
+        assert report["startup"]["ceiling_session_ready_s"] > 0
     # 8 images a request: each execution carries at least the request's 8 images
     assert all(r["avg_batch"] >= 8 for r in eight["rows"])
     assert all(
