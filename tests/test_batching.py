@@ -96,8 +96,11 @@ def _batching_repository(root: Path) -> Path:
         "slow_unordered": _slow_config("dynamic_batching { }", instances=2),
         "slow_ordered": _slow_config("dynamic_batching { preserve_ordering: true }", instances=2),
     }
+    # Four times the work: the busy request must still run when the last of the priority
+    # test's requests arrives, however loaded the machine is.
+    slower = slow_matmul(depth=256)
     for name, config in variants.items():
-        write_model(repo, name, slow, config)
+        write_model(repo, name, slower if name == "slow_priority" else slow, config)
     return repo
 
 
