@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from deepserve.server.errors import ErrorKind
 from deepserve.server.split import wire
-from deepserve.server.split.remote_scheduler import RemoteScheduler
+from deepserve.server.split.remote_scheduler import MAX_WAIT_S, RemoteScheduler
 
 
 class RecordingEngine:
@@ -83,6 +83,26 @@ def test_requests_wait_while_the_engine_is_busy_then_travel_as_one_job() -> None
     ):
         np.testing.assert_array_equal(result.outputs["y"], np.full((items, 2), 2 * value))
     assert results[3].batch_items == 6 and results[3].queue_ns == 1
+
+
+def test_waiting_requests_leave_after_the_longest_wait_even_with_no_job_back() -> None:
+    """Under overload the engine's queue must still refuse at once: nothing waits here long."""
+    engine = RecordingEngine()
+
+    async def scenario():
+        scheduler = _scheduler(engine)
+        engine.answering.clear()
+        calls = [asyncio.ensure_future(scheduler.submit(_x(v), 1, ["y"])) for v in range(4)]
+        await _settle()
+        assert len(engine.jobs) == 2
+        await asyncio.sleep(MAX_WAIT_S * 5)
+        assert [j["requests"] for j in engine.jobs] == [1, 1, 2]  # no answer came back
+        engine.answering.set()
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(scenario())
+    for value, result in enumerate(results):
+        np.testing.assert_array_equal(result.outputs["y"], np.full((1, 2), 2 * value))
 
 
 def test_waiting_requests_go_when_they_fill_a_batch_and_kinds_wait_apart() -> None:

@@ -4,7 +4,8 @@ Requests travel as engine jobs; while a model's engine is busy, they travel toge
 model with dynamic batching, each kind of request (the same outputs, priority, queue timeout and
 input signature) may have a few jobs at the engine at once (one per instance, and one more
 waiting); requests that come while that many are out wait here and leave as one job when one
-comes back, or as soon as they fill a batch. So the engine's per-request work (receiving,
+comes back, when they fill a batch, or after at most 10 ms (so a full engine queue still refuses
+at once). So the engine's per-request work (receiving,
 queueing, answering) is paid per job, about a batch's worth of requests under load, and nothing
 waits when the engine is idle. A job counts as its requests against the engine's queue bound;
 each caller gets its own rows back. A job's deadline is the latest of its requests' (none if one
@@ -26,6 +27,9 @@ from ..errors import ModelUnavailable
 from ..scheduler import JobResult
 from . import wire
 from .engine_client import EngineClient
+
+MAX_WAIT_S = 0.01
+"""The longest a request waits in the front end for the engine to take fewer jobs."""
 
 
 @dataclass
@@ -54,6 +58,7 @@ class _Kind:
     in_flight: int = 0
     waiting: list[_Waiting] = field(default_factory=list)
     items: int = 0
+    timer: asyncio.TimerHandle | None = None
 
 
 class RemoteScheduler:
@@ -105,9 +110,16 @@ class RemoteScheduler:
         kind.items += items
         if kind.in_flight < self._jobs_out or kind.items >= self._group_items:
             self._dispatch(key, kind)
+        elif kind.timer is None:
+            kind.timer = asyncio.get_running_loop().call_later(
+                MAX_WAIT_S, self._dispatch, key, kind
+            )
         return await future
 
     def _dispatch(self, key: tuple, kind: _Kind) -> None:
+        if kind.timer is not None:
+            kind.timer.cancel()
+            kind.timer = None
         if not kind.waiting:
             return
         chunk, kind.waiting, kind.items = kind.waiting, [], 0
