@@ -12,6 +12,18 @@ from .onnx_models import standard_repository
 from .server_process import RunningServer, free_port, run_server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` run only where onnxruntime offers the CUDA provider."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return
+    skip = pytest.mark.skip(reason="needs onnxruntime-gpu and an NVIDIA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return standard_repository(tmp_path_factory.mktemp("repo") / "models")

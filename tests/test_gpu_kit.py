@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,9 @@ def test_split_step(tmp_path: Path) -> None:
     model = json.loads((out / "frontends-1" / "bench-mnist-cpu.json").read_text())
     assert model["server"]["frontends"] == 1 and model["load_processes"] == 2
     assert all(r["errors"] == 0 for r in model["rows"])
+
+
+def test_tests_step_selects_the_cuda_tests(tmp_path: Path) -> None:
+    printed = _step(tmp_path, "tests", str(tmp_path / "out"))
+    assert re.search(r"\b[1-9]\d* skipped", printed) and "needs onnxruntime-gpu" in printed
+    assert " passed" not in printed and " failed" not in printed  # a CPU runs none of them

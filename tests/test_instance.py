@@ -153,7 +153,7 @@ def test_host_buffer_without_cuda_is_plain_memory() -> None:
         assert pinned is False
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a GPU")
+@pytest.mark.cuda
 def test_cuda_graph_buckets_answer_as_the_plain_path() -> None:
     config = _with("mnist", cuda_graphs="1")
     config.dynamic_batching.preferred_batch_size[:] = [4, 8]

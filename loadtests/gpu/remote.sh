@@ -8,6 +8,7 @@
 #   bash loadtests/gpu/remote.sh bench OUT_DIR [MODELS...]      # server on CUDA + benchmark
 #   bash loadtests/gpu/remote.sh hostpath OUT_DIR [MODEL]       # plain / IOBinding / pinned / graphs
 #   bash loadtests/gpu/remote.sh answers OUT_DIR [MODELS...]    # served on CUDA vs the CPU
+#   bash loadtests/gpu/remote.sh tests OUT_DIR                  # pytest -m cuda
 #   bash loadtests/gpu/remote.sh split OUT_DIR [MODEL]          # front ends 1..8 (resnet50)
 #
 # Parts wait in $STAGE (default /tmp/deepserve-gpu). The benchmark runs each model (default:
@@ -95,6 +96,13 @@ case "$step" in
     "$PYTHON" -m loadtests.answers_check --device "${DEVICE:-cuda}" --model-repository models \
       "${extra[@]}" ${names:+--models "$names"} --out "$out" 2>&1 | tee "$out/answers.log"
     ;;
+  tests)
+    # The tests marked cuda (skipped on a CPU): the server on CUDA, the host-device path.
+    out=${1:?tests needs an output folder}
+    mkdir -p "$out"
+    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    "$PYTHON" -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$out/tests-cuda.log"
+    ;;
   split)
     # The split server on a many-core host: the no-op transport ceiling with 0 (one process),
     # 1, 2, 4 and 8 front ends, then one image per request through 4 front ends against the
@@ -114,7 +122,7 @@ case "$step" in
       --duration "${DURATION:-5}" --out "$out/frontends-${MODEL_FRONTENDS:-4}" 2>&1 | tee "$out/bench-split-$model.log"
     ;;
   *)
-    sed -n '2,18p' "$0"
+    sed -n '2,19p' "$0"
     exit 2
     ;;
 esac
