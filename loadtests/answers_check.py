@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as triton
-from PIL import Image
 
 from deepserve.training.metrics import box_iou
+from deepserve.training.mnist_data import digits_as
 from deepserve.training.scenes import make_scene
 
 from .local_server import local_server
@@ -40,12 +40,7 @@ SCORE_TOLERANCE = 0.02
 
 
 def _digit_images(height: int, width: int, channels: int) -> np.ndarray:
-    digits = np.stack([p.pixels for p in mnist_digits()])
-    if (height, width) != digits.shape[1:]:
-        digits = np.stack(
-            [np.asarray(Image.fromarray(d).resize((width, height), Image.BILINEAR)) for d in digits]
-        )
-    return np.ascontiguousarray(np.repeat(digits[..., None], channels, axis=-1))
+    return digits_as(np.stack([p.pixels for p in mnist_digits()]), height, width, channels)
 
 
 def _scenes(count: int, size: int | None = None) -> np.ndarray:

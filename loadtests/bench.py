@@ -79,21 +79,20 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     batches = sorted({b for b in (1, 8, 16, 32, 64, 128, 256) if b <= max(args.max_batch_size, 1)})
     onnx_file = source / args.model / "1" / "model.onnx"
     # The ceiling runs what the server runs (TensorRT when the config asks for it, on a GPU).
-    providers = served_providers(
+    served = served_providers(
         source / args.model, args.device, args.max_batch_size, f"{args.model}_batching"
     )
-    provider_names = [p if isinstance(p, str) else p[0] for p in providers]
-    print(f"compute ceiling: in-process {provider_names}, batch sizes {batches} ...", flush=True)
+    print(f"compute ceiling: in-process {served.names}, batch sizes {batches} ...", flush=True)
     ceiling = compute_ceiling(
         onnx_file,
         images,
         batches,
         args.device,
         seconds_per_batch=args.ceiling_seconds,
-        providers=providers,
+        providers=served.providers,
     )
     extra_ceilings = {}
-    if "TensorrtExecutionProvider" in provider_names:
+    if "TensorrtExecutionProvider" in served.names:
         print("compute ceiling: in-process CUDA provider alone ...", flush=True)
         extra_ceilings["ceiling_cuda"] = compute_ceiling(
             onnx_file, images, batches, args.device, seconds_per_batch=args.ceiling_seconds
@@ -190,20 +189,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         # With TensorRT, the ceiling's session builds the engine into the cache (a cold start)
         # and the server started next reads it from there (a warm start).
         "startup": {"ceiling_session_ready_s": ceiling.ready_s, "server_ready_s": ready_s},
-        "ceiling": {
-            "providers": provider_names,
-            "best_batch": ceiling.best_batch,
-            "items_per_s": ceiling.items_per_s,
-            "by_batch": {str(k): v for k, v in ceiling.by_batch.items()},
-        },
-        **{
-            key: {
-                "best_batch": value.best_batch,
-                "items_per_s": value.items_per_s,
-                "by_batch": {str(k): v for k, v in value.by_batch.items()},
-            }
-            for key, value in extra_ceilings.items()
-        },
+        "ceiling": {"providers": served.names, **ceiling.to_json()},
+        **{key: value.to_json() for key, value in extra_ceilings.items()},
         "rows": rows,
     }
     report["summary"] = summarize(report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +22,13 @@ class Ceiling:
     """From creating the session to the end of a first run at the largest batch: with
     TensorRT, its engine build (or its read from the cache)."""
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "best_batch": self.best_batch,
+            "items_per_s": self.items_per_s,
+            "by_batch": {str(k): v for k, v in self.by_batch.items()},
+        }
+
 
 def providers_for(device: str) -> list:
     if device == "cuda":
@@ -28,7 +36,7 @@ def providers_for(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
-def served_providers(model_dir: Path, device: str, max_batch_size: int, name: str) -> list:
+def served_providers(model_dir: Path, device: str, max_batch_size: int, name: str) -> Any:
     """The providers the server picks for this model (TensorRT with its precision, profile and
     engine cache when the config asks for it), so the ceiling runs what the server runs. `name`:
     the served model's, so both find one TensorRT engine in the cache and it is built once."""
@@ -45,7 +53,7 @@ def served_providers(model_dir: Path, device: str, max_batch_size: int, name: st
         model_file=model_dir / "1" / "model.onnx",
         engine_cache=default_engine_cache(),
     )
-    return choice.providers
+    return choice  # a ProviderChoice: .providers for the session, .names for the report
 
 
 def compute_ceiling(

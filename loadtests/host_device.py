@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from deepserve.server import runtime
@@ -36,9 +35,11 @@ from deepserve.server.instance import (
 from deepserve.server.job_queue import Job
 from deepserve.server.settings import default_engine_cache
 
+from .models import read_config
+
 
 def _config(repository: Path, model: str, device: str) -> mc.ModelConfig:
-    config = text_format.Parse((repository / model / "config.pbtxt").read_text(), mc.ModelConfig())
+    config = read_config(repository / model)
     if device == "cuda" and not config.dynamic_batching.preferred_batch_size:
         config.dynamic_batching.preferred_batch_size[:] = [
             b for b in (8, 32, 64) if b < config.max_batch_size

@@ -28,6 +28,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import runtime
 from .codecs import datatype_from_config, numpy_dtype
 from .errors import InferenceFailed, InvalidInput, ModelLoadError
 from .job_queue import Job
@@ -181,15 +182,12 @@ def _tensors(tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput]) -> lis
 class BoundInstance:
     """Gather into (page-locked) host buffers, IOBinding in and out."""
 
-    def __init__(
-        self, session: ort.InferenceSession, config: mc.ModelConfig, pinned: bool, gpu_id: int = 0
-    ) -> None:
+    def __init__(self, session: ort.InferenceSession, config: mc.ModelConfig, pinned: bool) -> None:
         self.session = session
         self.rows = max(config.max_batch_size, 1)
         self.batching = config.max_batch_size > 0
         self.inputs = {t.name: t for t in _tensors(config.input)}
         self.outputs = {t.name: t for t in _tensors(config.output)}
-        self.gpu_id = gpu_id
         self.binding = session.io_binding()
         pinned_all = True
         self.staging: dict[str, np.ndarray] = {}
@@ -265,7 +263,7 @@ class GraphInstance(BoundInstance):
     def __init__(
         self, session: ort.InferenceSession, config: mc.ModelConfig, pinned: bool, gpu_id: int = 0
     ) -> None:
-        super().__init__(session, config, pinned, gpu_id)
+        super().__init__(session, config, pinned)
         tensors = [*self.inputs.values(), *self.outputs.values()]
         if not self.batching or not all(t.static for t in tensors):
             raise ModelLoadError("cuda_graphs needs batching and static input and output shapes")
@@ -326,15 +324,18 @@ def graph_buckets(config: mc.ModelConfig) -> list[int]:
 
 
 def make_instance(
-    session: ort.InferenceSession, config: mc.ModelConfig, gpu_id: int = 0
+    session: ort.InferenceSession, config: mc.ModelConfig, gpu_id: int = 0, label: str = ""
 ) -> Instance:
-    """The instance for a session, by where it runs and the config's parameters."""
+    """The instance for a session, by where it runs and the config's parameters, warmed up:
+    a graph instance over its buckets (a plain warm-up run would capture a graph of its own),
+    the others with one run (and, with TensorRT, across its profile)."""
     on_gpu = any(p in CUDA_PROVIDERS for p in session.get_providers())
     options = io_options(config, on_gpu)
     if options.cuda_graphs:
-        instance = GraphInstance(session, config, options.pinned_buffers, gpu_id)
-        instance.warm_up()
-        return instance
+        graphs = GraphInstance(session, config, options.pinned_buffers, gpu_id)
+        graphs.warm_up()
+        return graphs
+    runtime.warm_up(session, config, label or config.name)
     if options.io_binding:
-        return BoundInstance(session, config, options.pinned_buffers, gpu_id)
+        return BoundInstance(session, config, options.pinned_buffers)
     return PlainInstance(session)

@@ -15,7 +15,7 @@ from .autoconfig import complete_config
 from .codecs import datatype_from_config
 from .errors import ModelLoadError, TaskNotSupported
 from .histograms import VersionHistograms
-from .instance import GraphInstance, Instance, make_instance
+from .instance import Instance, make_instance
 from .scheduler import Scheduler
 from .settings import ServerSettings
 from .stats import ModelStats
@@ -135,10 +135,7 @@ def load_version(
                 choice.reason,
                 threads or "ONNX Runtime default",
             )
-        instance = make_instance(session, completed, gpu_id)
-        if not isinstance(instance, GraphInstance):  # a graph instance warms its own buckets
-            runtime.warm_up(session, completed, label)
-        instances.append(instance)
+        instances.append(make_instance(session, completed, gpu_id, label))
     labels = repository.read_labels(model_dir, completed)
     stats = ModelStats()
     histograms = VersionHistograms.of(config.name, version)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -73,6 +74,17 @@ def load_split(folder: Path) -> Split:
             f"{len(test_images) - n} held out",
         )
     return Split(train_images, train_labels, test_images, test_labels, "standard 60k / 10k split")
+
+
+def digits_as(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+    """[N, 28, 28] gray digits -> [N, H, W, C] uint8, resized bilinearly, gray in every channel."""
+    if (height, width) == images.shape[1:]:
+        resized = images
+    else:
+        resized = np.stack(
+            [np.asarray(Image.fromarray(d).resize((width, height), Image.BILINEAR)) for d in images]
+        )
+    return np.ascontiguousarray(np.repeat(resized[..., None], channels, axis=-1))
 
 
 def download_mnist(folder: Path) -> Path:

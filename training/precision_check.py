@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .export import cpu_session
-from .mnist_data import load_split
+from .mnist_data import digits_as, load_split
 
 DIGITS = [str(d) for d in range(10)]
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -26,17 +25,6 @@ def _labels(config: mc.ModelConfig, model_dir: Path) -> list[str]:
         if output.label_filename and (model_dir / output.label_filename).is_file():
             return (model_dir / output.label_filename).read_text().split()
     return []
-
-
-def digits_as(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-    """[N, 28, 28] gray digits -> [N, H, W, C] uint8, resized bilinearly, gray in every channel."""
-    if (height, width) == images.shape[1:]:
-        resized = images
-    else:
-        resized = np.stack(
-            [np.asarray(Image.fromarray(d).resize((width, height), Image.BILINEAR)) for d in images]
-        )
-    return np.ascontiguousarray(np.repeat(resized[..., None], channels, axis=-1))
 
 
 def read_cifar10_test(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -93,14 +81,25 @@ def _classification(
     }
 
 
+def _on_both(fp32: Path, fp16: Path, measure, all_outputs: bool) -> dict[str, float]:
+    """`measure(run)` of each model, `run` taking uint8 images to its outputs (or first one)."""
+    found = {}
+    for precision, path in (("fp32", fp32), ("fp16", fp16)):
+        session = cpu_session(path)
+
+        def run(images: np.ndarray, session=session):
+            outputs = session.run(None, {"image": images})
+            return outputs if all_outputs else outputs[0]
+
+        found[precision] = measure(run)
+    return found
+
+
 def _detection(fp32: Path, fp16: Path, data: Path) -> dict:
     from .ssd import evaluate, held_out_scenes
 
     scenes = held_out_scenes(load_split(data), DETECTION_SCENES)
-    found = {}
-    for precision, path in (("fp32", fp32), ("fp16", fp16)):
-        session = cpu_session(path)
-        found[precision] = evaluate(lambda x, s=session: s.run(None, {"image": x}), scenes)[0]
+    found = _on_both(fp32, fp16, lambda run: evaluate(run, scenes)[0], all_outputs=True)
     return {"metric": "mAP@0.5", "held_out": f"{len(scenes)} held-out scenes", "unit": "fraction",
             **found}  # fmt: skip
 
@@ -111,10 +110,7 @@ def _segmentation(fp32: Path, fp16: Path, data: Path) -> dict:
 
     split = load_split(data)
     scenes = make_scenes(split.test_images, split.test_labels, SEGMENTATION_SCENES, HELD_OUT_SEED)
-    found = {}
-    for precision, path in (("fp32", fp32), ("fp16", fp16)):
-        session = cpu_session(path)
-        found[precision] = evaluate(lambda x, s=session: s.run(None, {"image": x})[0], scenes)[0]
+    found = _on_both(fp32, fp16, lambda run: evaluate(run, scenes)[0], all_outputs=False)
     return {"metric": "mean IoU", "held_out": f"{len(scenes)} held-out scenes", "unit": "fraction",
             **found}  # fmt: skip
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -36,7 +35,7 @@ from .export import (
     write_model_card,
     write_report,
 )
-from .mnist_data import load_split
+from .mnist_data import digits_as, load_split
 from .resnet_cifar import CIFAR_MEAN, CIFAR_STD, ResNetCifar, load_pretrained
 
 DEFAULT_WEIGHTS = Path("../shared/data/pretrained/resnet20-cifar10-12fca82f.th")
@@ -47,10 +46,7 @@ SIDE = 32
 
 def to_rgb32(images: np.ndarray) -> np.ndarray:
     """[N, 28, 28] gray digits -> [N, 32, 32, 3] uint8 RGB, as the pretrained network saw."""
-    out = np.empty((len(images), SIDE, SIDE, 3), np.uint8)
-    for i, image in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(image).resize((SIDE, SIDE), Image.BILINEAR))[..., None]
-    return out
+    return digits_as(images, SIDE, SIDE, 3)
 
 
 def build(arch: str, weights: str | None) -> tuple[nn.Module, list[nn.Module], tuple, tuple]:
