@@ -126,6 +126,14 @@ def test_default_mode_refuses_load_and_unload(server) -> None:
             {"parameters": {"intra_op_thread_count": {"string_value": "100000"}}},
             "intra_op_thread_count 100000 is outside",
         ),
+        (
+            {"parameters": {"io_binding": {"string_value": "yes"}}},
+            "parameter io_binding must be '0' or '1', got 'yes'",
+        ),
+        (
+            {"parameters": {"pinned_buffers": {"string_value": "2"}}},
+            "parameter pinned_buffers must be '0' or '1', got '2'",
+        ),
         ({"max_batch_size": 1 << 20}, "max_batch_size 1048576 is outside"),
         ({"input": [{"name": "image", "data_type": "TYPE_FP64", "dims": [8]}]}, "config says FP64"),
         ({"name": "other"}, "names the model 'other'"),
