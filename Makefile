@@ -43,7 +43,7 @@ system-tools:
 # (--frontends 2: one engine, two front ends; DEEPSERVE_FRONTENDS reaches every server started).
 SINGLE_PROCESS_ONLY := test_training_quick test_training_data test_codecs test_scheduler_unit \
 	test_runtime test_package test_tracing test_fp16 test_gpu_kit test_instance test_gpu \
-	test_remote_scheduler
+	test_remote_scheduler test_engine_ceiling
 test: $(VENV)/.installed-dev system-tools
 	$(BIN)/python -m pytest
 	DEEPSERVE_FRONTENDS=2 $(BIN)/python -m pytest -q \

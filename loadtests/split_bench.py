@@ -23,6 +23,8 @@ from typing import Any
 
 import tritonclient.grpc as triton
 
+from deepserve.server.split.supervisor import ENGINE_NAME, FRONTEND_NAME
+
 from .bench import make_images, payloads_for
 from .local_server import RunningServer, run_server
 from .models import bench_repository, read_config
@@ -45,16 +47,37 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process tree, from /proc/<pid>/stat."""
-    total = 0
+def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, rest = text.split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
+def cpu_by_role(pid: int) -> dict[str, float]:
+    """User + system CPU-seconds of the process tree, by role: the split server's engine and
+    front ends (named so by the supervisor), and the rest (the supervisor, or one process)."""
+    seconds = {"engine": 0.0, "frontends": 0.0, "rest": 0.0}
     for member in _tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        stat = _stat_fields(member)
+        if stat is None:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+        name, fields = stat
+        if name == ENGINE_NAME:
+            role = "engine"
+        elif name.startswith(FRONTEND_NAME.format("")):
+            role = "frontends"
+        else:
+            role = "rest"
+        seconds[role] += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU-seconds of the process tree, from /proc/<pid>/stat."""
+    return sum(cpu_by_role(pid).values())
 
 
 def _answered(client: triton.InferenceServerClient, model: str) -> int:
@@ -70,12 +93,17 @@ def measure(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     client = triton.InferenceServerClient(server.url)
-    answered, cpu = _answered(client, model), cpu_seconds(server.process.pid)
+    answered, before = _answered(client, model), cpu_by_role(server.process.pid)
     result = load.run(server.url, payloads, concurrency, args.duration, args.warmup, args.channels)
-    cpu = cpu_seconds(server.process.pid) - cpu
+    roles = {k: v - before[k] for k, v in cpu_by_role(server.process.pid).items()}
+    cpu = sum(roles.values())
     answered = _answered(client, model) - answered
     client.close()
-    return {
+    per_1000 = {
+        f"{role}_cpu_s_per_1000": 1000 * seconds / answered if answered else float("nan")
+        for role, seconds in roles.items()
+    }
+    return per_1000 | {
         "concurrency": concurrency,
         "infer_per_s": result.throughput,
         "p50_ms": result.percentile(50),
@@ -128,8 +156,18 @@ def _line(row: dict[str, Any]) -> str:
     return (
         f"  {row['mode']:<9} frontends={row['frontends']:<2} c={row['concurrency']:<4}"
         f"{row['infer_per_s']:9.0f} infer/s  p50 {row['p50_ms']:6.2f} ms  "
-        f"p99 {row['p99_ms']:6.2f} ms  CPU {row['cpu_s_per_1000']:.3f} s/1000 req  "
-        f"errors {row['errors']}"
+        f"p99 {row['p99_ms']:6.2f} ms  CPU {row['cpu_s_per_1000']:.3f} s/1000 req"
+        f"{_roles(row)}  errors {row['errors']}"
+    )
+
+
+def _roles(row: dict[str, Any]) -> str:
+    """Where a split server's CPU went: the engine and the front ends (per 1,000 requests)."""
+    if not row["frontends"]:
+        return ""
+    return (
+        f" (engine {row['engine_cpu_s_per_1000']:.3f}, "
+        f"front ends {row['frontends_cpu_s_per_1000']:.3f})"
     )
 
 

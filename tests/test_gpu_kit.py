@@ -85,6 +85,13 @@ def test_split_step(tmp_path: Path) -> None:
     model = json.loads((out / "frontends-1" / "bench-mnist-cpu.json").read_text())
     assert model["server"]["frontends"] == 1 and model["load_processes"] == 2
     assert all(r["errors"] == 0 for r in model["rows"])
+    engine = json.loads((out / "engine-ceiling-mnist-cpu.json").read_text())
+    assert {(r["requests_per_job"], r["window"]) for r in engine["rows"]} == {
+        (size, window) for size in (1, 8, 32) for window in (1, 16)
+    }
+    assert all(r["requests_per_s"] > 0 and r["engine_cpu_us_per_job"] > 0 for r in engine["rows"])
+    brought_back = [p for p in out.rglob("*") if p.is_file()]
+    assert len(brought_back) <= 8, brought_back  # what one device call can send back
 
 
 def test_tests_step_selects_the_cuda_tests(tmp_path: Path) -> None:

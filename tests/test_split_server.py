@@ -64,6 +64,10 @@ def _pids(server: RunningServer) -> tuple[int, list[int]]:
     return int(engines[-1]), [int(pid) for pid in frontends]
 
 
+def _process_name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def _negate(stub: pb_grpc.GRPCInferenceServiceStub, values: np.ndarray) -> np.ndarray:
     request = pb.ModelInferRequest(model_name="negate")
     request.inputs.add(name="x", datatype="INT32", shape=list(values.shape))
@@ -145,7 +149,9 @@ def test_answers_stay_their_own_across_front_ends(repo: Path, tmp_path: Path) ->
 def test_a_killed_front_end_fails_its_calls_and_is_replaced(repo: Path, tmp_path: Path) -> None:
     with run_server(repo, tmp_path, "--frontends", "1") as server:
         _all_connected(server, 1)
-        _, [frontend] = _pids(server)
+        engine, [frontend] = _pids(server)
+        # Named for ps, top and the benchmarks' CPU by role.
+        assert (_process_name(engine), _process_name(frontend)) == ("ds-engine", "ds-frontend-0")
         with ThreadPoolExecutor(1) as pool:
             call = pool.submit(_slow_call, server.url)
             time.sleep(0.5)  # the call is running in the engine
@@ -153,7 +159,7 @@ def test_a_killed_front_end_fails_its_calls_and_is_replaced(repo: Path, tmp_path
             assert call.result(timeout=10) == "UNAVAILABLE"
         _wait_ready(server, True)
         _, frontends = _pids(server)
-        assert frontends[-1] != frontend
+        assert frontends[-1] != frontend and _process_name(frontends[-1]) == "ds-frontend-0"
         assert "front end 0 exited (code -9); starting it again" in server.log()
         with grpc.insecure_channel(server.url) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)

@@ -106,7 +106,7 @@ case "$step" in
   split)
     # The split server on a many-core host: the no-op transport ceiling with 0 (one process),
     # 1, 2, 4 and 8 front ends, then one image per request through 4 front ends against the
-    # in-process compute ceiling at the best batch.
+    # in-process compute ceiling at the best batch; then the engine's own ceiling.
     out=${1:?split needs an output folder}
     model=${2:-resnet50}
     repository=$(repository_of "$model")
@@ -120,6 +120,10 @@ case "$step" in
       --device "${DEVICE:-cuda}" --modes batching,noop --concurrency 64,256 --max-batch-size 256 \
       --frontends "${MODEL_FRONTENDS:-4}" --load-processes "${LOAD_PROCESSES:-6}" --channels 8 \
       --duration "${DURATION:-5}" --out "$out/frontends-${MODEL_FRONTENDS:-4}" 2>&1 | tee "$out/bench-split-$model.log"
+    # The engine alone, fed as fast as its socket allows: what the front ends could be given.
+    "$PYTHON" -m loadtests.engine_ceiling --model "$model" --model-repository "$repository" \
+      --device "${DEVICE:-cuda}" --modes noop --job-sizes "${JOB_SIZES:-1,8,32}" --windows 1,16 \
+      --duration "${DURATION:-5}" --warmup "${WARMUP:-1}" --out "$out"  # its table: the output
     ;;
   *)
     sed -n '2,19p' "$0"

@@ -25,6 +25,19 @@ Undelivered = Callable[[bytes, list[Sequence[Any]], zmq.ZMQError], None]
 """(peer identity, the messages, why): a ROUTER's peer is gone, a DEALER has no peer."""
 
 
+def unbundle(frames: list[Any], start: int = 0) -> list[list[Any]]:
+    """The messages in what one receive returned: itself, or the parts of a bundle, each with
+    the frames before `start` (a ROUTER's peer identity) in front."""
+    marker = frames[start] if len(frames) > start else None
+    if marker is None or len(marker) != 1 or marker.bytes != BUNDLE:
+        return [frames]
+    prefix, position, messages = frames[:start], start + 2, []
+    for count in msgpack.unpackb(frames[start + 1].buffer):
+        messages.append(prefix + frames[position : position + count])
+        position += count
+    return messages
+
+
 class Pump:
     def __init__(
         self,
@@ -60,16 +73,8 @@ class Pump:
             self._deliver(frames)
 
     def _deliver(self, frames: list[Any]) -> None:
-        start = 1 if self._routed else 0
-        marker = frames[start] if len(frames) > start else None
-        if marker is None or len(marker) != 1 or marker.bytes != BUNDLE:
-            self._on_message(frames)
-            return
-        prefix = frames[:start]
-        position = start + 2
-        for count in msgpack.unpackb(frames[start + 1].buffer):
-            self._on_message(prefix + frames[position : position + count])
-            position += count
+        for message in unbundle(frames, 1 if self._routed else 0):
+            self._on_message(message)
 
     # ---- sending -------------------------------------------------------------------------------
 
