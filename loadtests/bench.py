@@ -30,8 +30,9 @@ from tritonclient.grpc import service_pb2 as pb
 
 from .bench_report import format_table, summarize, write_outputs
 from .ceiling import compute_ceiling, served_providers
-from .closed_loop import run_load
+from .closed_loop import LoadResult, run_load
 from .gpu_sampler import GpuSampler
+from .grpc_floor import floor_server
 from .local_server import local_server
 from .models import bench_repository, read_config
 from .spread_load import SpreadLoad
@@ -119,6 +120,12 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             str(args.frontends),
         )
         spread = SpreadLoad(args.load_processes) if args.load_processes > 1 else None
+
+        def load(url: str, payloads: list[bytes], conc: int) -> LoadResult:
+            if spread is not None:
+                return spread.run(url, payloads, conc, args.duration, args.warmup, args.channels)
+            return asyncio.run(run_load(url, payloads, conc, args.duration, args.warmup))
+
         started = time.perf_counter()
         with local_server(scratch / "models", scratch / "server.log", *server_flags) as url:
             ready_s = time.perf_counter() - started
@@ -130,15 +137,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 for conc in args.concurrency:
                     before = _counts(client, model)
                     with GpuSampler() as gpu:
-                        result = (
-                            spread.run(
-                                url, payloads, conc, args.duration, args.warmup, args.channels
-                            )
-                            if spread is not None
-                            else asyncio.run(
-                                run_load(url, payloads, conc, args.duration, args.warmup)
-                            )
-                        )
+                        result = load(url, payloads, conc)
                     after = _counts(client, model)
                     executions = after[1] - before[1]
                     row = {
@@ -168,6 +167,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                         ),
                         flush=True,
                     )
+        floor = None
+        if 1 in args.concurrency and "noop" in args.modes:
+            # The same requests at concurrency 1 to a gRPC server with no deepserve code.
+            payloads = payloads_for("floor", input_name, datatype, images, args.images_per_request)
+            with floor_server() as url:
+                result = load(url, payloads, 1)
+            floor = {"p50_ms": result.percentile(50), "p99_ms": result.percentile(99)}
+            print(f"  gRPC floor   c=1    p50 {floor['p50_ms']:.3f} ms", flush=True)
         if spread is not None:
             spread.close()
 
@@ -192,6 +199,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "ceiling": {"providers": served.names, **ceiling.to_json()},
         **{key: value.to_json() for key, value in extra_ceilings.items()},
         "rows": rows,
+        "grpc_floor": floor,
     }
     report["summary"] = summarize(report)
     return report

@@ -23,17 +23,33 @@ def format_table(report: dict[str, Any]) -> str:
             f"{row['avg_batch']:>9.2f} {row['errors']:>6}"
         )
     for conc, summary in report.get("summary", {}).items():
-        lines.append(
+        line = (
             f"concurrency {conc}: N = {summary['transport_ceiling']:.0f}, bound 1/(1/C+1/N) = "
             f"{summary['bound']:.0f}, batching = {summary['batching']:.0f} "
-            f"({summary['vs_bound']:.2f} x bound, {summary['vs_no_batching']:.2f} x no batching), "
-            f"p50 batching - no batching = {summary['p50_delta_ms']:+.3f} ms"
+            f"({summary['vs_bound']:.2f} x bound"
         )
+        if "vs_no_batching" in summary:
+            line += (
+                f", {summary['vs_no_batching']:.2f} x no batching), "
+                f"p50 batching - no batching = {summary['p50_delta_ms']:+.3f} ms"
+            )
+        lines.append(line + ("" if "vs_no_batching" in summary else ")"))
+        if "p50_above_in_process_ms" in summary:
+            lines.append(
+                f"  p50 {summary['p50_ms']:.3f} ms = in-process run "
+                f"{summary['in_process_ms']:.3f} + {summary['p50_above_in_process_ms']:.3f} ms "
+                f"above it; of that, gRPC floor {summary['grpc_floor_p50_ms']:.3f} ms "
+                f"(client, loopback, grpcio), deepserve {summary['deepserve_ms']:.3f} ms "
+                f"(no-op p50 - floor), the rest {summary['run_in_server_ms']:.3f} ms (the run "
+                "in the server beyond in-process: its threads wake, the batch forms)"
+            )
     return "\n".join(lines)
 
 
 def summarize(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per concurrency: N (no-op server), the shared-CPU bound, and how batching compares."""
+    """Per concurrency: N (no-op server), the shared-CPU bound and how batching compares; with
+    the no-batching mode, how batching compares to it; at concurrency 1 with the gRPC floor,
+    where the batching p50 goes (the in-process run, the floor, deepserve's own time)."""
     by_key = {(r["mode"], r["concurrency"]): r for r in report["rows"]}
     ceiling = report["ceiling"]["items_per_s"]
     summary: dict[str, dict[str, float]] = {}
@@ -41,21 +57,42 @@ def summarize(report: dict[str, Any]) -> dict[str, dict[str, float]]:
         batching = by_key.get(("batching", conc))
         plain = by_key.get(("no_batching", conc))
         noop = by_key.get(("noop", conc))
-        if not (batching and plain and noop):
+        if not (batching and noop):
             continue
         transport = noop["infer_per_s"]
         bound = 1 / (1 / ceiling + 1 / transport) if ceiling and transport else math.nan
-        summary[str(conc)] = {
+        point = summary[str(conc)] = {
             "transport_ceiling": transport,
             "bound": bound,
             "batching": batching["infer_per_s"],
             "vs_bound": batching["infer_per_s"] / bound if bound else math.nan,
-            "vs_no_batching": batching["infer_per_s"] / plain["infer_per_s"]
-            if plain["infer_per_s"]
-            else math.nan,
-            "p50_delta_ms": batching["p50_ms"] - plain["p50_ms"],
         }
+        if plain:
+            point["vs_no_batching"] = (
+                batching["infer_per_s"] / plain["infer_per_s"] if plain["infer_per_s"] else math.nan
+            )
+            point["p50_delta_ms"] = batching["p50_ms"] - plain["p50_ms"]
+        point |= _latency_parts(report, conc, batching, noop)
     return summary
+
+
+def _latency_parts(
+    report: dict[str, Any], conc: int, batching: dict[str, Any], noop: dict[str, Any]
+) -> dict[str, float]:
+    floor = report.get("grpc_floor")
+    per_request = report.get("images_per_request", 1)
+    items_per_s = report["ceiling"]["by_batch"].get(str(per_request))
+    if conc != 1 or not floor or not items_per_s:
+        return {}
+    in_process_ms = 1000 * per_request / items_per_s  # one run of a request's batch
+    return {
+        "p50_ms": batching["p50_ms"],
+        "in_process_ms": in_process_ms,
+        "p50_above_in_process_ms": batching["p50_ms"] - in_process_ms,
+        "grpc_floor_p50_ms": floor["p50_ms"],
+        "deepserve_ms": noop["p50_ms"] - floor["p50_ms"],
+        "run_in_server_ms": batching["p50_ms"] - in_process_ms - noop["p50_ms"],
+    }
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> list[Path]:

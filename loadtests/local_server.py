@@ -38,7 +38,7 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _wait(
+def wait_until_up(
     url: str,
     process: subprocess.Popen,
     log_path: Path,
@@ -46,6 +46,8 @@ def _wait(
     timeout: float,
     credentials: grpc.ChannelCredentials | None,
 ) -> None:
+    """Until the gRPC server at `url` is live (or ready); its log in the error when it exits
+    or the time runs out."""
     deadline = time.monotonic() + timeout
     channel = grpc.secure_channel(url, credentials) if credentials else grpc.insecure_channel(url)
     with channel:
@@ -108,7 +110,7 @@ def run_server(
         )
     server = RunningServer(url=f"127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        _wait(server.url, process, log_path, wait_ready, timeout, credentials)
+        wait_until_up(server.url, process, log_path, wait_ready, timeout, credentials)
         yield server
     finally:
         if process.poll() is None:

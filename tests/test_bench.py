@@ -43,4 +43,9 @@ def test_bench_measures_every_mode_and_writes_json_and_png(tmp_path: Path) -> No
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
     assert report["ceiling"]["items_per_s"] > 0
     assert set(report["summary"]) == {"1", "4"}
+    # At concurrency 1 the p50 is split into its parts, the gRPC floor measured beside it.
+    parts = report["summary"]["1"]
+    assert 0 < report["grpc_floor"]["p50_ms"] == parts["grpc_floor_p50_ms"]
+    assert parts["deepserve_ms"] > 0  # deepserve's no-op is more work than the floor's answer
+    assert "gRPC floor" in result.stdout
     assert "1/(1/C+1/N)" in result.stdout
