@@ -95,6 +95,28 @@ def profile(config: mc.ModelConfig) -> dict[str, str]:
     return {f"trt_profile_{name}_shapes": ",".join(values) for name, values in shapes.items()}
 
 
+def library_will_not_load(library: Path) -> str | None:
+    """Why a shared library does not load (it, or a library it needs, missing or broken), by
+    the library's file name only; None when it loads."""
+    if not library.is_file():
+        return f"{library.name} is not installed"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        culprit, _, why = str(exc).partition(":")  # "<library>: <the loader's words>"
+        return f"{Path(culprit).name} does not load ({why.rsplit(':', 1)[-1].strip()})"
+    return None
+
+
+def tensorrt_missing() -> str | None:
+    """Why ONNX Runtime's TensorRT provider cannot start on this host, or None when it can.
+    onnxruntime-gpu lists the provider whether TensorRT (libnvinfer) is installed or not;
+    loading the provider's library is what tells (not cached: the CUDA libraries it needs may
+    be preloaded later)."""
+    capi = Path(ort.__file__).parent / "capi"
+    return library_will_not_load(capi / "libonnxruntime_providers_tensorrt.so")
+
+
 @functools.cache
 def tensorrt_version() -> str:
     """The TensorRT library ONNX Runtime will load (libnvinfer), or 'unknown'."""

@@ -86,8 +86,12 @@ def choose_providers(
     providers: list[ProviderSpec] = []
     reasons: list[str] = []
     requested = {acc.name: dict(acc.parameters) for acc in _gpu_accelerators(config)}
+    preload_cuda_libraries()
     if "tensorrt" in requested:
-        if TENSORRT in available:
+        missing = gpu_options.tensorrt_missing() if TENSORRT in available else None
+        if missing:
+            reasons.append(f"config asks for TensorRT but it cannot start here: {missing}")
+        elif TENSORRT in available:
             facts = {
                 "onnxruntime": ort.__version__,
                 "tensorrt": gpu_options.tensorrt_version(),
@@ -102,7 +106,6 @@ def choose_providers(
             reasons.append("config asks for TensorRT but it is not installed")
     else:
         reasons.append("TensorRT not asked for in optimization.execution_accelerators")
-    preload_cuda_libraries()
     providers.append((CUDA, gpu_options.cuda_options(config, gpu_id)))
     providers.append(CPU)
     reasons.append(f"CUDA available (GPU {gpu_id})")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import _ctypes
 from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from deepserve.server import gpu_options
 from deepserve.server.errors import ModelLoadError
 from deepserve.server.runtime import (
     CPU,
@@ -47,7 +49,13 @@ def test_gpu_build_uses_cuda_then_cpu_without_tensorrt_unless_asked() -> None:
     assert "TensorRT not asked for" in choice.reason
 
 
-def test_tensorrt_when_the_config_asks() -> None:
+@pytest.fixture()
+def tensorrt_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host where ONNX Runtime's TensorRT provider library and libnvinfer load."""
+    monkeypatch.setattr(gpu_options, "tensorrt_missing", lambda: None)
+
+
+def test_tensorrt_when_the_config_asks(tensorrt_loads: None) -> None:
     choice = choose_providers(_config(TRT_CONFIG), "auto", GPU_BUILD)
     assert choice.names == [TENSORRT, CUDA, CPU]
     assert choice.providers[0][1]["trt_fp16_enable"] is True
@@ -57,6 +65,30 @@ def test_tensorrt_asked_but_missing_falls_back_to_cuda() -> None:
     choice = choose_providers(_config(TRT_CONFIG), "auto", [CUDA, CPU])
     assert choice.names == [CUDA, CPU]
     assert "not installed" in choice.reason
+
+
+def test_tensorrt_listed_but_not_loading_falls_back_to_cuda_with_its_options() -> None:
+    """onnxruntime-gpu lists TensorRT on a host without libnvinfer: the model goes to CUDA, on
+    its GPU and with its options, and the log says which library did not load."""
+    missing = gpu_options.tensorrt_missing()
+    if missing is None:
+        pytest.skip("TensorRT loads on this host")
+    choice = choose_providers(_config(TRT_CONFIG), "auto", GPU_BUILD, gpu_id=1)
+    assert choice.names == [CUDA, CPU]
+    assert choice.providers[0] == (CUDA, {"device_id": 1})
+    assert f"config asks for TensorRT but it cannot start here: {missing}" in choice.reason
+
+
+def test_a_library_that_does_not_load_is_named_without_its_folder(tmp_path: Path) -> None:
+    broken = tmp_path / "libbroken.so"
+    broken.write_bytes(b"not a shared library")
+    why = gpu_options.library_will_not_load(broken)
+    assert why is not None and why.startswith("libbroken.so does not load (")
+    assert str(tmp_path) not in why
+    assert gpu_options.library_will_not_load(tmp_path / "libabsent.so") == (
+        "libabsent.so is not installed"
+    )
+    assert gpu_options.library_will_not_load(Path(_ctypes.__file__)) is None  # one that loads
 
 
 def test_cpu_device_or_cpu_instances_force_cpu() -> None:
@@ -98,8 +130,6 @@ optimization { execution_accelerators { gpu_execution_accelerator [
 
 
 def test_tensorrt_profile_caches_and_precision(tmp_path) -> None:
-    from deepserve.server import gpu_options
-
     model = tmp_path / "model.onnx"
     model.write_bytes(b"graph one")
     facts = {"onnxruntime": "1.31.1", "tensorrt": "10.3.0", "gpu": "NVIDIA H100"}
@@ -135,7 +165,9 @@ def test_tensorrt_profile_caches_and_precision(tmp_path) -> None:
     assert retrained["trt_timing_cache_path"] == options["trt_timing_cache_path"]
 
 
-def test_tensorrt_asked_for_builds_its_options_from_the_config(tmp_path) -> None:
+def test_tensorrt_asked_for_builds_its_options_from_the_config(
+    tmp_path: Path, tensorrt_loads: None
+) -> None:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"graph")
     choice = choose_providers(
@@ -155,8 +187,6 @@ def test_warm_up_covers_the_tensorrt_profile() -> None:
 
 
 def test_cuda_options_from_config_parameters() -> None:
-    from deepserve.server import gpu_options
-
     config = _config(
         'parameters { key: "cuda_cudnn_conv_algo_search" value { string_value: "HEURISTIC" } }'
         'parameters { key: "cuda_gpu_mem_limit" value { string_value: "2147483648" } }'
@@ -180,8 +210,6 @@ def test_cuda_options_from_config_parameters() -> None:
 
 
 def test_a_gpu_the_host_lacks_is_a_clear_load_error() -> None:
-    from deepserve.server import gpu_options
-
     gpu_options.check_gpu_ids([0, 0, 1], 2)
     with pytest.raises(
         ModelLoadError, match=r"lists GPU \[3\], but this host has 2 GPU\(s\), 0\.\.1"
