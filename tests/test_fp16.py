@@ -147,3 +147,16 @@ def test_families_export_without_the_fp16_converter() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_no_check_writes_a_variant_without_held_out_data(tmp_path: Path, capsys) -> None:
+    """A random-weight benchmark model has nothing to measure: the variant is written, in FP16,
+    and no data is read (the folder named does not exist)."""
+    absent = str(tmp_path / "no-such-folder")
+    status = fp16.main(
+        ["mnist", "--models", str(MODELS), "--out", str(tmp_path), "--no-check", "--data", absent]
+    )
+    assert status == 0 and "mnist_fp16: written, not measured" in capsys.readouterr().out
+    graph = onnx.load(str(tmp_path / "mnist_fp16" / "1" / "model.onnx")).graph
+    assert {init.data_type for init in graph.initializer} == {TensorProto.FLOAT16}
+    assert not (tmp_path / "mnist_fp16" / "training_report.json").exists()  # nothing measured

@@ -164,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cifar10", type=Path, help="folder with CIFAR-10's test_batch.bin (binary version)"
     )
     parser.add_argument("--max-drop", type=float, default=MAX_DROP_POINTS, help="points")
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="write the variants without measuring them (random-weight benchmark models)",
+    )
     args = parser.parse_args(argv)
     names = args.names or sorted(
         p.name
@@ -173,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         variant = write_variant(args.models / name, args.out)
+        if args.no_check:
+            size_mb = onnx_size_mb(newest_version(variant))
+            print(f"{variant.name}: written, not measured ({size_mb:.2f} MB)")
+            continue
         report = check_variant(args.models / name, variant, args.data, args.cifar10)
         print(
             f"{variant.name}: {report['metric']} FP32 {report['fp32']:.4f} FP16 "

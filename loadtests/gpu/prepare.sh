@@ -44,8 +44,10 @@ for requirement in project["dependencies"] + project["optional-dependencies"]["g
 EOF
 )
 # The benchmark's own needs: onnx (it writes the no-op model) and matplotlib (its plots).
+# onnxconverter-common makes the FP16 ResNet-50 there (the CUDA provider's FP16, where TensorRT
+# is not installed).
 download "${REQUIREMENTS[@]}" "flatbuffers" "coloredlogs" "packaging" "sympy" \
-  "onnx>=1.17,<1.24" "matplotlib>=3.8,<4"
+  "onnx>=1.17,<1.24" "matplotlib>=3.8,<4" "onnxconverter-common>=1.14,<2"
 
 # deepserve itself, as a pure-Python wheel of this checkout.
 "${PIP[@]}" wheel --quiet --no-deps --wheel-dir "$BUNDLE/wheels" .
@@ -54,7 +56,8 @@ download "${REQUIREMENTS[@]}" "flatbuffers" "coloredlogs" "packaging" "sympy" \
 "${PIP[@]}" install --quiet --dry-run --ignore-installed --no-index \
   --find-links "$BUNDLE/wheels" --only-binary=:all: --python-version "$PYTHON_VERSION" \
   --platform "$PLATFORM" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-  --target "$BUNDLE/dry-run" --report "$BUNDLE/resolution.json" "deepserve[gpu]" onnx matplotlib
+  --target "$BUNDLE/dry-run" --report "$BUNDLE/resolution.json" "deepserve[gpu]" onnx matplotlib \
+  onnxconverter-common
 python3 -c "import json, sys; r = json.load(open(sys.argv[1])); \
 print('bundle resolves deepserve[gpu] for Python $PYTHON_VERSION:', len(r['install']), 'packages')" \
   "$BUNDLE/resolution.json"

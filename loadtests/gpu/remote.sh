@@ -17,6 +17,7 @@
 # OUT_DIR, plus environment facts in OUT_DIR/environment.txt. DEVICE=cpu dry-runs any step.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
 STAGE=${STAGE:-/tmp/deepserve-gpu}
 SITE="$STAGE/site"
 PYTHON=${PYTHON:-python3}
@@ -49,6 +50,12 @@ case "$step" in
     if [ ! -d "$STAGE/models/resnet50" ] && "$PYTHON" -c 'import torch, torchvision' 2>/dev/null; then
       cd - >/dev/null
       PYTHONPATH="$SITE" "$PYTHON" -m deepserve.training resnet50 --out "$STAGE/models"
+    fi
+    # Its FP16 variant: the CUDA provider in FP16, where TensorRT is not installed (random
+    # weights: nothing to measure; the answers step compares GPU and CPU).
+    if [ -d "$STAGE/models/resnet50" ] && [ ! -d "$STAGE/models/resnet50_fp16" ]; then
+      (cd "$ROOT" && PYTHONPATH="$SITE" "$PYTHON" -m deepserve.training fp16 resnet50 \
+        --models "$STAGE/models" --out "$STAGE/models" --no-check)
     fi
     ;;
   bench)
