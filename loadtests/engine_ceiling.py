@@ -36,6 +36,7 @@ from .models import bench_repository, read_config
 from .split_bench import cpu_seconds
 
 READY_TIMEOUT_S = 300.0
+ANSWER_TIMEOUT_S = 60.0
 
 
 class EngineDriver:
@@ -68,6 +69,14 @@ class EngineDriver:
     def answered(self, rows: int) -> int:
         """Waits for what one receive brings; the count of jobs it answers. Each must be an
         answer with `rows` rows in every output."""
+        waited = 0.0
+        while not self.socket.poll(200):
+            waited += 0.2
+            if not self._process.is_alive() or waited > ANSWER_TIMEOUT_S:
+                raise RuntimeError(
+                    f"no answer from the engine in {waited:.1f} s "
+                    f"(engine {'running' if self._process.is_alive() else 'exited'})"
+                )
         count = 0
         for message in unbundle(self.socket.recv_multipart(copy=False)):
             _, status, body = wire.unpack(message[0].buffer)

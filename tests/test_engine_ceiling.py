@@ -3,6 +3,7 @@ at any answer that is not its job's: an error, or rows that are not the job's.""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import tempfile
 from collections.abc import Iterator
@@ -19,8 +20,9 @@ from loadtests.models import bench_repository, read_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[tuple[EngineDriver, str]]:
+@contextlib.contextmanager
+def _engine() -> Iterator[tuple[EngineDriver, multiprocessing.process.BaseProcess, str]]:
+    """An engine process on mnist's no-op variant, ready, and a driver's line to it."""
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         names = bench_repository(ROOT / "models", "mnist", scratch / "models", 8, 1, 0)
@@ -38,11 +40,17 @@ def driver() -> Iterator[tuple[EngineDriver, str]]:
         line = EngineDriver(address, engine)
         try:
             line.wait_ready(names["noop"])
-            yield line, names["noop"]
+            yield line, engine, names["noop"]
         finally:
             line.close()
             engine.terminate()
             engine.join(30)
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[tuple[EngineDriver, str]]:
+    with _engine() as (line, _, model):
+        yield line, model
 
 
 def _job(model: str, rows: int) -> list:
@@ -67,3 +75,11 @@ def test_an_error_answer_stops_the_run(driver: tuple[EngineDriver, str]) -> None
     line, _ = driver
     with pytest.raises(RuntimeError, match="NOT_FOUND"):
         run_point(line, _job("no_such_model", 1), rows=1, window=1, seconds=0.1)
+
+
+def test_an_engine_that_dies_stops_the_run_instead_of_hanging() -> None:
+    with _engine() as (line, engine, model):
+        engine.kill()
+        engine.join(10)
+        with pytest.raises(RuntimeError, match="engine exited"):
+            run_point(line, _job(model, 1), rows=1, window=1, seconds=0.1)
