@@ -31,6 +31,7 @@ from tritonclient.grpc import service_pb2 as pb
 from .bench_report import format_table, summarize, write_outputs
 from .ceiling import compute_ceiling, served_providers
 from .closed_loop import LoadResult, run_load
+from .figures import int_list
 from .gpu_sampler import GpuSampler
 from .grpc_floor import floor_server
 from .local_server import local_server
@@ -205,10 +206,6 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -218,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-repository", type=Path, default=Path("models"))
     parser.add_argument(
         "--concurrency",
-        type=_int_list,
+        type=int_list,
         default=[1, 8, 32, 64],
         help="comma-separated in-flight request counts",
     )

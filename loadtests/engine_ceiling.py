@@ -14,7 +14,6 @@ measured. Prints a table; writes JSON and a PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -32,6 +31,7 @@ from deepserve.server.split.pump import unbundle
 from deepserve.server.split.supervisor import engine_process_main
 
 from .bench import make_images
+from .figures import Panel, int_list, write_report
 from .models import bench_repository, read_config
 from .split_bench import cpu_seconds
 
@@ -198,40 +198,20 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def write_outputs(report: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"engine-ceiling-{report['model']}-{report['device']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    figure, (speed, cpu) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode, window in sorted({(r["mode"], r["window"]) for r in report["rows"]}):
-        points = [r for r in report["rows"] if (r["mode"], r["window"]) == (mode, window)]
-        x = [r["requests_per_job"] for r in points]
-        label = f"{mode}, {window} job(s) outstanding"
-        speed.plot(x, [r["requests_per_s"] for r in points], marker="o", label=label)
-        cpu.plot(x, [r["engine_cpu_us_per_request"] for r in points], marker="o", label=label)
-    speed.set(xlabel="requests per job", ylabel="requests/s", title="What the engine takes")
-    cpu.set(xlabel="requests per job", ylabel="engine CPU, us per request")
-    cpu.set_title("Engine CPU per request")
-    sizes = sorted({r["requests_per_job"] for r in report["rows"]})
-    for axes in (speed, cpu):
-        axes.set_xscale("log", base=2)
-        axes.set_yscale("log")
-        axes.set_xticks(sizes, [str(size) for size in sizes])
-        axes.grid(alpha=0.3, which="both")
-        axes.legend(fontsize="small")
-    figure.suptitle(f"One engine, {report['model']} on {report['device']}, {report['host']}")
-    figure.tight_layout()
-    figure.savefig(stem.with_suffix(".png"), dpi=110)
-    plt.close(figure)
-    return [stem.with_suffix(".json"), stem.with_suffix(".png")]
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",")]
+    return write_report(
+        report,
+        out / f"engine-ceiling-{report['model']}-{report['device']}",
+        x="requests_per_job",
+        xlabel="requests per job",
+        group=lambda row: (row["mode"], row["window"]),
+        label=lambda key: f"{key[0]}, {key[1]} job(s) outstanding",
+        panels=[
+            Panel("requests_per_s", "What the engine takes", "requests/s"),
+            Panel("engine_cpu_us_per_request", "Engine CPU per request", "us per request"),
+        ],
+        title=f"One engine, {report['model']} on {report['device']}, {report['host']}",
+        log_scale=True,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="model name in --model-repository")
     parser.add_argument("--model-repository", type=Path, default=Path("models"))
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["noop"])
-    parser.add_argument("--job-sizes", type=_int_list, default=[1, 4, 8, 16])
-    parser.add_argument("--windows", type=_int_list, default=[1, 16], help="jobs outstanding")
+    parser.add_argument("--job-sizes", type=int_list, default=[1, 4, 8, 16])
+    parser.add_argument("--windows", type=int_list, default=[1, 16], help="jobs outstanding")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -14,7 +14,6 @@ Prints a table; writes JSON and a PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -26,6 +25,7 @@ import tritonclient.grpc as triton
 from deepserve.server.split.supervisor import ENGINE_NAME, FRONTEND_NAME
 
 from .bench import make_images, payloads_for
+from .figures import Panel, int_list, write_report
 from .local_server import RunningServer, run_server
 from .models import bench_repository, read_config
 from .spread_load import SpreadLoad
@@ -172,39 +172,19 @@ def _roles(row: dict[str, Any]) -> str:
 
 
 def write_outputs(report: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"split-{report['model']}-{report['device']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    figure, (speed, cpu) = plt.subplots(1, 2, figsize=(11, 4))
-    groups = sorted({(r["mode"], r["concurrency"]) for r in report["rows"]})
-    for mode, concurrency in groups:
-        points = [r for r in report["rows"] if (r["mode"], r["concurrency"]) == (mode, concurrency)]
-        x = [r["frontends"] for r in points]
-        label = f"{mode}, c={concurrency}"
-        speed.plot(x, [r["infer_per_s"] for r in points], marker="o", label=label)
-        cpu.plot(x, [r["cpu_s_per_1000"] for r in points], marker="o", label=label)
-    speed.set(xlabel="front ends (0: one process)", ylabel="requests/s", title="Throughput")
-    cpu.set(xlabel="front ends (0: one process)", ylabel="CPU-s per 1,000 requests")
-    cpu.set_title("Server CPU per request")
-    for axes in (speed, cpu):
-        axes.set_xticks(sorted({r["frontends"] for r in report["rows"]}))
-        axes.grid(alpha=0.3)
-        axes.legend()
-        axes.set_ylim(bottom=0)
-    figure.suptitle(f"{report['model']} on {report['device']}, {report['host']}")
-    figure.tight_layout()
-    figure.savefig(stem.with_suffix(".png"), dpi=110)
-    plt.close(figure)
-    return [stem.with_suffix(".json"), stem.with_suffix(".png")]
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",")]
+    return write_report(
+        report,
+        out / f"split-{report['model']}-{report['device']}",
+        x="frontends",
+        xlabel="front ends (0: one process)",
+        group=lambda row: (row["mode"], row["concurrency"]),
+        label=lambda key: f"{key[0]}, c={key[1]}",
+        panels=[
+            Panel("infer_per_s", "Throughput", "requests/s"),
+            Panel("cpu_s_per_1000", "Server CPU per request", "CPU-s per 1,000 requests"),
+        ],
+        title=f"{report['model']} on {report['device']}, {report['host']}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="model name in --model-repository")
     parser.add_argument("--model-repository", type=Path, default=Path("models"))
-    parser.add_argument("--frontends", type=_int_list, default=[0, 1], help="0: one process")
+    parser.add_argument("--frontends", type=int_list, default=[0, 1], help="0: one process")
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["batching", "noop"])
-    parser.add_argument("--concurrency", type=_int_list, default=[64])
+    parser.add_argument("--concurrency", type=int_list, default=[64])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--load-processes", type=int, default=1, help="client processes")
