@@ -15,13 +15,10 @@ import torch
 
 from . import fp16
 from .cli_args import DEFAULT_DATA, add_fp16
-from .export import (
-    UInt8ImageInput,
+from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
+from .model_files import (
     cpu_latency_ms,
-    export_onnx,
-    image_classifier_spec,
     onnx_size_mb,
-    parity,
     size_and_speed,
     write_model_card,
     write_report,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_DATA = Path("../shared/data/mnist")
+from .mnist_data import DEFAULT_DATA
 
 
 def add_common(parser: argparse.ArgumentParser, quick_help: str) -> None:

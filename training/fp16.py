@@ -23,8 +23,8 @@ from google.protobuf import text_format
 from onnx import TensorProto
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .cli_args import DEFAULT_DATA
-from .export import onnx_size_mb, write_model_card, write_report
+from .mnist_data import DEFAULT_DATA
+from .model_files import onnx_size_mb, write_model_card, write_report
 
 SUFFIX = "_fp16"
 MAX_DROP_POINTS = 0.3

@@ -20,18 +20,15 @@ from tqdm import tqdm
 
 from . import fp16
 from .cli_args import add_common, parse
-from .export import (
-    UInt8ImageInput,
+from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
+from .mnist_data import download_mnist, load_split
+from .model_files import (
     cpu_latency_ms,
-    export_onnx,
-    image_classifier_spec,
     onnx_size_mb,
-    parity,
     size_and_speed,
     write_model_card,
     write_report,
 )
-from .mnist_data import download_mnist, load_split
 
 MEAN, STD = (0.1307,), (0.3081,)  # MNIST pixel statistics
 LABELS = [str(d) for d in range(10)]

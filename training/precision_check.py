@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .export import cpu_session
 from .mnist_data import digits_as, load_split
+from .model_files import cpu_session
 
 DIGITS = [str(d) for d in range(10)]
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -24,18 +24,15 @@ from tqdm import tqdm
 
 from . import fp16
 from .cli_args import add_common, parse
-from .export import (
-    UInt8ImageInput,
+from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
+from .mnist_data import digits_as, load_split
+from .model_files import (
     cpu_latency_ms,
-    export_onnx,
-    image_classifier_spec,
     onnx_size_mb,
-    parity,
     size_and_speed,
     write_model_card,
     write_report,
 )
-from .mnist_data import digits_as, load_split
 from .resnet_cifar import CIFAR_MEAN, CIFAR_STD, ResNetCifar, load_pretrained
 
 DEFAULT_WEIGHTS = Path("../shared/data/pretrained/resnet20-cifar10-12fca82f.th")

@@ -21,19 +21,17 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from . import fp16
 from .cli_args import add_common, parse
-from .export import (
-    ExportSpec,
-    TensorInfo,
+from .export import ExportSpec, TensorInfo, export_onnx
+from .metrics import mean_iou
+from .mnist_data import load_split
+from .model_files import (
     cpu_latency_ms,
     cpu_session,
-    export_onnx,
     onnx_size_mb,
     size_and_speed,
     write_model_card,
     write_report,
 )
-from .metrics import mean_iou
-from .mnist_data import load_split
 from .scenes import SIZE, Scene, make_scene, make_scenes
 from .segmenter import NUM_CLASSES, SegmenterExport, build_lraspp, loss_fn, normalised
 

@@ -22,19 +22,17 @@ from tritonclient.grpc import model_config_pb2 as mc
 from . import fp16
 from .cli_args import add_common, parse
 from .detector import SIZE, DetectorExport, build_ssd
-from .export import (
-    ExportSpec,
-    TensorInfo,
+from .export import ExportSpec, TensorInfo, export_onnx
+from .metrics import box_iou, mean_average_precision
+from .mnist_data import load_split
+from .model_files import (
     cpu_latency_ms,
     cpu_session,
-    export_onnx,
     onnx_size_mb,
     size_and_speed,
     write_model_card,
     write_report,
 )
-from .metrics import box_iou, mean_average_precision
-from .mnist_data import load_split
 from .scenes import Scene, make_scene, make_scenes
 
 LABELS = [str(d) for d in range(10)]
