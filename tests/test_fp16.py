@@ -160,3 +160,15 @@ def test_no_check_writes_a_variant_without_held_out_data(tmp_path: Path, capsys)
     graph = onnx.load(str(tmp_path / "mnist_fp16" / "1" / "model.onnx")).graph
     assert {init.data_type for init in graph.initializer} == {TensorProto.FLOAT16}
     assert not (tmp_path / "mnist_fp16" / "training_report.json").exists()  # nothing measured
+
+
+def test_the_fp16_tool_does_not_need_torch() -> None:
+    """A serving host has ONNX and ONNX Runtime, not always torch (the GPU kit converts there)."""
+    probe = (
+        "import sys; import deepserve.training.fp16, deepserve.training.precision_check; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "False"
