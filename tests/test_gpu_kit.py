@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtests.answers_check import checked_models
+
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "loadtests" / "gpu" / "remote.sh"
 
@@ -73,6 +75,8 @@ def test_hostpath_and_answers_steps(tmp_path: Path) -> None:
     assert set(answers["models"]) == {"mnist", "cifar10_resnet20"}
     assert all(m["passed"] and m["share"] == 1.0 for m in answers["models"].values())
     assert "mnist" in printed and "same top-1" in printed
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) <= 7, written  # one command sends them back with the tests' log
 
 
 def test_split_step(tmp_path: Path) -> None:
@@ -98,3 +102,12 @@ def test_tests_step_selects_the_cuda_tests(tmp_path: Path) -> None:
     printed = _step(tmp_path, "tests", str(tmp_path / "out"))
     assert re.search(r"\b[1-9]\d* skipped", printed) and "needs onnxruntime-gpu" in printed
     assert " passed" not in printed and " failed" not in printed  # a CPU runs none of them
+
+
+def test_the_answers_check_leaves_out_the_random_weight_benchmark_models(tmp_path: Path) -> None:
+    for name in ("resnet50", "resnet50_fp16", "mnist_fp16"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+    checked = checked_models([ROOT / "models", tmp_path])
+    assert "mnist_fp16" in checked and "mnist" in checked
+    assert not {"resnet50", "resnet50_fp16"} & set(checked)
