@@ -17,6 +17,7 @@ import argparse
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ def measure(
 ) -> dict[str, Any]:
     client = triton.InferenceServerClient(server.url)
     answered, before = _answered(client, model), cpu_by_role(server.process.pid)
+    started = time.perf_counter()
     result = load.run(server.url, payloads, concurrency, args.duration, args.warmup, args.channels)
+    elapsed = time.perf_counter() - started
     roles = {k: v - before[k] for k, v in cpu_by_role(server.process.pid).items()}
     cpu = sum(roles.values())
     answered = _answered(client, model) - answered
@@ -103,17 +106,24 @@ def measure(
         f"{role}_cpu_s_per_1000": 1000 * seconds / answered if answered else float("nan")
         for role, seconds in roles.items()
     }
-    return per_1000 | {
-        "concurrency": concurrency,
-        "infer_per_s": result.throughput,
-        "p50_ms": result.percentile(50),
-        "p99_ms": result.percentile(99),
-        "errors": result.errors,
-        "first_error": result.first_error,
-        "server_cpu_s": cpu,
-        "answered": answered,
-        "cpu_s_per_1000": 1000 * cpu / answered if answered else float("nan"),
-    }
+    # Cores each role kept busy (warm-up included): front ends near their count mean the
+    # server set the pace; well below it, the load did.
+    busy = {f"{role}_cores_busy": seconds / elapsed for role, seconds in roles.items()}
+    return (
+        per_1000
+        | busy
+        | {
+            "concurrency": concurrency,
+            "infer_per_s": result.throughput,
+            "p50_ms": result.percentile(50),
+            "p99_ms": result.percentile(99),
+            "errors": result.errors,
+            "first_error": result.first_error,
+            "server_cpu_s": cpu,
+            "answered": answered,
+            "cpu_s_per_1000": 1000 * cpu / answered if answered else float("nan"),
+        }
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,8 +176,9 @@ def _roles(row: dict[str, Any]) -> str:
     if not row["frontends"]:
         return ""
     return (
-        f" (engine {row['engine_cpu_s_per_1000']:.3f}, "
-        f"front ends {row['frontends_cpu_s_per_1000']:.3f})"
+        f" (engine {row['engine_cpu_s_per_1000']:.3f}, front ends "
+        f"{row['frontends_cpu_s_per_1000']:.3f}; cores busy: engine "
+        f"{row['engine_cores_busy']:.2f}, front ends {row['frontends_cores_busy']:.2f})"
     )
 
 
