@@ -17,6 +17,7 @@ import ctypes
 import functools
 import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,8 @@ def library_will_not_load(library: Path) -> str | None:
         ctypes.CDLL(str(library))
     except OSError as exc:
         culprit, _, why = str(exc).partition(":")  # "<library>: <the loader's words>"
-        return f"{Path(culprit).name} does not load ({why.rsplit(':', 1)[-1].strip()})"
+        why = re.sub(r"(/[^\s/()]+)+/", "", why).strip()  # folders out, file names kept
+        return f"{Path(culprit).name} does not load ({why})"
     return None
 
 
