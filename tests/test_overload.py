@@ -117,7 +117,8 @@ def test_ten_times_capacity(tmp_path: Path) -> None:
         f"overload: capacity {capacity:.0f} req/s, offered {capacity * 10:.0f} req/s for 3 s: "
         f"{dict(codes)}; admitted {served_rate:.0f} req/s, "
         f"p99 {_percentile_ms(admitted, 99):.0f} ms (queue bound {bound_ms:.0f} ms); refused "
-        f"p95 {_percentile_ms(refused, 95):.1f} ms, p99 {_percentile_ms(refused, 99):.1f} ms; "
+        f"p50 {_percentile_ms(refused, 50):.1f} ms, p95 {_percentile_ms(refused, 95):.1f} ms, "
+        f"p99 {_percentile_ms(refused, 99):.1f} ms; "
         f"RSS {rss_before:.0f} -> {rss_after:.0f} MB; next request after {recovery_ms:.0f} ms; "
         f"mean per admitted request in the server: queue {queue_ms:.0f} ms + compute "
         f"{compute_ms:.0f} ms of {success.ns / max(success.count, 1) / 1e6:.0f} ms; the rest of "
@@ -126,10 +127,11 @@ def test_ten_times_capacity(tmp_path: Path) -> None:
     )
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
     assert codes["RESOURCE_EXHAUSTED"] > codes["OK"]
-    # Refused at once, not after waiting: nearly all within 100 ms, and even the slowest ones
-    # (a loaded 2-core machine stalls its one client process now and then) sooner than an
-    # admitted request could have waited in the queue.
-    assert _percentile_ms(refused, 95) < 100
+    # Refused at once, not after waiting: a refusal that waited behind the queue moves the
+    # whole distribution to the queue's wait, while a loaded 2-core machine (one client process
+    # offering ten times the capacity beside the server's processes) stretches only the tail.
+    # So the median is held well under the queue's wait, and even the slowest refusals under it.
+    assert _percentile_ms(refused, 50) < 50
     assert _percentile_ms(refused, 99) < bound_ms
     assert _percentile_ms(admitted, 99) < 3 * bound_ms
     assert rss_after - rss_before < 150
