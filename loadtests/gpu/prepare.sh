@@ -73,7 +73,24 @@ TRAIN_PYTHON=${TRAIN_PYTHON:-.venv/bin/python}
 if [ "${RESNET50:-0}" = 1 ]; then
   "$TRAIN_PYTHON" -m deepserve.training resnet50 --out "$BUNDLE/models"
 fi
-(cd "$BUNDLE" && tar -cf bundle.tar wheels $( [ -d models ] && echo models ) && sha256sum bundle.tar > bundle.tar.sha256 \
-  && split -b "$PART_SIZE" -d bundle.tar part- && rm -rf wheels models bundle.tar)
+# Wheels are deflate-compressed zips, which xz cannot shrink further: stored uncompressed
+# (still valid wheels) under one xz stream, the bundle is about a quarter smaller, two parts
+# (two commands on the host) fewer. The host unpacks it with Python's lzma module.
+"$TRAIN_PYTHON" - "$BUNDLE/wheels" <<'EOF'
+import os, sys, zipfile
+from pathlib import Path
+
+for wheel in Path(sys.argv[1]).glob("*.whl"):
+    stored = wheel.with_suffix(".stored")
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as out:
+        for info in source.infolist():
+            data = source.read(info)
+            info.compress_type = zipfile.ZIP_STORED
+            out.writestr(info, data)
+    os.replace(stored, wheel)
+EOF
+(cd "$BUNDLE" && tar -cf - wheels $( [ -d models ] && echo models ) | xz -6 -T0 > bundle.tar.xz \
+  && sha256sum bundle.tar.xz > bundle.tar.xz.sha256 \
+  && split -b "$PART_SIZE" -d bundle.tar.xz part- && rm -rf wheels models bundle.tar.xz)
 ls -la "$BUNDLE" > "$BUNDLE/MANIFEST"
 cat "$BUNDLE/MANIFEST"

@@ -3,7 +3,7 @@
 #
 #   bash loadtests/gpu/remote.sh receive .gpu-bundle/part-00   # once per part, any order;
 #   bash loadtests/gpu/remote.sh receive .gpu-bundle/part-01   # each command brings one part
-#   ...                                                         # (and bundle.tar.sha256 once)
+#   ...                                                         # (and bundle.tar.xz.sha256 once)
 #   bash loadtests/gpu/remote.sh install                        # join, verify, pip --target
 #   bash loadtests/gpu/remote.sh bench OUT_DIR [MODELS...]      # server on CUDA + benchmark
 #   bash loadtests/gpu/remote.sh hostpath OUT_DIR [MODEL]       # plain / IOBinding / pinned / graphs
@@ -40,9 +40,11 @@ case "$step" in
     ;;
   install)
     cd "$STAGE"
-    cat part-* > bundle.tar
-    sha256sum -c bundle.tar.sha256
-    tar -xf bundle.tar && rm -f bundle.tar part-*
+    cat part-* > bundle.tar.xz
+    sha256sum -c bundle.tar.xz.sha256
+    # Python's lzma: the host may have no xz command.
+    "$PYTHON" -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(".", filter="data")' \
+      bundle.tar.xz && rm -f bundle.tar.xz part-*
     "$PYTHON" -m pip install --quiet --no-deps --no-index --target "$SITE" wheels/*.whl
     PYTHONPATH="$SITE" "$PYTHON" -c \
       'import onnxruntime as o; print(o.__version__, o.get_available_providers())'
