@@ -63,6 +63,13 @@ def _invoke(run: Any, *args: Any) -> Any:
         raise InferenceFailed(f"inference failed: {exc}") from exc
 
 
+def _merged(jobs: Sequence[Job], name: str) -> np.ndarray:
+    """One input of the batch: a lone job's array as it is, else the jobs' arrays joined."""
+    if len(jobs) == 1:
+        return jobs[0].feeds[name]  # nothing to merge: the decoded array goes straight in
+    return np.concatenate([job.feeds[name] for job in jobs])
+
+
 def _slices(jobs: Sequence[Job], outputs: dict[str, np.ndarray], copy: bool) -> list[dict]:
     """Each job's rows of the batch's outputs (copies when the buffers are used again)."""
     if len(jobs) == 1 and not copy:
@@ -87,10 +94,7 @@ class PlainInstance:
 
     def run(self, jobs: Sequence[Job], output_names: list[str]) -> BatchRun:
         t0 = time.perf_counter_ns()
-        if len(jobs) == 1:
-            feeds = jobs[0].feeds  # nothing to merge: the decoded arrays go straight in
-        else:
-            feeds = {name: np.concatenate([j.feeds[name] for j in jobs]) for name in jobs[0].feeds}
+        feeds = {name: _merged(jobs, name) for name in jobs[0].feeds}
         t1 = time.perf_counter_ns()
         outputs = _invoke(self.session.run, output_names, feeds)
         t2 = time.perf_counter_ns()
@@ -211,11 +215,7 @@ class BoundInstance:
         for name in jobs[0].feeds:
             buffer = self.staging.get(name)
             if buffer is None or items > len(buffer) or not self.batching:
-                feeds[name] = (
-                    jobs[0].feeds[name]
-                    if len(jobs) == 1
-                    else np.concatenate([j.feeds[name] for j in jobs])
-                )
+                feeds[name] = _merged(jobs, name)
                 continue
             offset = 0
             for job in jobs:

@@ -23,6 +23,11 @@ from .errors import InvalidInput, ServerBusy
 US = 1_000  # nanoseconds per microsecond
 
 
+def feeds_signature(feeds: dict[str, np.ndarray]) -> tuple:
+    """Input names, dtypes and non-batch shapes: what arrays must share to be batched together."""
+    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in feeds.items())
+
+
 @dataclass(frozen=True)
 class QueuePolicy:
     max_queue_size: int

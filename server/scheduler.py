@@ -25,7 +25,7 @@ from . import request_context, tracing
 from .errors import DeadlineExceeded, QueueTimeout
 from .histograms import VersionHistograms
 from .instance import BatchRun, Instance
-from .job_queue import US, Job, JobQueue
+from .job_queue import US, Job, JobQueue, feeds_signature
 from .stats import ModelStats
 
 
@@ -116,7 +116,7 @@ class Scheduler:
         job = Job(
             feeds=feeds,
             items=items,
-            signature=tuple((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()),
+            signature=feeds_signature(feeds),
             output_names=tuple(output_names),
             level=level,
             enqueued_ns=now,

@@ -31,6 +31,12 @@ repository_of() {
   if [ -d "$STAGE/models/$1" ]; then echo "$STAGE/models"; else echo models; fi
 }
 
+# A measuring step's output folder, made, with the bundle's packages first on the path.
+output_folder() {
+  mkdir -p "$1"
+  export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+}
+
 step=${1:-}
 shift || true
 case "$step" in
@@ -66,8 +72,7 @@ case "$step" in
     shift || true
     models=("$@")
     [ ${#models[@]} -gt 0 ] || models=(mnist cifar10_resnet20)
-    mkdir -p "$out"
-    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    output_folder "$out"
     { nvidia-smi || true; "$PYTHON" --version; "$PYTHON" -c \
       'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
     } > "$out/environment.txt" 2>&1
@@ -87,8 +92,7 @@ case "$step" in
     out=${1:?hostpath needs an output folder}
     model=${2:-resnet50}
     repository=$(repository_of "$model")
-    mkdir -p "$out"
-    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    output_folder "$out"
     "$PYTHON" -m loadtests.host_device --model "$model" --model-repository "$repository" \
       --device "${DEVICE:-cuda}" --batches "${BATCHES:-1,8,32,64,128}" \
       --seconds "${SECONDS_PER_POINT:-1}" --out "$out" 2>&1 | tee "$out/hostpath-$model.log"
@@ -99,8 +103,7 @@ case "$step" in
     out=${1:?answers needs an output folder}
     shift || true
     names=$(IFS=,; echo "$*")
-    mkdir -p "$out"
-    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    output_folder "$out"
     extra=()
     [ -d "$STAGE/models" ] && extra=(--extra-repository "$STAGE/models")
     "$PYTHON" -m loadtests.answers_check --device "${DEVICE:-cuda}" --model-repository models \
@@ -109,8 +112,7 @@ case "$step" in
   tests)
     # The tests marked cuda (skipped on a CPU): the server on CUDA, the host-device path.
     out=${1:?tests needs an output folder}
-    mkdir -p "$out"
-    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    output_folder "$out"
     "$PYTHON" -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$out/tests-cuda.log"
     ;;
   split)
@@ -120,8 +122,7 @@ case "$step" in
     out=${1:?split needs an output folder}
     model=${2:-resnet50}
     repository=$(repository_of "$model")
-    mkdir -p "$out"
-    export PYTHONPATH="$SITE:${PYTHONPATH:-}"
+    output_folder "$out"
     "$PYTHON" -m loadtests.split_bench --model "$model" --model-repository "$repository" \
       --device "${DEVICE:-cuda}" --modes noop --frontends "${FRONTENDS:-0,1,2,4,8}" \
       --concurrency 256 --max-batch-size 256 --load-processes "${LOAD_PROCESSES:-6}" \

@@ -204,8 +204,10 @@ class Engine:
     def _submit(
         self, identity: bytes, request_id: int, fields: list[Any], buffers: list[zmq.Frame]
     ) -> None:
-        name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds = fields[:9]
-        requests = fields[9]  # a front end's requests merged into this one job
+        # `requests`: how many of a front end's requests this one job carries
+        name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds, requests = (
+            fields
+        )
         try:
             model = self.manager.get(name, str(version) if pinned else "")
             job = model.scheduler.enqueue(

@@ -24,6 +24,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..errors import ModelUnavailable
+from ..job_queue import feeds_signature
 from ..scheduler import JobResult
 from . import wire
 from .engine_client import EngineClient
@@ -45,10 +46,6 @@ def _own_copy(exc: Exception) -> Exception:
     if isinstance(exc, wire.EngineError):
         return wire.EngineError(exc.kind, exc.message)
     return exc
-
-
-def _signature(feeds: dict[str, np.ndarray]) -> tuple:
-    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in feeds.items())
 
 
 @dataclass
@@ -102,7 +99,7 @@ class RemoteScheduler:
             )
             return result
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        key = (tuple(output_names), priority, timeout_us, _signature(feeds))
+        key = (tuple(output_names), priority, timeout_us, feeds_signature(feeds))
         kind = self._kinds.setdefault(key, _Kind())
         if kind.items + items > self._group_items:
             self._dispatch(key, kind)  # what waits would overflow a batch: it goes now
