@@ -40,7 +40,7 @@ def served_providers(model_dir: Path, device: str, max_batch_size: int, name: st
     """The providers the server picks for this model (TensorRT with its precision, profile and
     engine cache when the config asks for it), so the ceiling runs what the server runs. `name`:
     the served model's, so both find one TensorRT engine in the cache and it is built once."""
-    from deepserve.server import runtime
+    from deepserve.server.runtime import sessions as runtime
     from deepserve.server.settings import default_engine_cache
 
     config = read_config(model_dir)

@@ -23,16 +23,16 @@ import numpy as np
 import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
-from deepserve.server import runtime
-from deepserve.server.codecs import datatype_from_config, numpy_dtype
-from deepserve.server.instance import (
+from deepserve.server.batching.instance import (
     BoundInstance,
     GraphInstance,
     Instance,
     PlainInstance,
     graph_buckets,
 )
-from deepserve.server.job_queue import Job
+from deepserve.server.batching.queue import Job
+from deepserve.server.protocol.codecs import datatype_from_config, numpy_dtype
+from deepserve.server.runtime import sessions as runtime
 from deepserve.server.settings import default_engine_cache
 
 from .models import read_config

@@ -8,26 +8,63 @@
 Pillow); the server lives in `deepserve.server` and needs the `server` extra.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from .aio import AsyncClient
-from .client import Client
-from .errors import (
-    AuthenticationError,
-    DeadlineExceededError,
-    DeepserveError,
-    InvalidInputError,
-    ModelNotFoundError,
-    PermissionDeniedError,
-    ServerBusyError,
-    UnavailableError,
-)
-from .results import Box, Classification, Detection, Label, ModelInfo, Segmentation
+import importlib
+from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("deepserve")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient
+    from .client import Client
+    from .errors import (
+        AuthenticationError,
+        DeadlineExceededError,
+        DeepserveError,
+        InvalidInputError,
+        ModelNotFoundError,
+        PermissionDeniedError,
+        ServerBusyError,
+        UnavailableError,
+    )
+    from .results import Box, Classification, Detection, Label, ModelInfo, Segmentation
+
+# Loaded on first use, so `deepserve.server` and the command line do not load the client.
+_LAZY = {
+    "AsyncClient": "aio",
+    "Client": "client",
+    **dict.fromkeys(
+        (
+            "AuthenticationError",
+            "DeadlineExceededError",
+            "DeepserveError",
+            "InvalidInputError",
+            "ModelNotFoundError",
+            "PermissionDeniedError",
+            "ServerBusyError",
+            "UnavailableError",
+        ),
+        "errors",
+    ),
+    **dict.fromkeys(
+        ("Box", "Classification", "Detection", "Label", "ModelInfo", "Segmentation"), "results"
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deepserve' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AsyncClient",

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, cli_connection
+from . import cli_connection
+from ._version import __version__
 from .cli_tasks import add_task_commands
-from .server.command import add_serve_command
+from .server.cli import add_serve_command
 
 
 def _env(name: str, default: str) -> str:
@@ -92,31 +93,9 @@ def _run_models(args: argparse.Namespace) -> int:
                 f"{row.get('reason', '')}".rstrip()
             )
         return 0
-    from .server import repository
-    from .server.errors import ModelLoadError
+    from .server.cli import list_repository
 
-    names = repository.model_names(args.model_repository)
-    if not names:
-        print(f"no models in '{args.model_repository}'")
-        return 1
-    for name in names:
-        model_dir = args.model_repository / name
-        try:
-            config = repository.read_config(model_dir)
-            present = repository.version_folders(model_dir)
-            served = repository.select_versions(config, present)
-        except ModelLoadError as exc:
-            print(f"{name:24} error: {exc}")
-            continue
-        source = (
-            "config.pbtxt" if (model_dir / repository.CONFIG_FILENAME).is_file() else "auto-config"
-        )
-        tensors = ", ".join(f"{t.name}{list(t.dims)}" for t in config.input) or "from graph"
-        print(
-            f"{name:24} versions {served} ({source}; max_batch_size {config.max_batch_size}; "
-            f"inputs {tensors})"
-        )
-    return 0
+    return list_repository(args.model_repository)
 
 
 def build_parser() -> argparse.ArgumentParser:

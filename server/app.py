@@ -13,25 +13,28 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ..v1 import vision_pb2 as vpb
-from ..v1 import vision_pb2_grpc as vpb_grpc
-from . import gpu_options, runtime, tracing
-from .auth import Authenticator, ConfigurationError, check_exposure
-from .dataplane import DataPlane, RequestLimits
-from .grpc_security import TokenInterceptor, server_credentials
-from .http_app import V2Routes, build_app
-from .http_server import EmbeddedServer, http_server
-from .http_vision import VisionRoutes
-from .manager import ManagerFactory, ModelManager
-from .metrics import serve_metrics
-from .observe import Observer
-from .repository_watch import watch_repository
+from deepserve.v1 import vision_pb2 as vpb
+from deepserve.v1 import vision_pb2_grpc as vpb_grpc
+
+from .core.auth import Authenticator, ConfigurationError, check_exposure
+from .core.dataplane import DataPlane, RequestLimits
+from .core.vision import Vision
+from .grpc.inference import InferenceServicer
+from .grpc.security import TokenInterceptor, server_credentials
+from .grpc.vision import VisionServicer
+from .http.server import EmbeddedServer, http_server
+from .http.shared_port import shared_port
+from .http.v2 import V2Routes, build_app
+from .http.vision import VisionRoutes
+from .http.web_page import web_routes
+from .models.manager import ManagerFactory, ModelManager
+from .models.watch import watch_repository
+from .observability import tracing
+from .observability.metrics import serve_metrics
+from .observability.observe import Observer
+from .runtime import gpu_options
+from .runtime import sessions as runtime
 from .settings import ServerSettings
-from .shared_port import shared_port
-from .v2_servicer import InferenceServicer
-from .vision import Vision
-from .vision_servicer import VisionServicer
-from .web_page import web_routes
 
 log = logging.getLogger(__name__)
 

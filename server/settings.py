@@ -1,5 +1,5 @@
 """Server settings: one typed place. The `serve` command line and the DEEPSERVE_* environment
-variables are generated from these fields (server/command.py), so a setting is added here once.
+variables are generated from these fields (server/cli.py), so a setting is added here once.
 
 Each field's `help` is what `deepserve serve --help` prints. Fields marked `env_only` are secrets
 or lists that do not belong on a command line (it is visible to every user of the host).

@@ -9,9 +9,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import serialize_byte_tensor
 
-from deepserve.server import codecs, grpc_convert, repository
-from deepserve.server.errors import InvalidInput, ModelLoadError
-from deepserve.server.types import InferResponse, InputTensor, OutputTensor
+from deepserve.server.grpc import convert as grpc_convert
+from deepserve.server.models import repository
+from deepserve.server.protocol import codecs
+from deepserve.server.protocol.errors import InvalidInput, ModelLoadError
+from deepserve.server.protocol.types import InferResponse, InputTensor, OutputTensor
 
 
 def test_bytes_serialization_matches_tritonclient() -> None:

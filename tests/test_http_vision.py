@@ -132,14 +132,14 @@ def test_openapi_is_served_describes_every_route_and_matches_the_docs(
 ) -> None:
     import urllib.request
 
-    from deepserve.server.openapi import spec
+    from deepserve.server.http.openapi import spec
 
     url = f"http://127.0.0.1:{bundled_server.http_port}/openapi.json"
     with urllib.request.urlopen(url, timeout=10) as response:
         served = json.loads(response.read())
     assert served == spec()
     assert served == json.loads((ROOT / "docs" / "openapi.json").read_text()), (
-        "regenerate: python -m deepserve.server.openapi > docs/openapi.json"
+        "regenerate: python -m deepserve.server.http.openapi > docs/openapi.json"
     )
     for path in (
         "/v2/models/{model}/infer",
@@ -154,9 +154,9 @@ def test_openapi_is_served_describes_every_route_and_matches_the_docs(
 
 
 def test_every_http_route_is_in_the_openapi_description() -> None:
-    from deepserve.server.http_app import V2Routes, build_app
-    from deepserve.server.http_vision import VisionRoutes
-    from deepserve.server.openapi import spec
+    from deepserve.server.http.openapi import spec
+    from deepserve.server.http.v2 import V2Routes, build_app
+    from deepserve.server.http.vision import VisionRoutes
 
     v2 = V2Routes(None, None, None, None, None)  # routes are only listed, never called
     app = build_app(v2, VisionRoutes(None, v2, 0).routes())

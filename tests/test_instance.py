@@ -14,8 +14,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from deepserve.server.errors import ModelLoadError
-from deepserve.server.instance import (
+from deepserve.server.batching.instance import (
     BoundInstance,
     GraphInstance,
     IoOptions,
@@ -25,7 +24,8 @@ from deepserve.server.instance import (
     io_options,
     make_instance,
 )
-from deepserve.server.job_queue import Job
+from deepserve.server.batching.queue import Job
+from deepserve.server.protocol.errors import ModelLoadError
 from deepserve.training.scenes import make_scene
 
 from .mnist_sample import digits

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from deepserve.server.errors import ErrorKind
+from deepserve.server.protocol.errors import ErrorKind
 from deepserve.server.split import wire
 from deepserve.server.split.remote_scheduler import MAX_WAIT_S, RemoteScheduler
 

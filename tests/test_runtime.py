@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from deepserve.server import gpu_options
-from deepserve.server.errors import ModelLoadError
-from deepserve.server.runtime import (
+from deepserve.server.protocol.errors import ModelLoadError
+from deepserve.server.runtime import gpu_options
+from deepserve.server.runtime.sessions import (
     CPU,
     CUDA,
     TENSORRT,
@@ -179,7 +179,7 @@ def test_tensorrt_asked_for_builds_its_options_from_the_config(
 
 
 def test_warm_up_covers_the_tensorrt_profile() -> None:
-    from deepserve.server.runtime import warmup_batches
+    from deepserve.server.runtime.sessions import warmup_batches
 
     config = _config(SERVED_CONFIG)
     assert warmup_batches(config, [TENSORRT, CUDA, CPU]) == [1, 32, 64]

@@ -13,11 +13,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from deepserve.server.errors import DeadlineExceeded, QueueTimeout, ServerBusy
-from deepserve.server.instance import PlainInstance
-from deepserve.server.job_queue import JobQueue
-from deepserve.server.scheduler import Scheduler
-from deepserve.server.stats import ModelStats
+from deepserve.server.batching.instance import PlainInstance
+from deepserve.server.batching.queue import JobQueue
+from deepserve.server.batching.scheduler import Scheduler
+from deepserve.server.batching.stats import ModelStats
+from deepserve.server.protocol.errors import DeadlineExceeded, QueueTimeout, ServerBusy
 
 
 class FakeSession:

@@ -20,8 +20,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from deepserve import Client
-from deepserve.server import tracing
-from deepserve.server.scheduler import Scheduler
+from deepserve.server.batching.scheduler import Scheduler
+from deepserve.server.observability import tracing
 
 from .in_process import InProcessServer, in_process_server
 from .onnx_models import int_negate, slow_matmul, write_model

@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from .held_out import (
+    detection_map,
+    detection_scenes,
+    segmentation_miou,
+    segmentation_scenes,
+)
 from .mnist_data import digits_as, load_split
 from .model_files import cpu_session
 
@@ -96,21 +102,15 @@ def _on_both(fp32: Path, fp16: Path, measure, all_outputs: bool) -> dict[str, fl
 
 
 def _detection(fp32: Path, fp16: Path, data: Path) -> dict:
-    from .ssd import evaluate, held_out_scenes
-
-    scenes = held_out_scenes(load_split(data), DETECTION_SCENES)
-    found = _on_both(fp32, fp16, lambda run: evaluate(run, scenes)[0], all_outputs=True)
+    scenes = detection_scenes(load_split(data), DETECTION_SCENES)
+    found = _on_both(fp32, fp16, lambda run: detection_map(run, scenes)[0], all_outputs=True)
     return {"metric": "mAP@0.5", "held_out": f"{len(scenes)} held-out scenes", "unit": "fraction",
             **found}  # fmt: skip
 
 
 def _segmentation(fp32: Path, fp16: Path, data: Path) -> dict:
-    from .scenes import make_scenes
-    from .segmentation import HELD_OUT_SEED, evaluate
-
-    split = load_split(data)
-    scenes = make_scenes(split.test_images, split.test_labels, SEGMENTATION_SCENES, HELD_OUT_SEED)
-    found = _on_both(fp32, fp16, lambda run: evaluate(run, scenes)[0], all_outputs=False)
+    scenes = segmentation_scenes(load_split(data), SEGMENTATION_SCENES)
+    found = _on_both(fp32, fp16, lambda run: segmentation_miou(run, scenes)[0], all_outputs=False)
     return {"metric": "mean IoU", "held_out": f"{len(scenes)} held-out scenes", "unit": "fraction",
             **found}  # fmt: skip
 

@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from . import fp16
 from .cli_args import add_common, parse
 from .export import ExportSpec, TensorInfo, export_onnx
-from .metrics import mean_iou
+from .held_out import segmentation_miou, segmentation_scenes
 from .mnist_data import load_split
 from .model_files import (
     cpu_latency_ms,
@@ -32,11 +32,10 @@ from .model_files import (
     write_model_card,
     write_report,
 )
-from .scenes import SIZE, Scene, make_scene, make_scenes
-from .segmenter import NUM_CLASSES, SegmenterExport, build_lraspp, loss_fn, normalised
+from .scenes import SIZE, Scene, make_scene
+from .segmenter import SegmenterExport, build_lraspp, loss_fn, normalised
 
 LABELS = ["background"] + [str(d) for d in range(10)]
-HELD_OUT_SEED = 515151  # the held-out scenes, the same for every evaluation
 
 
 def _crop_origin(scene: Scene, crop: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -100,13 +99,6 @@ def train(
     return model.to(memory_format=torch.contiguous_format).eval()
 
 
-def evaluate(run, scenes: list[Scene], batch: int = 8) -> tuple[float, list[float]]:
-    predicted = []
-    for start in range(0, len(scenes), batch):
-        predicted += list(run(np.stack([s.image for s in scenes[start : start + batch]])))
-    return mean_iou(predicted, [s.mask for s in scenes], NUM_CLASSES)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common(parser, "a few steps, for tests")
@@ -133,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     ).cpu()
     train_seconds = time.perf_counter() - started
     export = SegmenterExport(model).eval()
-    scenes = make_scenes(split.test_images, split.test_labels, args.held_out, HELD_OUT_SEED)
+    scenes = segmentation_scenes(split, args.held_out)
 
     def run_torch(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return export(torch.from_numpy(images)).numpy()
 
-    torch_miou, _ = evaluate(run_torch, scenes)
+    torch_miou, _ = segmentation_miou(run_torch, scenes)
     spec = ExportSpec(
         name="segmentation",
         inputs=[TensorInfo("image", mc.TYPE_UINT8, [-1, -1, 3])],
@@ -161,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     path = export_onnx(export, torch.from_numpy(scenes[0].image[None]), spec, args.out)
     session = cpu_session(path)
-    onnx_miou, per_class = evaluate(lambda images: session.run(None, {"image": images})[0], scenes)
+    onnx_miou, per_class = segmentation_miou(
+        lambda images: session.run(None, {"image": images})[0], scenes
+    )
     images = np.stack([s.image for s in scenes[:8]])
     got, expected = session.run(None, {"image": images})[0], run_torch(images)
     identical = float((got == expected).mean())

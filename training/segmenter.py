@@ -15,7 +15,9 @@ from torchvision.models import mobilenet_v3_small
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.lraspp import LRASPP
 
-NUM_CLASSES = 11
+from .held_out import SEGMENTATION_CLASSES
+
+NUM_CLASSES = SEGMENTATION_CLASSES
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 # Background covers ~95 % of pixels: the loss weighs it down so strokes are not drowned out.

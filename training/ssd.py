@@ -23,7 +23,8 @@ from . import fp16
 from .cli_args import add_common, parse
 from .detector import SIZE, DetectorExport, build_ssd
 from .export import ExportSpec, TensorInfo, export_onnx
-from .metrics import box_iou, mean_average_precision
+from .held_out import detection_map, detection_scenes
+from .metrics import box_iou
 from .mnist_data import load_split
 from .model_files import (
     cpu_latency_ms,
@@ -33,7 +34,7 @@ from .model_files import (
     write_model_card,
     write_report,
 )
-from .scenes import Scene, make_scene, make_scenes
+from .scenes import Scene, make_scene
 
 LABELS = [str(d) for d in range(10)]
 OUTPUTS = ["boxes", "scores", "classes", "count"]
@@ -87,27 +88,6 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             bar.update()
     return model.eval()
-
-
-def held_out_scenes(split, count: int, seed: int = 424242) -> list[Scene]:
-    return make_scenes(split.test_images, split.test_labels, count, seed)
-
-
-def detections(outputs) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    boxes, scores, classes, count = (np.asarray(o) for o in outputs)
-    return [
-        (boxes[i, : count[i]], scores[i, : count[i]], classes[i, : count[i]])
-        for i in range(len(count))
-    ]
-
-
-def evaluate(run, scenes: list[Scene], batch: int = 16) -> tuple[float, list[float]]:
-    found = []
-    for start in range(0, len(scenes), batch):
-        images = np.stack([s.image for s in scenes[start : start + batch]])
-        found += detections(run(images))
-    truths = [(s.boxes, s.labels) for s in scenes]
-    return mean_average_precision(found, truths, 10, 0.5)
 
 
 def _nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou: float, threshold: float, k: int):
@@ -193,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     ).cpu()
     train_seconds = time.perf_counter() - started
     export = DetectorExport(model).eval()
-    scenes = held_out_scenes(split, args.held_out)
+    scenes = detection_scenes(split, args.held_out)
 
     def run_torch(images: np.ndarray):
         with torch.no_grad():
             return [t.numpy() for t in export(torch.from_numpy(images))]
 
-    torch_map, _ = evaluate(run_torch, scenes)
+    torch_map, _ = detection_map(run_torch, scenes)
     spec = ExportSpec(
         name="ssd",
         inputs=[TensorInfo("image", mc.TYPE_UINT8, [SIZE, SIZE, 3])],
@@ -226,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     path = export_onnx(export, torch.from_numpy(scenes[0].image[None]), spec, args.out)
     session = cpu_session(path)
-    onnx_map, per_class = evaluate(lambda images: session.run(None, {"image": images}), scenes)
+    onnx_map, per_class = detection_map(lambda images: session.run(None, {"image": images}), scenes)
     # Parity: same detections (count, classes) and boxes / scores within 1e-4 on held-out scenes.
     images = np.stack([s.image for s in scenes[:16]])
     got, expected = session.run(None, {"image": images}), run_torch(images)

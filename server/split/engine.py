@@ -18,13 +18,16 @@ from typing import Any
 
 import zmq
 
-from .. import gpu_options, histograms, repository, runtime
-from ..errors import InferenceFailed, ModelNotFound, ServingError
-from ..manager import ModelManager
-from ..metrics import serve_metrics
-from ..model import ModelVersion
-from ..repository_watch import watch_repository
-from ..scheduler import JobResult
+from ..batching.scheduler import JobResult
+from ..models import repository
+from ..models.manager import ModelManager
+from ..models.model import ModelVersion
+from ..models.watch import watch_repository
+from ..observability import histograms
+from ..observability.metrics import serve_metrics
+from ..protocol.errors import InferenceFailed, ModelNotFound, ServingError
+from ..runtime import gpu_options
+from ..runtime import sessions as runtime
 from ..settings import ServerSettings
 from . import wire
 from .pump import Pump

@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ..errors import ErrorKind
+from ..protocol.errors import ErrorKind
 from . import wire
 from .pump import Pump
 

@@ -14,13 +14,13 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
-from .. import histograms
-from ..errors import ModelUnavailable
-from ..histograms import VersionHistograms
-from ..manager import IndexEntry, ModelEntry, ModelManager, State
-from ..model import ModelVersion, assemble_version
+from ..batching.stats import ModelStats, RequestTiming
+from ..models.manager import IndexEntry, ModelEntry, ModelManager, State
+from ..models.model import ModelVersion, assemble_version
+from ..observability import histograms
+from ..observability.histograms import VersionHistograms
+from ..protocol.errors import ModelUnavailable
 from ..settings import ServerSettings
-from ..stats import ModelStats, RequestTiming
 from .engine_client import ENGINE_GONE, EngineClient
 from .remote_scheduler import RemoteScheduler
 

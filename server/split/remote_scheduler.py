@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ..errors import ModelUnavailable
-from ..job_queue import feeds_signature
-from ..scheduler import JobResult
+from ..batching.queue import feeds_signature
+from ..batching.scheduler import JobResult
+from ..protocol.errors import ModelUnavailable
 from . import wire
 from .engine_client import EngineClient
 

@@ -28,9 +28,9 @@ from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from ..auth import Authenticator, ConfigurationError, check_exposure
+from ..core.auth import Authenticator, ConfigurationError, check_exposure
+from ..http.shared_port import shared_port
 from ..settings import ServerSettings
-from ..shared_port import shared_port
 
 log = logging.getLogger("deepserve.supervisor")
 
@@ -76,7 +76,7 @@ class _Slot:
 
 
 def run_split(settings: ServerSettings) -> int:
-    from .. import logs
+    from ..observability import logs
 
     logs.setup(settings.log_level, settings.log_format, "supervisor")
     if settings.frontends < 0:
@@ -162,8 +162,8 @@ def _name_process(name: str) -> None:
 
 def engine_process_main(settings: ServerSettings, address: str) -> None:
     """The engine process's body (a spawned process's target)."""
-    from .. import logs
     from ..event_loop import run
+    from ..observability import logs
     from .engine import run_engine
 
     _name_process(ENGINE_NAME)
@@ -175,9 +175,9 @@ def engine_process_main(settings: ServerSettings, address: str) -> None:
 def _frontend_main(settings: ServerSettings, address: str, index: int) -> None:
     from functools import partial
 
-    from .. import logs
     from ..app import serve
     from ..event_loop import run
+    from ..observability import logs
     from .remote_models import RemoteManager
 
     _name_process(FRONTEND_NAME.format(index))

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ..errors import ErrorKind, ServingError
+from ..protocol.errors import ErrorKind, ServingError
 
 Descriptor = tuple[str, str, list[int], list[str] | None]
 """(name, numpy dtype string, shape, the elements when the tensor holds strings)."""

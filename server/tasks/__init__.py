@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..errors import TaskNotSupported
+from ..protocol.errors import TaskNotSupported
 from .base import RESIZE_MODES, ImageInput, Task
 from .classify import ClassifyOptions, ClassifyTask
 from .detect import DetectOptions, DetectTask

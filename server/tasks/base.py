@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import TaskNotSupported
+from ..protocol.errors import TaskNotSupported
 
 RESIZE_MODES = ("stretch",)
 

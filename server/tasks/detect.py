@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import TaskNotSupported
+from ..protocol.errors import TaskNotSupported
 from .base import Task
 from .results import Box, Detection, Detections
 

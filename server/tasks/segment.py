@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..errors import LimitExceeded
+from ..protocol.errors import LimitExceeded
 from .base import Task
 from .results import Mask
 

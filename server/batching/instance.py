@@ -1,0 +1,341 @@
+"""One model instance: how a merged batch reaches its ONNX Runtime session and comes back.
+
+`PlainInstance` concatenates the jobs' arrays and calls `session.run` (ONNX Runtime allocates the
+outputs, each job gets a view). `BoundInstance` is the GPU path: the jobs' rows are gathered
+straight into per-instance host buffers, page-locked when CUDA is there (one copy, and the copy
+to the GPU is then DMA from pinned memory, not a staged pageable copy), inputs and outputs are
+bound with IOBinding and static-shape outputs come back into page-locked buffers too.
+`GraphInstance` adds CUDA graphs: batches are padded up to fixed buckets (the preferred batch
+sizes and max_batch_size), each bucket with its own device buffers and captured graph.
+
+Per model, config parameters choose: `io_binding`, `pinned_buffers`, `cuda_graphs` ("1" / "0").
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import functools
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+from tritonclient.grpc import model_config_pb2 as mc
+
+from ..protocol.codecs import datatype_from_config, numpy_dtype
+from ..protocol.errors import InferenceFailed, InvalidInput, ModelLoadError
+from ..runtime import sessions as runtime
+from .queue import Job
+
+log = logging.getLogger(__name__)
+
+CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    per_job: list[dict[str, np.ndarray]]
+    started_ns: int
+    input_ns: int
+    infer_ns: int
+    output_ns: int
+
+
+class Instance(Protocol):
+    def run(self, jobs: Sequence[Job], output_names: list[str]) -> BatchRun: ...
+
+    def describe(self) -> str: ...
+
+
+def _invoke(run: Any, *args: Any) -> Any:
+    """ONNX Runtime's errors as the server's: the model refusing the inputs, or a failure."""
+    try:
+        return run(*args)
+    except InvalidArgument as exc:
+        raise InvalidInput(f"the model rejected the inputs: {exc}") from exc
+    except Exception as exc:
+        raise InferenceFailed(f"inference failed: {exc}") from exc
+
+
+def _merged(jobs: Sequence[Job], name: str) -> np.ndarray:
+    """One input of the batch: a lone job's array as it is, else the jobs' arrays joined."""
+    if len(jobs) == 1:
+        return jobs[0].feeds[name]  # nothing to merge: the decoded array goes straight in
+    return np.concatenate([job.feeds[name] for job in jobs])
+
+
+def _slices(jobs: Sequence[Job], outputs: dict[str, np.ndarray], copy: bool) -> list[dict]:
+    """Each job's rows of the batch's outputs (copies when the buffers are used again)."""
+    if len(jobs) == 1 and not copy:
+        return [outputs]
+    per_job, offset = [], 0
+    for job in jobs:
+        end = offset + job.items
+        rows = {n: o[offset:end] for n, o in outputs.items()}
+        per_job.append({n: r.copy() for n, r in rows.items()} if copy else rows)
+        offset = end
+    return per_job
+
+
+class PlainInstance:
+    """Concatenate, run, slice: ONNX Runtime owns the buffers (the CPU's default)."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+
+    def describe(self) -> str:
+        return "batches concatenated, ONNX Runtime's own buffers"
+
+    def run(self, jobs: Sequence[Job], output_names: list[str]) -> BatchRun:
+        t0 = time.perf_counter_ns()
+        feeds = {name: _merged(jobs, name) for name in jobs[0].feeds}
+        t1 = time.perf_counter_ns()
+        outputs = _invoke(self.session.run, output_names, feeds)
+        t2 = time.perf_counter_ns()
+        per_job = _slices(jobs, dict(zip(output_names, outputs, strict=True)), copy=False)
+        return BatchRun(per_job, t0, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+
+
+# ---- page-locked host memory -----------------------------------------------------------------
+
+
+@functools.cache
+def _cudart() -> ctypes.CDLL | None:
+    """The CUDA runtime ONNX Runtime's CUDA provider loaded (or can load), or None."""
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def host_buffer(shape: Sequence[int], dtype: np.dtype, pinned: bool) -> tuple[np.ndarray, bool]:
+    """A zeroed host array; page-locked with cudaHostRegister when asked and CUDA is there.
+    Returns the array and whether it is pinned (False: plain memory, which still works)."""
+    array = np.zeros(tuple(shape), dtype)
+    if not pinned or array.nbytes == 0:
+        return array, False
+    cudart = _cudart()
+    if cudart is None:
+        return array, False
+    pointer = ctypes.c_void_p(array.ctypes.data)
+    if cudart.cudaHostRegister(pointer, ctypes.c_size_t(array.nbytes), 0) != 0:
+        return array, False
+    weakref.finalize(array, cudart.cudaHostUnregister, pointer)
+    return array, True
+
+
+# ---- the bound path ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IoOptions:
+    io_binding: bool
+    pinned_buffers: bool
+    cuda_graphs: bool
+
+
+def _flag(config: mc.ModelConfig, key: str, default: bool) -> bool:
+    value = config.parameters[key].string_value.strip() if key in config.parameters else ""
+    if value in ("", "auto"):
+        return default
+    if value not in ("0", "1"):
+        raise ModelLoadError(f"parameter {key} must be '0' or '1', got '{value}'")
+    return value == "1"
+
+
+def io_options(config: mc.ModelConfig, on_gpu: bool) -> IoOptions:
+    """From the config's parameters; defaults: IOBinding and pinned buffers on a GPU, the plain
+    path on a CPU (where they measured no faster), CUDA graphs only when asked for."""
+    options = IoOptions(
+        io_binding=_flag(config, "io_binding", on_gpu),
+        pinned_buffers=_flag(config, "pinned_buffers", on_gpu),
+        cuda_graphs=_flag(config, "cuda_graphs", False),
+    )
+    if options.cuda_graphs and not on_gpu:
+        log.warning("model '%s': cuda_graphs asked for but it runs on the CPU", config.name)
+        options = IoOptions(options.io_binding, options.pinned_buffers, False)
+    return options
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    dtype: np.dtype
+    dims: tuple[int, ...]
+
+    @property
+    def static(self) -> bool:
+        return all(d >= 0 for d in self.dims)
+
+
+def _tensors(tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput]) -> list[_Tensor]:
+    return [
+        _Tensor(t.name, numpy_dtype(datatype_from_config(t.data_type)), tuple(t.dims))
+        for t in tensors
+    ]
+
+
+class BoundInstance:
+    """Gather into (page-locked) host buffers, IOBinding in and out."""
+
+    def __init__(self, session: ort.InferenceSession, config: mc.ModelConfig, pinned: bool) -> None:
+        self.session = session
+        self.rows = max(config.max_batch_size, 1)
+        self.batching = config.max_batch_size > 0
+        self.inputs = {t.name: t for t in _tensors(config.input)}
+        self.outputs = {t.name: t for t in _tensors(config.output)}
+        self.binding = session.io_binding()
+        pinned_all = True
+        self.staging: dict[str, np.ndarray] = {}
+        self.results: dict[str, np.ndarray] = {}
+        for buffers, tensors in ((self.staging, self.inputs), (self.results, self.outputs)):
+            for tensor in tensors.values():
+                if tensor.static and self.batching:
+                    buffers[tensor.name], locked = host_buffer(
+                        (self.rows, *tensor.dims), tensor.dtype, pinned
+                    )
+                    pinned_all &= locked
+        self.pinned = pinned and pinned_all
+
+    def describe(self) -> str:
+        memory = "page-locked" if self.pinned else "pageable"
+        return f"IOBinding, batches gathered into {memory} host buffers"
+
+    def _gather(self, jobs: Sequence[Job]) -> tuple[dict[str, np.ndarray], int]:
+        items = sum(job.items for job in jobs)
+        feeds = {}
+        for name in jobs[0].feeds:
+            buffer = self.staging.get(name)
+            if buffer is None or items > len(buffer) or not self.batching:
+                feeds[name] = _merged(jobs, name)
+                continue
+            offset = 0
+            for job in jobs:
+                buffer[offset : offset + job.items] = job.feeds[name]
+                offset += job.items
+            feeds[name] = buffer[:items]
+        return feeds, items
+
+    def run(self, jobs: Sequence[Job], output_names: list[str]) -> BatchRun:
+        t0 = time.perf_counter_ns()
+        feeds, items = self._gather(jobs)
+        binding = self.binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        reused = []
+        for name in output_names:
+            buffer = self.results.get(name)
+            if buffer is not None and items <= len(buffer):
+                rows = buffer[:items]
+                binding.bind_output(name, "cpu", 0, rows.dtype, list(rows.shape), rows.ctypes.data)
+                reused.append(name)
+            else:
+                binding.bind_output(name, "cpu")
+        t1 = time.perf_counter_ns()
+        _invoke(self.session.run_with_iobinding, binding)
+        t2 = time.perf_counter_ns()
+        if reused and len(reused) == len(output_names):
+            outputs = {name: self.results[name][:items] for name in output_names}
+        else:
+            fresh = binding.copy_outputs_to_cpu()
+            outputs = {
+                name: self.results[name][:items] if name in reused else fresh[i]
+                for i, name in enumerate(output_names)
+            }
+        per_job = _slices(jobs, outputs, copy=bool(reused))
+        return BatchRun(per_job, t0, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+
+
+class GraphInstance(BoundInstance):
+    """CUDA graphs: one captured graph per bucket, with its own device inputs and outputs.
+    Needs static shapes; the session was created with the provider's graph option on."""
+
+    def __init__(
+        self, session: ort.InferenceSession, config: mc.ModelConfig, pinned: bool, gpu_id: int = 0
+    ) -> None:
+        super().__init__(session, config, pinned)
+        tensors = [*self.inputs.values(), *self.outputs.values()]
+        if not self.batching or not all(t.static for t in tensors):
+            raise ModelLoadError("cuda_graphs needs batching and static input and output shapes")
+        self.buckets = graph_buckets(config)
+        self.graphs: dict[int, tuple[Any, Any, dict[str, Any], dict[str, Any]]] = {}
+        for bucket in self.buckets:
+            device_in = {
+                t.name: ort.OrtValue.ortvalue_from_shape_and_type(
+                    [bucket, *t.dims], t.dtype, "cuda", gpu_id
+                )
+                for t in self.inputs.values()
+            }
+            device_out = {
+                t.name: ort.OrtValue.ortvalue_from_shape_and_type(
+                    [bucket, *t.dims], t.dtype, "cuda", gpu_id
+                )
+                for t in self.outputs.values()
+            }
+            binding = session.io_binding()
+            for name, value in device_in.items():
+                binding.bind_ortvalue_input(name, value)
+            for name, value in device_out.items():
+                binding.bind_ortvalue_output(name, value)
+            options = ort.RunOptions()
+            options.add_run_config_entry("gpu_graph_id", str(bucket))
+            self.graphs[bucket] = (binding, options, device_in, device_out)
+
+    def describe(self) -> str:
+        return f"CUDA graphs for batch sizes {self.buckets}, {super().describe()}"
+
+    def warm_up(self, runs: int = 3) -> None:
+        """Run every bucket a few times: ONNX Runtime captures a graph after its first runs."""
+        for binding, options, _, _ in self.graphs.values():
+            for _ in range(runs):
+                self.session.run_with_iobinding(binding, options)
+
+    def run(self, jobs: Sequence[Job], output_names: list[str]) -> BatchRun:
+        t0 = time.perf_counter_ns()
+        items = sum(job.items for job in jobs)
+        if items > self.buckets[-1]:
+            return super().run(jobs, output_names)
+        bucket = self.buckets[bisect.bisect_left(self.buckets, items)]
+        binding, options, device_in, device_out = self.graphs[bucket]
+        self._gather(jobs)  # rows past `items` keep older data: their outputs are dropped
+        for name, value in device_in.items():
+            value.update_inplace(self.staging[name][:bucket])
+        t1 = time.perf_counter_ns()
+        _invoke(self.session.run_with_iobinding, binding, options)
+        t2 = time.perf_counter_ns()
+        outputs = {name: device_out[name].numpy()[:items] for name in output_names}
+        per_job = _slices(jobs, outputs, copy=False)
+        return BatchRun(per_job, t0, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+
+
+def graph_buckets(config: mc.ModelConfig) -> list[int]:
+    preferred = list(config.dynamic_batching.preferred_batch_size)
+    return sorted({*preferred, max(config.max_batch_size, 1)})
+
+
+def make_instance(
+    session: ort.InferenceSession, config: mc.ModelConfig, gpu_id: int = 0, label: str = ""
+) -> Instance:
+    """The instance for a session, by where it runs and the config's parameters, warmed up:
+    a graph instance over its buckets (a plain warm-up run would capture a graph of its own),
+    the others with one run (and, with TensorRT, across its profile)."""
+    on_gpu = any(p in CUDA_PROVIDERS for p in session.get_providers())
+    options = io_options(config, on_gpu)
+    if options.cuda_graphs:
+        graphs = GraphInstance(session, config, options.pinned_buffers, gpu_id)
+        graphs.warm_up()
+        return graphs
+    runtime.warm_up(session, config, label or config.name)
+    if options.io_binding:
+        return BoundInstance(session, config, options.pinned_buffers)
+    return PlainInstance(session)

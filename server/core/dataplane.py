@@ -1,0 +1,327 @@
+"""The data plane: what both transports share. Finds the model, validates and decodes the
+request, runs it through the model's scheduler, encodes the answer and keeps the statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2 as pb
+
+from ..batching.scheduler import JobResult
+from ..batching.stats import RequestTiming
+from ..models.manager import ModelManager
+from ..models.model import ModelVersion, TensorSpec
+from ..observability import request_context
+from ..protocol import codecs
+from ..protocol.classification import top_k
+from ..protocol.errors import InvalidInput, LimitExceeded
+from ..protocol.types import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    OutputTensor,
+    RequestedOutput,
+    TensorMetadata,
+)
+from ..settings import ServerSettings
+
+PLATFORM = "onnxruntime_onnx"
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _describe(shape: tuple[int, ...] | list[int]) -> str:
+    return str(list(shape))
+
+
+def _check_shape(model: ModelVersion, spec: TensorSpec, shape: tuple[int, ...]) -> int:
+    """Checks one input's shape against the config; returns its batch size (1 if no batching)."""
+    batching = model.max_batch_size > 0
+    if batching and spec.static:
+        fits = shape[1:] == spec.dims and len(shape) > 0  # the common case, checked fast
+    else:
+        fits = len(shape) == len(spec.dims) + batching and all(
+            e == -1 or e == s for e, s in zip(spec.dims, shape[batching:], strict=True)
+        )
+    if not fits:
+        expected = ([-1] if batching else []) + list(spec.dims)
+        raise InvalidInput(
+            f"input '{spec.name}': expected shape {expected}, got {_describe(shape)} "
+            f"(model '{model.name}', -1 is any size)"
+        )
+    if not batching:
+        return 1
+    batch = shape[0]
+    if batch < 1 or batch > model.max_batch_size:
+        raise InvalidInput(
+            f"input '{spec.name}': batch size {batch} is outside 1..{model.max_batch_size} "
+            f"(max_batch_size of model '{model.name}')"
+        )
+    return batch
+
+
+def _to_runtime(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """ONNX Runtime takes string tensors as Python str; the protocol carries bytes."""
+    if spec.datatype != "BYTES":
+        return array
+    try:
+        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"input '{spec.name}': BYTES element is not UTF-8 text: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_elements: int
+    """Tensor elements per request, over all inputs."""
+    max_bytes_element: int
+    """Length of one BYTES element."""
+    max_response_bytes: int
+    """What a response may carry: outputs known to be larger are refused before the work."""
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> RequestLimits:
+        return cls(
+            settings.max_request_elements,
+            settings.max_bytes_element,
+            settings.response_budget_bytes,
+        )
+
+
+UNLIMITED = RequestLimits(1 << 62, 1 << 62, 1 << 62)
+
+
+def _check_bytes_lengths(spec: TensorSpec, array: np.ndarray, limit: int) -> None:
+    longest = max((len(item) for item in array.reshape(-1)), default=0)
+    if longest > limit:
+        raise LimitExceeded(
+            f"input '{spec.name}': a BYTES element of {longest} bytes is longer than this "
+            f"server's limit of {limit} bytes (max_bytes_element_kb)"
+        )
+
+
+def decode_inputs(
+    model: ModelVersion, request: InferRequest, limits: RequestLimits = UNLIMITED
+) -> tuple[dict[str, np.ndarray], int]:
+    """Validated input arrays by name, and the request's batch size."""
+    feeds: dict[str, np.ndarray] = {}
+    batch_sizes: dict[str, int] = {}
+    elements = 0
+    for tensor in request.inputs:
+        spec = model.inputs.get(tensor.name)
+        if spec is None:
+            raise InvalidInput(
+                f"unexpected input '{tensor.name}' for model '{model.name}'; its inputs are "
+                f"{sorted(model.inputs)}"
+            )
+        if tensor.name in feeds:
+            raise InvalidInput(f"input '{tensor.name}' appears more than once")
+        if tensor.datatype != spec.datatype:
+            raise InvalidInput(
+                f"input '{tensor.name}': expected datatype {spec.datatype}, got "
+                f"{tensor.datatype or '(none)'}"
+            )
+        batch_sizes[tensor.name] = _check_shape(model, spec, tuple(tensor.shape))
+        elements += codecs.element_count(tensor.shape)
+        if elements > limits.max_elements:
+            raise LimitExceeded(
+                f"input '{tensor.name}': the request's inputs hold {elements} or more elements, "
+                f"above this server's limit of {limits.max_elements} (max_request_elements)"
+            )
+        array = codecs.decode_input(tensor)
+        if spec.datatype == "BYTES":
+            _check_bytes_lengths(spec, array, limits.max_bytes_element)
+        feeds[tensor.name] = _to_runtime(spec, array)
+    missing = [n for n, s in model.inputs.items() if n not in feeds and not s.optional]
+    if missing:
+        raise InvalidInput(
+            f"model '{model.name}' needs input(s) {missing}, which the request lacks"
+        )
+    if len(set(batch_sizes.values())) > 1:
+        raise InvalidInput(f"inputs disagree on the batch size: {batch_sizes}")
+    return feeds, next(iter(batch_sizes.values()), 1)
+
+
+def _requested_outputs(model: ModelVersion, request: InferRequest) -> list[RequestedOutput]:
+    """The outputs in the order the response lists them."""
+    if not request.outputs:
+        return [RequestedOutput(name) for name in model.outputs]
+    for output in request.outputs:
+        if output.name not in model.outputs:
+            raise InvalidInput(
+                f"unknown output '{output.name}' requested from model '{model.name}'; its "
+                f"outputs are {sorted(model.outputs)}"
+            )
+    return request.outputs
+
+
+def _check_response_size(
+    model: ModelVersion, wanted: list[RequestedOutput], batch: int, limit: int
+) -> None:
+    """Outputs of static shape have a size known before the work: refuse what cannot be sent."""
+    total = 0
+    for output in wanted:
+        spec = model.outputs[output.name]
+        if output.classification or spec.datatype == "BYTES" or not spec.static:
+            continue
+        items = batch if model.max_batch_size > 0 else 1
+        total += (
+            items * codecs.element_count(spec.dims) * codecs.numpy_dtype(spec.datatype).itemsize
+        )
+    if total > limit:
+        raise LimitExceeded(
+            f"the requested outputs would take {total} bytes, more than the response limit of "
+            f"{limit} bytes (max_message_mb); send a smaller batch or request fewer outputs"
+        )
+
+
+def _int_parameter(request: InferRequest, key: str) -> int:
+    """A request parameter that must be a non-negative integer (`priority`, `timeout`)."""
+    value = request.parameters.get(key, 0)
+    if type(value) is not int or value < 0:
+        raise InvalidInput(f"request parameter '{key}' must be a non-negative integer")
+    return value
+
+
+def _timing(result: JobResult, before_ns: int, after_ns: int) -> RequestTiming:
+    """Where a request's time went: its own work before and after the batch is counted with
+    the batch's merge and split as compute time, as in Triton."""
+    return RequestTiming(
+        queue_ns=result.queue_ns,
+        compute_input_ns=before_ns + result.batch_input_ns,
+        compute_infer_ns=result.infer_ns,
+        compute_output_ns=after_ns + result.batch_output_ns,
+        batch_items=result.batch_items,
+    )
+
+
+def _record_success(model: ModelVersion, total_ns: int, timing: RequestTiming) -> None:
+    model.stats.record_success(total_ns, timing)
+    model.histograms.observe_request(total_ns, timing.queue_ns, timing.batch_items)
+    compute_ns = timing.compute_input_ns + timing.compute_infer_ns + timing.compute_output_ns
+    request_context.note_timing(timing.queue_ns, compute_ns, timing.batch_items)
+
+
+class DataPlane:
+    def __init__(self, manager: ModelManager, limits: RequestLimits = UNLIMITED) -> None:
+        self.manager = manager
+        self.limits = limits
+
+    async def infer(self, request: InferRequest, deadline_s: float | None = None) -> InferResponse:
+        """Run one request. `deadline_s`: seconds the caller still waits (its deadline)."""
+        model = self.manager.get(request.model, request.version)
+        request_context.note_model(model.name, model.version)
+        started = time.perf_counter_ns()
+        try:
+            response, timing = await self._infer(model, request, deadline_s)
+        except BaseException:
+            model.stats.record_failure(time.perf_counter_ns() - started)
+            raise
+        _record_success(model, time.perf_counter_ns() - started, timing)
+        return response
+
+    async def _infer(
+        self, model: ModelVersion, request: InferRequest, deadline_s: float | None
+    ) -> tuple[InferResponse, RequestTiming]:
+        t0 = time.perf_counter_ns()
+        feeds, batch = decode_inputs(model, request, self.limits)
+        wanted = _requested_outputs(model, request)
+        _check_response_size(model, wanted, batch, self.limits.max_response_bytes)
+        names = list(dict.fromkeys(output.name for output in wanted))
+        priority = _int_parameter(request, "priority")
+        timeout_us = _int_parameter(request, "timeout")
+        t1 = time.perf_counter_ns()
+        result = await model.scheduler.submit(
+            feeds, batch, names, priority=priority, timeout_us=timeout_us, deadline_s=deadline_s
+        )
+        t2 = time.perf_counter_ns()
+        outputs = []
+        for output in wanted:
+            array = result.outputs[output.name]
+            if output.classification:
+                array = top_k(
+                    array,
+                    output.classification,
+                    model.max_batch_size > 0,
+                    model.labels.get(output.name),
+                    output.name,
+                )
+            outputs.append(
+                OutputTensor(output.name, codecs.datatype_of(array), array, output.binary)
+            )
+        response = InferResponse(model.name, str(model.version), request.id, outputs)
+        return response, _timing(result, t1 - t0, time.perf_counter_ns() - t2)
+
+    async def run_images(
+        self,
+        model: ModelVersion,
+        prepare: Callable[[], tuple[np.ndarray, T]],
+        input_name: str,
+        output_names: list[str],
+        finish: Callable[[dict[str, np.ndarray], T], R],
+        deadline_s: float | None = None,
+    ) -> R:
+        """The Vision API's path through the same scheduler (so its requests batch with tensor
+        requests to the model): `prepare` decodes and resizes on a worker thread, returning the
+        uint8 batch and context for `finish`, which post-processes on a worker thread too.
+        More images than max_batch_size go as several jobs."""
+        request_context.note_model(model.name, model.version)
+        started = time.perf_counter_ns()
+        try:
+            batch, context = await asyncio.to_thread(prepare)
+            t1 = time.perf_counter_ns()
+            limit = max(model.max_batch_size, 1)
+            chunks = [batch[i : i + limit] for i in range(0, len(batch), limit)]
+            results = await asyncio.gather(
+                *(
+                    model.scheduler.submit(
+                        {input_name: chunk}, len(chunk), output_names, deadline_s=deadline_s
+                    )
+                    for chunk in chunks
+                )
+            )
+            t2 = time.perf_counter_ns()
+            outputs = {
+                name: np.concatenate([r.outputs[name] for r in results])
+                if len(results) > 1
+                else results[0].outputs[name]
+                for name in output_names
+            }
+            answer = await asyncio.to_thread(finish, outputs, context)
+        except BaseException:
+            model.stats.record_failure(time.perf_counter_ns() - started)
+            raise
+        t3 = time.perf_counter_ns()
+        _record_success(model, t3 - started, _timing(results[0], t1 - started, t3 - t2))
+        return answer
+
+    def metadata(self, name: str, version: str) -> ModelMetadata:
+        model = self.manager.get(name, version)
+        batch = [-1] if model.max_batch_size > 0 else []
+        served = sorted(v.version for v in self.manager.versions_of(name))
+
+        def describe(specs: dict[str, TensorSpec]) -> list[TensorMetadata]:
+            return [
+                TensorMetadata(s.name, s.datatype, batch + list(s.dims)) for s in specs.values()
+            ]
+
+        return ModelMetadata(
+            name=model.name,
+            versions=[str(v) for v in served],
+            platform=PLATFORM,
+            inputs=describe(model.inputs),
+            outputs=describe(model.outputs),
+        )
+
+    def config(self, name: str, version: str) -> mc.ModelConfig:
+        return self.manager.get(name, version).config
+
+    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+        """The protocol's statistics, one message per model version."""
+        return await self.manager.statistics(name, version)

@@ -1,0 +1,109 @@
+"""Open Inference Protocol gRPC messages <-> the data plane's types. Raw input bytes are
+passed on without a copy; outputs always go back in raw_output_contents."""
+
+from __future__ import annotations
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from ..protocol import codecs
+from ..protocol.errors import InvalidInput
+from ..protocol.types import (
+    InferRequest,
+    InferResponse,
+    InputTensor,
+    ModelMetadata,
+    Parameter,
+    RequestedOutput,
+    TensorMetadata,
+)
+
+
+def parameters(message_map) -> dict[str, Parameter]:
+    values: dict[str, Parameter] = {}
+    for key, parameter in message_map.items():
+        kind = parameter.WhichOneof("parameter_choice")
+        if kind is not None:
+            values[key] = getattr(parameter, kind)
+    return values
+
+
+def infer_request(message: pb.ModelInferRequest) -> InferRequest:
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInput(
+            f"request has {len(message.inputs)} inputs but {len(raw)} raw_input_contents; "
+            "either every input is raw or none is"
+        )
+    inputs = []
+    for position, tensor in enumerate(message.inputs):
+        values = None
+        if not raw:
+            field = codecs.contents_field(tensor.datatype)
+            if tensor.datatype == "FP16":  # a protocol datatype without a contents field
+                raise InvalidInput(
+                    f"input '{tensor.name}': FP16 has no typed contents field; "
+                    "send it in raw_input_contents"
+                )
+            # An unknown datatype has no field either: decoding names it.
+            values = getattr(tensor.contents, field) if field else ()
+        inputs.append(
+            InputTensor(
+                name=tensor.name,
+                datatype=tensor.datatype,
+                shape=tuple(tensor.shape),
+                raw=raw[position] if raw else None,
+                values=values,
+            )
+        )
+    outputs = []
+    for output in message.outputs:
+        k = 0
+        if "classification" in output.parameters:
+            param = output.parameters["classification"]
+            k = param.int64_param if param.WhichOneof("parameter_choice") == "int64_param" else 0
+            if k <= 0:
+                raise InvalidInput(
+                    f"output '{output.name}': the classification parameter must be a positive "
+                    "int64 class count"
+                )
+        outputs.append(RequestedOutput(output.name, k))
+    return InferRequest(
+        model=message.model_name,
+        version=message.model_version,
+        id=message.id,
+        inputs=inputs,
+        outputs=outputs,
+        parameters=parameters(message.parameters),
+    )
+
+
+def infer_response(response: InferResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(
+        model_name=response.model, model_version=response.version, id=response.id
+    )
+    for output in response.outputs:
+        array = output.array
+        message.outputs.add(name=output.name, datatype=output.datatype, shape=array.shape)
+        if output.datatype == "BYTES":
+            message.raw_output_contents.append(codecs.serialize_bytes(array))
+        else:
+            dtype = codecs.numpy_dtype(output.datatype)
+            message.raw_output_contents.append(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return message
+
+
+def metadata(model: ModelMetadata) -> pb.ModelMetadataResponse:
+    def describe(tensors: list[TensorMetadata]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+        return [
+            pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
+            for t in tensors
+        ]
+
+    return pb.ModelMetadataResponse(
+        name=model.name,
+        versions=model.versions,
+        platform=model.platform,
+        inputs=describe(model.inputs),
+        outputs=describe(model.outputs),
+    )

@@ -1,0 +1,187 @@
+"""The Open Inference Protocol (KServe v2) gRPC transport: parse, call the data plane, encode,
+map errors to status codes. It uses tritonclient's generated modules, so the protocol's proto
+file is registered once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from ..._version import __version__
+from ..core.dataplane import DataPlane
+from ..models.manager import ModelManager
+from ..observability import request_context
+from ..observability.observe import Observer
+from . import convert as grpc_convert
+from .calls import error_status, observed, with_request_id
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = [
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "binary_tensor_data",
+]
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(
+        self, dataplane: DataPlane, manager: ModelManager, server_name: str, observer: Observer
+    ) -> None:
+        self._dataplane = dataplane
+        self._manager = manager
+        self._server_name = server_name
+        self._observer = observer
+
+    # ---- health and metadata ---------------------------------------------------------------
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self._manager.server_ready)
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self._manager.is_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(
+            name=self._server_name, version=__version__, extensions=EXTENSIONS
+        )
+
+    @observed
+    async def ModelMetadata(self, request, context):
+        return grpc_convert.metadata(self._dataplane.metadata(request.name, request.version))
+
+    @observed
+    async def ModelConfig(self, request, context):
+        return pb.ModelConfigResponse(config=self._dataplane.config(request.name, request.version))
+
+    @observed
+    async def ModelStatistics(self, request, context):
+        return pb.ModelStatisticsResponse(
+            model_stats=await self._dataplane.statistics(request.name, request.version)
+        )
+
+    # ---- inference ------------------------------------------------------------------------
+
+    @observed
+    async def ModelInfer(self, request, context):
+        answer = await self._dataplane.infer(
+            grpc_convert.infer_request(request), context.time_remaining()
+        )
+        return grpc_convert.infer_response(answer)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently; responses come back in request order. An error answers
+        that one request (error_message) and the stream goes on."""
+        pending: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
+
+        metadata = context.invocation_metadata()
+
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            request_id = request.id or request_context.request_id_from(())
+            with self._observer.call("ModelStreamInfer", request_id, metadata) as record:
+                try:
+                    self._observer.refuse_if_draining()
+                    answer = await self._dataplane.infer(
+                        grpc_convert.infer_request(request), context.time_remaining()
+                    )
+                    return pb.ModelStreamInferResponse(
+                        infer_response=grpc_convert.infer_response(answer)
+                    )
+                except Exception as exc:
+                    status, message = error_status(exc)
+                    record.code = status.name
+                    echo = pb.ModelInferResponse(
+                        model_name=request.model_name,
+                        model_version=request.model_version,
+                        id=request.id,
+                    )
+                    return pb.ModelStreamInferResponse(
+                        error_message=with_request_id(message, request_id), infer_response=echo
+                    )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    pending.put_nowait(asyncio.create_task(answer(request)))
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await pending.get()) is not None:
+                yield await task
+        finally:
+            reader.cancel()
+
+    # ---- repository -----------------------------------------------------------------------
+
+    @observed
+    async def RepositoryIndex(self, request, context):
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=row.name, version=row.version, state=row.state, reason=row.reason
+                )
+                for row in await self._manager.repository_index(request.ready)
+            ]
+        )
+
+    @observed
+    async def RepositoryModelLoad(self, request, context):
+        config = (
+            request.parameters["config"].string_param if "config" in request.parameters else None
+        )
+        await self._manager.control_load(request.model_name, config)
+        return pb.RepositoryModelLoadResponse()
+
+    @observed
+    async def RepositoryModelUnload(self, request, context):
+        await self._manager.control_unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # ---- not implemented: answer clearly rather than with the generated stub's text ---------
+
+    async def _unimplemented(self, context, what: str):
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"deepserve does not implement {what}; send tensors in the request itself",
+        )
+
+    async def SystemSharedMemoryStatus(self, request, context):
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request, context):
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request, context):
+        await self._unimplemented(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request, context):
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request, context):
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request, context):
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "deepserve does not implement tracing")
+
+    async def LogSettings(self, request, context):
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "deepserve does not implement log settings; set --log-level at start",
+        )

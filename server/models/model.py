@@ -1,0 +1,194 @@
+"""One loaded model version: its completed config, tensors, labels, instances and statistics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .. import tasks
+from ..batching.instance import Instance, make_instance
+from ..batching.scheduler import Scheduler
+from ..batching.stats import ModelStats
+from ..observability.histograms import VersionHistograms
+from ..protocol.codecs import datatype_from_config
+from ..protocol.errors import ModelLoadError, TaskNotSupported
+from ..runtime import gpu_options
+from ..runtime import sessions as runtime
+from ..settings import ServerSettings
+from ..tasks import Task
+from . import repository
+from .autoconfig import complete_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    """Dimensions without the batch dimension when the model batches; -1 is variable."""
+    optional: bool = False
+
+    @property
+    def static(self) -> bool:
+        """No variable (-1) dimension besides the batch."""
+        return -1 not in self.dims
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    config: mc.ModelConfig
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    labels: dict[str, list[str]]
+    scheduler: Scheduler
+    stats: ModelStats
+    providers: list[str]
+    histograms: VersionHistograms
+    task: Task | TaskNotSupported
+    """What the Vision API does with this model, or why it cannot."""
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.config.max_batch_size
+
+
+def _specs(tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput]) -> dict[str, TensorSpec]:
+    return {
+        t.name: TensorSpec(
+            name=t.name,
+            datatype=datatype_from_config(t.data_type),
+            dims=tuple(t.dims),
+            optional=getattr(t, "optional", False),
+        )
+        for t in tensors
+    }
+
+
+def _instance_gpu_ids(config: mc.ModelConfig) -> list[int]:
+    """One entry per instance: the GPU it should use (instance_group gpus, round robin)."""
+    ids: list[int] = []
+    for group in config.instance_group or [mc.ModelInstanceGroup(count=1)]:
+        gpus = list(group.gpus) or [0]
+        count = group.count or 1
+        ids.extend(gpus[i % len(gpus)] for i in range(count))
+    return ids
+
+
+def _check_gpu_fallback(label: str, wanted: list[str], got: list[str], device: str) -> None:
+    """ONNX Runtime drops a GPU provider it cannot start (CUDA / cuDNN libraries missing or of
+    another major version) and runs on the CPU: say so, or refuse when a GPU was demanded."""
+    if runtime.CUDA in wanted and runtime.CUDA not in got:
+        message = (
+            f"{label}: onnxruntime could not start the CUDA provider (are CUDA and cuDNN of "
+            f"the versions this onnxruntime-gpu was built for installed?); providers now {got}"
+        )
+        if device == "cuda":
+            raise ModelLoadError(message)
+        log.warning("%s; running on the CPU", message)
+
+
+def load_version(
+    model_dir: Path,
+    config: mc.ModelConfig,
+    version: int,
+    settings: ServerSettings,
+    executor: Executor,
+) -> ModelVersion:
+    """Build every instance of one version and warm each up. Blocking: call from a thread."""
+    label = f"model '{config.name}' version {version}"
+    path = repository.model_file(model_dir, version, config)
+    threads = runtime.intra_op_threads(config, settings.intra_op_threads)
+    instances: list[Instance] = []
+    completed = config
+    providers: list[str] = []
+    gpu_ids = _instance_gpu_ids(config)
+    for gpu_id in gpu_ids:
+        choice = runtime.choose_providers(
+            config,
+            settings.device,
+            gpu_id=gpu_id,
+            model_file=path,
+            engine_cache=settings.engine_cache,
+        )
+        if runtime.CUDA in choice.names:
+            gpu_options.check_gpu_ids(gpu_ids, gpu_options.gpu_count())
+        session = runtime.create_session(path, choice, threads, settings.intra_op_spinning)
+        _check_gpu_fallback(label, choice.names, session.get_providers(), settings.device)
+        if not instances:
+            completed = complete_config(
+                config,
+                session.get_inputs(),
+                session.get_outputs(),
+                settings.default_max_batch_size,
+            )
+            providers = session.get_providers()
+            log.info(
+                "%s: execution providers %s (%s), intra-op threads %s",
+                label,
+                providers,
+                choice.reason,
+                threads or "ONNX Runtime default",
+            )
+        instances.append(make_instance(session, completed, gpu_id, label))
+    labels = repository.read_labels(model_dir, completed)
+    stats = ModelStats()
+    histograms = VersionHistograms.of(config.name, version)
+    scheduler = Scheduler(
+        config.name,
+        completed,
+        instances,
+        executor,
+        stats,
+        settings.default_max_queue_size,
+        histograms,
+    )
+    log.info(
+        "%s: %s, %d instance(s): %s",
+        label,
+        f"dynamic batching up to {completed.max_batch_size}"
+        if scheduler.batching
+        else "no dynamic batching",
+        len(instances),
+        instances[0].describe(),
+    )
+    return assemble_version(completed, version, labels, scheduler, stats, providers, histograms)
+
+
+def assemble_version(
+    config: mc.ModelConfig,
+    version: int,
+    labels: dict[str, list[str]],
+    scheduler: Scheduler,
+    stats: ModelStats,
+    providers: list[str],
+    histograms: VersionHistograms,
+) -> ModelVersion:
+    """A model version from its completed config and what runs it (here, or in an engine)."""
+    return ModelVersion(
+        name=config.name,
+        version=version,
+        config=config,
+        inputs=_specs(config.input),
+        outputs=_specs(config.output),
+        labels=labels,
+        scheduler=scheduler,
+        stats=stats,
+        providers=providers,
+        histograms=histograms,
+        task=tasks.for_model(
+            config.name,
+            {k: v.string_value for k, v in config.parameters.items()},
+            [t.name for t in config.input],
+            [t.name for t in config.output],
+            labels,
+        ),
+    )
