@@ -17,11 +17,13 @@ from deepserve.v1 import vision_pb2 as vpb
 from deepserve.v1 import vision_pb2_grpc as vpb_grpc
 
 from .core.auth import Authenticator, ConfigurationError, check_exposure
+from .core.control import Control
 from .core.dataplane import DataPlane, RequestLimits
 from .core.vision import Vision
 from .grpc.inference import InferenceServicer
 from .grpc.security import TokenInterceptor, server_credentials
 from .grpc.vision import VisionServicer
+from .http.calls import CallWrapper
 from .http.server import EmbeddedServer, http_server
 from .http.shared_port import shared_port
 from .http.v2 import V2Routes, build_app
@@ -59,6 +61,7 @@ class Server:
         self._credentials = server_credentials(settings)
         self.manager = manager_factory(settings, self._executor, on_change=self._health_changed)
         self.dataplane = DataPlane(self.manager, RequestLimits.from_settings(settings))
+        self.control = Control(self.manager, settings.server_name)
         self.observer = Observer(settings)
         self.vision = Vision(self.dataplane, self.manager, settings)
         self.health = health.aio.HealthServicer()
@@ -105,9 +108,7 @@ class Server:
         interceptors = [TokenInterceptor(self.auth)] if self.auth.enabled else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(
-                self.dataplane, self.manager, self.settings.server_name, self.observer
-            ),
+            InferenceServicer(self.dataplane, self.control, self.observer),
             server,
         )
         vpb_grpc.add_VisionServicer_to_server(VisionServicer(self.vision, self.observer), server)
@@ -165,8 +166,9 @@ class Server:
             )
 
     async def _start_http(self) -> None:
-        routes = V2Routes(self.dataplane, self.manager, self.settings, self.observer, self.auth)
-        vision = VisionRoutes(self.vision, routes, self.settings.max_message_bytes)
+        calls = CallWrapper(self.observer, self.auth)
+        routes = V2Routes(self.dataplane, self.control, self.settings, self.observer, calls)
+        vision = VisionRoutes(self.vision, calls, self.settings.max_message_bytes)
         app = build_app(routes, [*vision.routes(), *web_routes()])
         self._http = http_server(app, self.settings)
         # A split server's front ends share the port, as their gRPC servers do.

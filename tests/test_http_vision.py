@@ -154,11 +154,13 @@ def test_openapi_is_served_describes_every_route_and_matches_the_docs(
 
 
 def test_every_http_route_is_in_the_openapi_description() -> None:
+    from deepserve.server.http.calls import CallWrapper
     from deepserve.server.http.openapi import spec
     from deepserve.server.http.v2 import V2Routes, build_app
     from deepserve.server.http.vision import VisionRoutes
 
-    v2 = V2Routes(None, None, None, None, None)  # routes are only listed, never called
-    app = build_app(v2, VisionRoutes(None, v2, 0).routes())
+    calls = CallWrapper(None, None)  # routes are only listed, never called
+    v2 = V2Routes(None, None, None, None, calls)
+    app = build_app(v2, VisionRoutes(None, calls, 0).routes())
     routes = {route.path for route in app.routes} - {"/openapi.json", "/", "/ui"}
     assert routes == set(spec()["paths"])

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tritonclient.grpc import service_pb2 as pb
+from ..protocol.types import REQUEST_DURATIONS, Pair, VersionStatistics
 
 
 @dataclass
@@ -22,8 +22,8 @@ class Duration:
         self.count += count
         self.ns += ns
 
-    def to_proto(self) -> pb.StatisticDuration:
-        return pb.StatisticDuration(count=self.count, ns=self.ns)
+    def pair(self) -> Pair:
+        return (self.count, self.ns)
 
 
 @dataclass
@@ -104,29 +104,26 @@ class ModelStats:
             for duration, (count, ns) in zip(self._request_durations(), totals, strict=True):
                 duration.add(ns, count)
 
-    def to_proto(self, name: str, version: str) -> pb.ModelStatistics:
+    def view(self, name: str, version: str) -> VersionStatistics:
         with self._lock:
-            return pb.ModelStatistics(
+            return VersionStatistics(
                 name=name,
                 version=version,
                 last_inference=self.last_inference_ms,
                 inference_count=self.inference_count,
                 execution_count=self.execution_count,
-                inference_stats=pb.InferStatistics(
-                    success=self.success.to_proto(),
-                    fail=self.fail.to_proto(),
-                    queue=self.queue.to_proto(),
-                    compute_input=self.compute_input.to_proto(),
-                    compute_infer=self.compute_infer.to_proto(),
-                    compute_output=self.compute_output.to_proto(),
-                ),
-                batch_stats=[
-                    pb.InferBatchStatistics(
-                        batch_size=size,
-                        compute_input=b.compute_input.to_proto(),
-                        compute_infer=b.compute_infer.to_proto(),
-                        compute_output=b.compute_output.to_proto(),
+                requests={
+                    key: duration.pair()
+                    for key, duration in zip(
+                        REQUEST_DURATIONS, self._request_durations(), strict=True
                     )
+                },
+                batches={
+                    size: {
+                        "compute_input": b.compute_input.pair(),
+                        "compute_infer": b.compute_infer.pair(),
+                        "compute_output": b.compute_output.pair(),
+                    }
                     for size, b in sorted(self.batches.items())
-                ],
+                },
             )

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from tritonclient.grpc import model_config_pb2 as mc
-from tritonclient.grpc import service_pb2 as pb
 
 from ..batching.scheduler import JobResult
 from ..batching.stats import RequestTiming
-from ..models.manager import ModelManager
+from ..models.catalog import ModelCatalog
 from ..models.model import ModelVersion, TensorSpec
 from ..observability import request_context
 from ..protocol import codecs
@@ -24,14 +22,11 @@ from ..protocol.errors import InvalidInput, LimitExceeded
 from ..protocol.types import (
     InferRequest,
     InferResponse,
-    ModelMetadata,
     OutputTensor,
     RequestedOutput,
-    TensorMetadata,
 )
 from ..settings import ServerSettings
 
-PLATFORM = "onnxruntime_onnx"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -209,7 +204,7 @@ def _record_success(model: ModelVersion, total_ns: int, timing: RequestTiming) -
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager, limits: RequestLimits = UNLIMITED) -> None:
+    def __init__(self, manager: ModelCatalog, limits: RequestLimits = UNLIMITED) -> None:
         self.manager = manager
         self.limits = limits
 
@@ -300,28 +295,3 @@ class DataPlane:
         t3 = time.perf_counter_ns()
         _record_success(model, t3 - started, _timing(results[0], t1 - started, t3 - t2))
         return answer
-
-    def metadata(self, name: str, version: str) -> ModelMetadata:
-        model = self.manager.get(name, version)
-        batch = [-1] if model.max_batch_size > 0 else []
-        served = sorted(v.version for v in self.manager.versions_of(name))
-
-        def describe(specs: dict[str, TensorSpec]) -> list[TensorMetadata]:
-            return [
-                TensorMetadata(s.name, s.datatype, batch + list(s.dims)) for s in specs.values()
-            ]
-
-        return ModelMetadata(
-            name=model.name,
-            versions=[str(v) for v in served],
-            platform=PLATFORM,
-            inputs=describe(model.inputs),
-            outputs=describe(model.outputs),
-        )
-
-    def config(self, name: str, version: str) -> mc.ModelConfig:
-        return self.manager.get(name, version).config
-
-    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
-        """The protocol's statistics, one message per model version."""
-        return await self.manager.statistics(name, version)

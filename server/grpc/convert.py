@@ -9,13 +9,16 @@ from tritonclient.grpc import service_pb2 as pb
 from ..protocol import codecs
 from ..protocol.errors import InvalidInput
 from ..protocol.types import (
+    IndexEntry,
     InferRequest,
     InferResponse,
     InputTensor,
     ModelMetadata,
+    Pair,
     Parameter,
     RequestedOutput,
     TensorMetadata,
+    VersionStatistics,
 )
 
 
@@ -106,4 +109,33 @@ def metadata(model: ModelMetadata) -> pb.ModelMetadataResponse:
         platform=model.platform,
         inputs=describe(model.inputs),
         outputs=describe(model.outputs),
+    )
+
+
+def _duration(pair: Pair) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=pair[0], ns=pair[1])
+
+
+def statistics(view: VersionStatistics) -> pb.ModelStatistics:
+    return pb.ModelStatistics(
+        name=view.name,
+        version=view.version,
+        last_inference=view.last_inference,
+        inference_count=view.inference_count,
+        execution_count=view.execution_count,
+        inference_stats=pb.InferStatistics(
+            **{key: _duration(pair) for key, pair in view.requests.items()}
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size, **{key: _duration(pair) for key, pair in durations.items()}
+            )
+            for size, durations in view.batches.items()
+        ],
+    )
+
+
+def index_entry(row: IndexEntry) -> pb.RepositoryIndexResponse.ModelIndex:
+    return pb.RepositoryIndexResponse.ModelIndex(
+        name=row.name, version=row.version, state=row.state, reason=row.reason
     )

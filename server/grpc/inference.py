@@ -12,9 +12,8 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ..._version import __version__
+from ..core.control import Control
 from ..core.dataplane import DataPlane
-from ..models.manager import ModelManager
 from ..observability import request_context
 from ..observability.observe import Observer
 from . import convert as grpc_convert
@@ -22,22 +21,11 @@ from .calls import error_status, observed, with_request_id
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = [
-    "classification",
-    "model_configuration",
-    "model_repository",
-    "statistics",
-    "binary_tensor_data",
-]
-
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(
-        self, dataplane: DataPlane, manager: ModelManager, server_name: str, observer: Observer
-    ) -> None:
+    def __init__(self, dataplane: DataPlane, control: Control, observer: Observer) -> None:
         self._dataplane = dataplane
-        self._manager = manager
-        self._server_name = server_name
+        self._control = control
         self._observer = observer
 
     # ---- health and metadata ---------------------------------------------------------------
@@ -46,29 +34,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=self._manager.server_ready)
+        return pb.ServerReadyResponse(ready=self._control.server_ready)
 
     async def ModelReady(self, request, context):
-        return pb.ModelReadyResponse(ready=self._manager.is_ready(request.name, request.version))
+        return pb.ModelReadyResponse(ready=self._control.model_ready(request.name, request.version))
 
     async def ServerMetadata(self, request, context):
+        server = self._control.server_metadata()
         return pb.ServerMetadataResponse(
-            name=self._server_name, version=__version__, extensions=EXTENSIONS
+            name=server.name, version=server.version, extensions=server.extensions
         )
 
     @observed
     async def ModelMetadata(self, request, context):
-        return grpc_convert.metadata(self._dataplane.metadata(request.name, request.version))
+        return grpc_convert.metadata(self._control.model_metadata(request.name, request.version))
 
     @observed
     async def ModelConfig(self, request, context):
-        return pb.ModelConfigResponse(config=self._dataplane.config(request.name, request.version))
+        return pb.ModelConfigResponse(
+            config=self._control.model_config(request.name, request.version)
+        )
 
     @observed
     async def ModelStatistics(self, request, context):
-        return pb.ModelStatisticsResponse(
-            model_stats=await self._dataplane.statistics(request.name, request.version)
-        )
+        views = await self._control.statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[grpc_convert.statistics(v) for v in views])
 
     # ---- inference ------------------------------------------------------------------------
 
@@ -129,26 +119,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @observed
     async def RepositoryIndex(self, request, context):
-        return pb.RepositoryIndexResponse(
-            models=[
-                pb.RepositoryIndexResponse.ModelIndex(
-                    name=row.name, version=row.version, state=row.state, reason=row.reason
-                )
-                for row in await self._manager.repository_index(request.ready)
-            ]
-        )
+        rows = await self._control.index(request.ready)
+        return pb.RepositoryIndexResponse(models=[grpc_convert.index_entry(r) for r in rows])
 
     @observed
     async def RepositoryModelLoad(self, request, context):
         config = (
             request.parameters["config"].string_param if "config" in request.parameters else None
         )
-        await self._manager.control_load(request.model_name, config)
+        await self._control.load(request.model_name, config)
         return pb.RepositoryModelLoadResponse()
 
     @observed
     async def RepositoryModelUnload(self, request, context):
-        await self._manager.control_unload(request.model_name)
+        await self._control.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # ---- not implemented: answer clearly rather than with the generated stub's text ---------

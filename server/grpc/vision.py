@@ -8,10 +8,10 @@ from deepserve.v1 import vision_pb2_grpc as vpb_grpc
 
 from ..core.vision import Vision
 from ..observability.observe import Observer
-from ..protocol.errors import LimitExceeded
 from ..protocol.types import ImageSource
 from ..tasks import ClassifyOptions, DetectOptions, SegmentOptions
 from ..tasks.results import Classification, Detections
+from ..tasks.segment import check_encoded_size
 from .calls import observed
 
 
@@ -113,12 +113,7 @@ class VisionServicer(vpb_grpc.VisionServicer):
             )
             for m in results
         ]
-        encoded = sum(len(m.data) for m in masks)
-        if encoded > budget:
-            raise LimitExceeded(
-                f"the masks take {encoded} bytes, more than the response limit of {budget} "
-                "bytes (max_message_mb); send fewer or smaller images"
-            )
+        check_encoded_size(sum(len(m.data) for m in masks), budget)
         return vpb.SegmentResponse(
             model=model.name, model_version=str(model.version), results=masks
         )

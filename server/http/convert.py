@@ -12,11 +12,14 @@ import numpy as np
 from ..protocol import codecs
 from ..protocol.errors import InvalidInput
 from ..protocol.types import (
+    IndexEntry,
     InferRequest,
     InferResponse,
     InputTensor,
     ModelMetadata,
+    Pair,
     RequestedOutput,
+    VersionStatistics,
 )
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -177,3 +180,40 @@ def metadata(model: ModelMetadata) -> dict:
         "inputs": describe(model.inputs),
         "outputs": describe(model.outputs),
     }
+
+
+def _uint(document: dict, key: str, value: int) -> None:
+    """The protocol's JSON form (protobuf's): 64-bit integers as strings, zeros left out."""
+    if value:
+        document[key] = str(value)
+
+
+def _duration(pair: Pair) -> dict:
+    document: dict[str, str] = {}
+    _uint(document, "count", pair[0])
+    _uint(document, "ns", pair[1])
+    return document
+
+
+def statistics(view: VersionStatistics) -> dict:
+    document: dict[str, Any] = {}
+    if view.name:
+        document["name"] = view.name
+    if view.version:
+        document["version"] = view.version
+    _uint(document, "last_inference", view.last_inference)
+    _uint(document, "inference_count", view.inference_count)
+    _uint(document, "execution_count", view.execution_count)
+    document["inference_stats"] = {key: _duration(p) for key, p in view.requests.items()}
+    batches = []
+    for size, durations in view.batches.items():
+        batch: dict[str, Any] = {}
+        _uint(batch, "batch_size", size)
+        batches.append(batch | {key: _duration(p) for key, p in durations.items()})
+    if batches:
+        document["batch_stats"] = batches
+    return document
+
+
+def index_entry(row: IndexEntry) -> dict:
+    return {"name": row.name, "version": row.version, "state": row.state, "reason": row.reason}

@@ -4,11 +4,8 @@ plane, errors, limits, tokens and request ids as gRPC. tritonclient.http works u
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from google.protobuf import json_format
 from starlette.applications import Starlette
@@ -16,47 +13,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..._version import __version__
-from ..core.auth import Authenticator, Scope
+from ..core.auth import Scope
+from ..core.control import Control
 from ..core.dataplane import DataPlane
-from ..grpc.inference import EXTENSIONS
-from ..models.manager import ModelManager
-from ..observability import request_context
 from ..observability.observe import Observer
-from ..protocol.errors import InvalidInput, LimitExceeded, ServingError
-from ..protocol.status import HTTP_STATUS
+from ..protocol.errors import InvalidInput
 from ..settings import ServerSettings
 from . import convert as http_convert
 from . import openapi
+from .calls import JSON, CallWrapper, Handler, json_response, read_body
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Request], Awaitable[Response]]
-JSON = "application/json"
-
-
-def json_response(document: Any, status: int = 200, headers: dict | None = None) -> Response:
-    body = json.dumps(document, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type=JSON, headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes before it is all read (Content-Length or not)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise LimitExceeded(
-            f"the body of {declared} bytes is larger than this server's limit of {limit} "
-            "bytes (max_message_mb)"
-        )
-    parts, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceeded(
-                f"the body is larger than this server's limit of {limit} bytes (max_message_mb)"
-            )
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 class V2Routes:
@@ -65,49 +32,16 @@ class V2Routes:
     def __init__(
         self,
         dataplane: DataPlane,
-        manager: ModelManager,
+        control: Control,
         settings: ServerSettings,
         observer: Observer,
-        auth: Authenticator,
+        calls: CallWrapper,
     ) -> None:
         self._dataplane = dataplane
-        self._manager = manager
+        self._control = control
         self._settings = settings
         self._observer = observer
-        self._auth = auth
-
-    def endpoint(self, rpc: str, scope: Scope | None) -> Callable[[Handler], Handler]:
-        def decorate(handler: Handler) -> Handler:
-            @functools.wraps(handler)
-            async def wrapper(request: Request) -> Response:
-                return await self._handle(rpc, scope, handler, request)
-
-            return wrapper
-
-        return decorate
-
-    async def _handle(
-        self, rpc: str, scope: Scope | None, handler: Handler, request: Request
-    ) -> Response:
-        observer = self._observer
-        request_id = request_context.request_id_from(
-            (("x-request-id", request.headers.get("x-request-id", "")),)
-        )
-        with observer.call(rpc, request_id, request.headers.items()) as record:
-            try:
-                if scope is not None:
-                    observer.refuse_if_draining()
-                    self._auth.authorize(request.headers.get("authorization"), scope)
-                response = await handler(request)
-            except ServingError as error:
-                record.code = error.kind.value
-                response = _error(error.message, request_id, HTTP_STATUS[error.kind])
-            except Exception as error:  # a bug: logged, answered without details
-                log.exception("unexpected error while handling a request")
-                record.code = "INTERNAL"
-                response = _error(f"internal error: {type(error).__name__}", request_id, 500)
-        response.headers["x-request-id"] = request_id
-        return response
+        self.calls = calls
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -115,36 +49,31 @@ class V2Routes:
         return json_response({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        ready = self._manager.server_ready and not self._observer.draining
+        ready = self._control.server_ready and not self._observer.draining
         return json_response({"ready": ready}, 200 if ready else 503)
 
     async def model_ready(self, request: Request) -> Response:
         name, version = _model(request)
-        ready = self._manager.is_ready(name, version)
+        ready = self._control.model_ready(name, version)
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
+        server = self._control.server_metadata()
         return json_response(
-            {"name": self._settings.server_name, "version": __version__, "extensions": EXTENSIONS}
+            {"name": server.name, "version": server.version, "extensions": list(server.extensions)}
         )
 
     async def model_metadata(self, request: Request) -> Response:
-        return json_response(http_convert.metadata(self._dataplane.metadata(*_model(request))))
+        return json_response(http_convert.metadata(self._control.model_metadata(*_model(request))))
 
     async def model_config(self, request: Request) -> Response:
-        config = self._dataplane.config(*_model(request))
+        config = self._control.model_config(*_model(request))
         return json_response(json_format.MessageToDict(config, preserving_proto_field_name=True))
 
     async def statistics(self, request: Request) -> Response:
         name, version = _model(request) if "model" in request.path_params else ("", "")
-        stats = await self._dataplane.statistics(name, version)
-        return json_response(
-            {
-                "model_stats": [
-                    json_format.MessageToDict(s, preserving_proto_field_name=True) for s in stats
-                ]
-            }
-        )
+        views = await self._control.statistics(name, version)
+        return json_response({"model_stats": [http_convert.statistics(v) for v in views]})
 
     # ---- inference ---------------------------------------------------------------------------
 
@@ -169,12 +98,8 @@ class V2Routes:
     async def repository_index(self, request: Request) -> Response:
         body = await read_body(request, 1 << 20)
         ready_only = bool(_document(body).get("ready", False))
-        return json_response(
-            [
-                {"name": r.name, "version": r.version, "state": r.state, "reason": r.reason}
-                for r in await self._manager.repository_index(ready_only)
-            ]
-        )
+        rows = await self._control.index(ready_only)
+        return json_response([http_convert.index_entry(r) for r in rows])
 
     async def load(self, request: Request) -> Response:
         body = await read_body(request, self._settings.max_message_bytes)
@@ -182,16 +107,12 @@ class V2Routes:
         config = parameters.get("config") if isinstance(parameters, dict) else None
         if config is not None and not isinstance(config, str):
             config = json.dumps(config)
-        await self._manager.control_load(request.path_params["model"], config)
+        await self._control.load(request.path_params["model"], config)
         return json_response({})
 
     async def unload(self, request: Request) -> Response:
-        await self._manager.control_unload(request.path_params["model"])
+        await self._control.unload(request.path_params["model"])
         return json_response({})
-
-
-def _error(message: str, request_id: str, status: int) -> Response:
-    return json_response({"error": f"{message} (request id {request_id})"}, status)
 
 
 def _model(request: Request) -> tuple[str, str]:
@@ -215,7 +136,7 @@ def build_app(routes: V2Routes, extra: list[Route] = ()) -> Starlette:
     model_paths = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
 
     def add(path: str, handler: Handler, rpc: str, scope: Scope | None, method: str) -> Route:
-        return Route(path, routes.endpoint(rpc, scope)(handler), methods=[method])
+        return Route(path, routes.calls.endpoint(rpc, scope)(handler), methods=[method])
 
     table = [
         add("/v2/health/live", routes.live, "ServerLive", None, "GET"),

@@ -24,7 +24,8 @@ from ..protocol.errors import InvalidInput, LimitExceeded
 from ..protocol.types import ImageSource
 from ..tasks import ClassifyOptions, DetectOptions, SegmentOptions
 from ..tasks.results import Classification, Detections, Mask
-from .v2 import V2Routes, json_response, read_body
+from ..tasks.segment import check_encoded_size
+from .calls import CallWrapper, json_response, read_body
 
 MASK_ENCODINGS = ("png", "rle", "raw")
 
@@ -121,9 +122,9 @@ def _mask(result: Mask, encoding: str) -> dict:
 
 
 class VisionRoutes:
-    def __init__(self, vision: Vision, v2: V2Routes, limit: int) -> None:
+    def __init__(self, vision: Vision, calls: CallWrapper, limit: int) -> None:
         self._vision = vision
-        self._v2 = v2
+        self._calls = calls
         self._limit = limit
 
     async def _run(self, request: Request, task: str, options: Any) -> tuple[dict, list]:
@@ -134,7 +135,7 @@ class VisionRoutes:
             options,
         )  # fmt: skip
         record = request_context.current.get()
-        stats = model.stats.to_proto(model.name, str(model.version))
+        stats = model.stats.view(model.name, str(model.version))
         answer = {
             "model": model.name,
             "model_version": str(model.version),
@@ -167,7 +168,11 @@ class VisionRoutes:
             raw=encoding == "raw", response_budget=self._vision.response_budget
         )
         answer, results = await self._run(request, "segmentation", options)
-        return json_response(answer | {"results": [_mask(r, encoding) for r in results]})
+        masks = [_mask(r, encoding) for r in results]
+        # Run lengths: at least 8 bytes of JSON a run.
+        encoded = sum(len(m["mask"]) if "mask" in m else 8 * len(m["counts"]) for m in masks)
+        check_encoded_size(encoded, self._vision.response_budget)
+        return json_response(answer | {"results": masks})
 
     async def models(self, request: Request) -> Response:
         return json_response(
@@ -193,7 +198,7 @@ class VisionRoutes:
         table = [
             Route(
                 "/v1/models",
-                self._v2.endpoint("ListModels", scope)(self.models),
+                self._calls.endpoint("ListModels", scope)(self.models),
                 methods=["GET"],
             )
         ]
@@ -203,6 +208,6 @@ class VisionRoutes:
                 ("Detect", "detect", self.detect),
                 ("Segment", "segment", self.segment),
             ):
-                endpoint = self._v2.endpoint(rpc, scope)(handler)
+                endpoint = self._calls.endpoint(rpc, scope)(handler)
                 table.append(Route(f"{base}/{path}", endpoint, methods=["POST"]))
         return table

@@ -15,7 +15,6 @@ from enum import StrEnum
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
-from tritonclient.grpc import service_pb2 as pb
 
 from ..protocol.errors import (
     InvalidInput,
@@ -24,6 +23,7 @@ from ..protocol.errors import (
     ModelUnavailable,
     PermissionDenied,
 )
+from ..protocol.types import IndexEntry, VersionStatistics
 from ..settings import ServerSettings
 from . import repository
 from .limits import check_resources
@@ -50,14 +50,6 @@ class ModelEntry:
     wanted: bool = False
     """True when the model should be loaded: it counts for ServerReady."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    name: str
-    version: str
-    state: str
-    reason: str
 
 
 class ModelManager:
@@ -126,7 +118,7 @@ class ModelManager:
     def versions_of(self, name: str) -> list[ModelVersion]:
         return list(self._entry(name).versions.values())
 
-    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+    async def statistics(self, name: str, version: str) -> list[VersionStatistics]:
         """The protocol's statistics, one message per model version."""
         if not name:
             models = self.ready_models()
@@ -135,7 +127,7 @@ class ModelManager:
         else:
             self.get(name)  # raises NOT_FOUND / UNAVAILABLE as ModelInfer would
             models = self.versions_of(name)
-        return [m.stats.to_proto(m.name, str(m.version)) for m in models]
+        return [m.stats.view(m.name, str(m.version)) for m in models]
 
     @property
     def server_ready(self) -> bool:

@@ -65,14 +65,14 @@ class ModelCollector(Collector):
         )
         for model in self._manager.ready_models():
             key = [model.name, str(model.version)]
-            stats = model.stats.to_proto(model.name, key[1])
-            infer = stats.inference_stats
-            counters["request_success"].add_metric(key, infer.success.count)
-            counters["request_failure"].add_metric(key, infer.fail.count)
+            stats = model.stats.view(model.name, key[1])
+            requests = stats.requests
+            counters["request_success"].add_metric(key, requests["success"][0])
+            counters["request_failure"].add_metric(key, requests["fail"][0])
             counters["inference_count"].add_metric(key, stats.inference_count)
             counters["execution_count"].add_metric(key, stats.execution_count)
             for name, field in _DURATIONS.items():
-                durations[name].add_metric(key, getattr(infer, field).ns / 1000)
+                durations[name].add_metric(key, requests[field][1] / 1000)
             queued.add_metric(key, len(model.scheduler.queue))
             capacity.add_metric(key, model.scheduler.queue.capacity)
             ready.add_metric(key, 1)

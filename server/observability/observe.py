@@ -30,11 +30,13 @@ class Observer:
         """Set on SIGTERM: new calls are refused (UNAVAILABLE), accepted ones finish."""
 
     @contextlib.contextmanager
-    def call(self, rpc: str, request_id: str, metadata: object) -> Iterator[RequestRecord]:
+    def call(
+        self, rpc: str, request_id: str, metadata: object, transport: str = "grpc"
+    ) -> Iterator[RequestRecord]:
         """One call, as every transport handles it: its record is the current one while it
         runs (logs, metrics and traces read it); at the end it is counted, logged and traced
         with `record.code`, which the transport sets when the call fails."""
-        record = self.start(rpc, request_id, metadata)
+        record = self.start(rpc, request_id, metadata, transport)
         token = request_context.current.set(record)
         try:
             yield record
@@ -47,10 +49,12 @@ class Observer:
         if self.draining:
             raise ShuttingDown("the server is shutting down; send the call to another replica")
 
-    def start(self, rpc: str, request_id: str, metadata: object) -> RequestRecord:
+    def start(
+        self, rpc: str, request_id: str, metadata: object, transport: str = "grpc"
+    ) -> RequestRecord:
         self.in_flight += 1
         record = RequestRecord(rpc=rpc, request_id=request_id)
-        record.span = tracing.start_request(rpc, metadata, request_id)
+        record.span = tracing.start_request(rpc, metadata, request_id, transport)
         return record
 
     def finish(self, record: RequestRecord, code: str) -> None:

@@ -92,8 +92,9 @@ def _exporter() -> Any:
 # ---- spans ---------------------------------------------------------------------------------
 
 
-def start_request(rpc: str, metadata: Any, request_id: str) -> Any:
-    """The request's server span, continuing the caller's trace when it sent one."""
+def start_request(rpc: str, metadata: Any, request_id: str, transport: str = "grpc") -> Any:
+    """The request's server span, continuing the caller's trace when it sent one; `transport`
+    ("grpc" or "http") names the protocol it came over."""
     if _tracer is None:
         return None
     from opentelemetry import propagate, trace
@@ -103,7 +104,12 @@ def start_request(rpc: str, metadata: Any, request_id: str) -> Any:
         rpc,
         context=propagate.extract(carrier),
         kind=trace.SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.method": rpc, "deepserve.request_id": request_id},
+        attributes={
+            "rpc.system": transport,
+            "rpc.method": rpc,
+            "network.protocol.name": transport,
+            "deepserve.request_id": request_id,
+        },
     )
     return span
 
@@ -113,7 +119,10 @@ def end_request(span: Any, code: str, model: str, version: str) -> None:
         return
     from opentelemetry.trace import Status, StatusCode
 
-    span.set_attribute("rpc.grpc.status_code", code)
+    if (getattr(span, "attributes", None) or {}).get("rpc.system", "grpc") == "grpc":
+        span.set_attribute("rpc.grpc.status_code", code)
+    else:
+        span.set_attribute("deepserve.status", code)
     if model:
         span.set_attribute("deepserve.model", model)
         span.set_attribute("deepserve.model_version", version)

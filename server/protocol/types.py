@@ -84,3 +84,43 @@ class ImageSource:
     height: int = 0
     width: int = 0
     channels: int = 0
+
+
+Pair = tuple[int, int]
+"""A duration's (count, nanoseconds)."""
+
+REQUEST_DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+BATCH_DURATIONS = ("compute_input", "compute_infer", "compute_output")
+
+
+@dataclass(frozen=True)
+class VersionStatistics:
+    """One model version's statistics with the protocol's fields, for any transport to encode."""
+
+    name: str
+    version: str
+    last_inference: int
+    """Milliseconds since the epoch (0: never)."""
+    inference_count: int
+    execution_count: int
+    requests: dict[str, Pair]
+    """Per-request sums, keyed by REQUEST_DURATIONS."""
+    batches: dict[int, dict[str, Pair]]
+    """Per batch size, its executions' sums keyed by BATCH_DURATIONS."""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """A row of the repository index: a model (and version, when one is served)."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]

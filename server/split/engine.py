@@ -276,7 +276,7 @@ class Engine:
             body: Any = None
             if kind == "statistics":
                 await self._gather_records(identity)
-                body = [s.SerializeToString() for s in await self.manager.statistics(*args)]
+                body = [wire.statistics_fields(s) for s in await self.manager.statistics(*args)]
             elif kind == "index":
                 body = self._index_rows(*args)
             elif kind == "load":

@@ -12,7 +12,6 @@ from concurrent.futures import Executor
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
-from tritonclient.grpc import service_pb2 as pb
 
 from ..batching.stats import ModelStats, RequestTiming
 from ..models.manager import IndexEntry, ModelEntry, ModelManager, State
@@ -20,7 +19,9 @@ from ..models.model import ModelVersion, assemble_version
 from ..observability import histograms
 from ..observability.histograms import VersionHistograms
 from ..protocol.errors import ModelUnavailable
+from ..protocol.types import VersionStatistics
 from ..settings import ServerSettings
+from . import wire
 from .engine_client import ENGINE_GONE, EngineClient
 from .remote_scheduler import RemoteScheduler
 
@@ -39,10 +40,13 @@ class RemoteStats(ModelStats):
         self.engine_counts = [0, 0]
         """The engine's inference and execution counts, as of this front end's last answer."""
 
-    def to_proto(self, name: str, version: str) -> pb.ModelStatistics:
-        stats = ModelStats().to_proto(name, version)
-        stats.inference_count, stats.execution_count = self.engine_counts
-        return stats
+    def view(self, name: str, version: str) -> VersionStatistics:
+        inference_count, execution_count = self.engine_counts
+        return dataclasses.replace(
+            ModelStats().view(name, version),
+            inference_count=inference_count,
+            execution_count=execution_count,
+        )
 
     def record_success(self, total_ns: int, timing: RequestTiming) -> None:
         super().record_success(total_ns, timing)
@@ -223,9 +227,9 @@ class RemoteManager(ModelManager):
         body, _ = await self.client.call(["index", ready_only])
         return [IndexEntry(*row) for row in body]
 
-    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+    async def statistics(self, name: str, version: str) -> list[VersionStatistics]:
         body, _ = await self.client.call(["statistics", name, version])
-        return [pb.ModelStatistics.FromString(message) for message in body]
+        return [wire.statistics_from(fields) for fields in body]
 
     def close(self) -> None:
         histograms.call_listener = None

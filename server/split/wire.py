@@ -15,6 +15,7 @@ import msgpack
 import numpy as np
 
 from ..protocol.errors import ErrorKind, ServingError
+from ..protocol.types import VersionStatistics
 
 Descriptor = tuple[str, str, list[int], list[str] | None]
 """(name, numpy dtype string, shape, the elements when the tensor holds strings)."""
@@ -75,3 +76,20 @@ def error_reply(request_id: int, exc: ServingError) -> list[Any]:
 def raise_if_error(status: str, body: Any) -> None:
     if status != "ok":
         raise EngineError(ErrorKind(status), str(body))
+
+
+def statistics_fields(view: VersionStatistics) -> list[Any]:
+    """A version's statistics as msgpack takes them (its maps keyed by strings only)."""
+    return [
+        view.name, view.version, view.last_inference, view.inference_count,
+        view.execution_count, view.requests, [[size, d] for size, d in view.batches.items()],
+    ]  # fmt: skip
+
+
+def statistics_from(fields: list[Any]) -> VersionStatistics:
+    name, version, last, inferences, executions, requests, batches = fields
+    return VersionStatistics(
+        name, version, last, inferences, executions,
+        {key: (count, ns) for key, (count, ns) in requests.items()},
+        {size: {key: (c, ns) for key, (c, ns) in d.items()} for size, d in batches},
+    )  # fmt: skip

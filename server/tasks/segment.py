@@ -48,3 +48,13 @@ class SegmentTask(Task):
                 mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
             masks.append(Mask(np.ascontiguousarray(mask, np.uint8), self.labels))
         return masks
+
+
+def check_encoded_size(encoded: int, budget: int) -> None:
+    """Masks whose encoding (PNG, run lengths) is only known after the work: refuse an answer
+    past the response limit, on every transport alike."""
+    if encoded > budget:
+        raise LimitExceeded(
+            f"the masks take {encoded} bytes, more than the response limit of {budget} "
+            "bytes (max_message_mb); send fewer or smaller images"
+        )

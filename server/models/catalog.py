@@ -1,0 +1,42 @@
+"""What the rest of the server needs of the models, whoever runs them: this process's
+ModelManager, or a split server's engine seen from a front end. The core and the edges are
+written against this, so neither knows which one it has."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..protocol.types import IndexEntry, VersionStatistics
+from .model import ModelVersion
+
+
+class ModelCatalog(Protocol):
+    @property
+    def server_ready(self) -> bool:
+        """Every wanted model loaded (or one, without strict readiness)."""
+        ...
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        """The version a request names (the newest when `version` is empty); NOT_FOUND or
+        UNAVAILABLE errors otherwise."""
+        ...
+
+    def is_ready(self, name: str, version: str = "") -> bool: ...
+
+    def versions_of(self, name: str) -> list[ModelVersion]: ...
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """The index as this process knows it now (health services, Vision's model list)."""
+        ...
+
+    async def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """The RepositoryIndex call: what the repository holds at this moment."""
+        ...
+
+    async def statistics(self, name: str, version: str) -> list[VersionStatistics]:
+        """One entry per version (every served version when `name` is empty)."""
+        ...
+
+    async def control_load(self, name: str, config_json: str | None = None) -> None: ...
+
+    async def control_unload(self, name: str) -> None: ...
