@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8001
 MODEL_REPOSITORY ?= models
 
-.PHONY: serve test system-tools lint loadtest bench container-check clean
+.PHONY: serve test system-tools lint typecheck loadtest bench container-check clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "deepserve needs Python 3.11+"'
@@ -44,13 +44,23 @@ system-tools:
 SINGLE_PROCESS_ONLY := test_training_quick test_training_data test_codecs test_scheduler_unit \
 	test_runtime test_package test_tracing test_fp16 test_gpu_kit test_instance test_gpu \
 	test_remote_scheduler test_engine_ceiling
-test: $(VENV)/.installed-dev system-tools
+test: $(VENV)/.installed-dev system-tools typecheck
 	$(BIN)/python -m pytest
 	DEEPSERVE_FRONTENDS=2 $(BIN)/python -m pytest -q \
 		$(foreach module,$(SINGLE_PROCESS_ONLY),--ignore=tests/$(module).py)
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev typecheck
 	$(BIN)/ruff check .
+
+# mypy over the package as it is installed (deepserve is sdk/, deepserve.server is server/):
+# it reads a tree of links laid out that way.
+TYPECHECK_TREE := build/typecheck
+typecheck: $(VENV)/.installed-dev
+	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/deepserve
+	for entry in sdk/*; do ln -s "$(CURDIR)/$$entry" $(TYPECHECK_TREE)/deepserve/; done
+	ln -s "$(CURDIR)/server" $(TYPECHECK_TREE)/deepserve/server
+	cd $(TYPECHECK_TREE) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
+		--cache-dir $(CURDIR)/$(TYPECHECK_TREE)-cache -p deepserve
 
 $(VENV)/.installed-loadtest: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[server,loadtest]"

@@ -6,7 +6,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
@@ -63,7 +63,9 @@ def to_image(image: ImageLike) -> vpb.Image:
 
 
 def to_images(images: ImageLike | Sequence[ImageLike]) -> list[vpb.Image]:
-    return [to_image(i) for i in images] if is_many(images) else [to_image(images)]
+    if is_many(images):
+        return [to_image(i) for i in cast(Sequence[ImageLike], images)]
+    return [to_image(cast(ImageLike, images))]
 
 
 def classifications(response: vpb.ClassifyResponse) -> list[Classification]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 from PIL import Image
 
@@ -12,6 +13,7 @@ from . import cli_connection
 from .client import Client
 from .drawing import draw_detections, overlay_mask
 from .errors import DeepserveError
+from .results import Classification, Detection, Segmentation
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -38,15 +40,21 @@ def _out_path(out: Path, image: Path, many: bool) -> Path:
 
 
 def _run_classify(args: argparse.Namespace) -> int:
-    results = _client(args).classify(list(args.images), model=args.model, top_k=args.top_k)
+    results = cast(
+        list[Classification],
+        _client(args).classify(list(args.images), model=args.model, top_k=args.top_k),
+    )
     for image, result in zip(args.images, results, strict=True):
         print(f"{image}: {result}")
     return 0
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    results = _client(args).detect(
-        list(args.images), model=args.model, score_threshold=args.score_threshold
+    results = cast(
+        list[list[Detection]],
+        _client(args).detect(
+            list(args.images), model=args.model, score_threshold=args.score_threshold
+        ),
     )
     for image, found in zip(args.images, results, strict=True):
         print(f"{image}: {len(found)} found")
@@ -60,7 +68,9 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 
 def _run_segment(args: argparse.Namespace) -> int:
-    results = _client(args).segment(list(args.images), model=args.model, png=True)
+    results = cast(
+        list[Segmentation], _client(args).segment(list(args.images), model=args.model, png=True)
+    )
     for image, segmentation in zip(args.images, results, strict=True):
         print(
             f"{image}: {segmentation.mask.shape[1]}x{segmentation.mask.shape[0]} mask, "

@@ -25,18 +25,14 @@ from .grpc.security import TokenInterceptor, server_credentials
 from .grpc.vision import VisionServicer
 from .http.calls import CallWrapper
 from .http.server import EmbeddedServer, http_server
-from .http.shared_port import shared_port
 from .http.v2 import V2Routes, build_app
 from .http.vision import VisionRoutes
 from .http.web_page import web_routes
-from .models.manager import ManagerFactory, ModelManager
-from .models.watch import watch_repository
 from .observability import tracing
-from .observability.metrics import serve_metrics
 from .observability.observe import Observer
-from .runtime import gpu_options
 from .runtime import sessions as runtime
 from .settings import ServerSettings
+from .split.hosts import EngineLink, model_host
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +45,22 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class Server:
     """One serving process. `await start()`, then `await wait()`; `await stop()` drains."""
 
-    def __init__(
-        self, settings: ServerSettings, manager_factory: ManagerFactory = ModelManager
-    ) -> None:
-        """`manager_factory`: a split server's front end passes one whose models run in the
-        engine process."""
+    def __init__(self, settings: ServerSettings, engine: EngineLink | None = None) -> None:
+        """`engine`: a split server's front end's link to the engine that runs the models."""
         self.settings = settings
         self._executor = runtime.inference_executor()
         self.auth = Authenticator(settings)
         check_exposure(settings, self.auth)
         self._credentials = server_credentials(settings)
-        self.manager = manager_factory(settings, self._executor, on_change=self._health_changed)
-        self.dataplane = DataPlane(self.manager, RequestLimits.from_settings(settings))
-        self.control = Control(self.manager, settings.server_name)
+        self.host = model_host(settings, self._executor, self._health_changed, engine)
+        self.models = self.host.catalog
+        self.dataplane = DataPlane(self.models, RequestLimits.from_settings(settings))
+        self.control = Control(self.models, settings.server_name)
         self.observer = Observer(settings)
-        self.vision = Vision(self.dataplane, self.manager, settings)
+        self.vision = Vision(self.dataplane, self.models, settings)
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._health_sync: asyncio.Task[None] | None = None
-        self._loading: asyncio.Task[None] | None = None
-        self._watching: asyncio.Task[None] | None = None
         self._http: EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.http_port = 0
@@ -82,7 +74,7 @@ class Server:
     async def _sync_health(self) -> None:
         """Health services: "" and "ready" follow ServerReady (readiness probes), "live" is
         SERVING while the process serves at all (liveness probes), and one per model."""
-        ready = SERVING if self.manager.server_ready else NOT_SERVING
+        ready = SERVING if self.models.server_ready else NOT_SERVING
         await self.health.set("live", SERVING)
         for service in (
             "",
@@ -90,15 +82,12 @@ class Server:
             pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
         ):
             await self.health.set(service, ready)
-        for row in self.manager.index():
-            ready = self.manager.is_ready(row.name)
+        for row in self.models.index():
+            ready = self.models.is_ready(row.name)
             await self.health.set(row.name, SERVING if ready else NOT_SERVING)
 
     async def start(self) -> None:
-        if not self.manager.owns_models:
-            # A split server's front end listens once it has the engine's table: a connection
-            # the kernel gives it is then served.
-            await self.manager.load_all(self.settings.models)
+        await self.host.open()
         limit = self.settings.max_message_bytes
         options = [
             ("grpc.max_receive_message_length", limit),
@@ -144,26 +133,11 @@ class Server:
             self.settings.model_control_mode,
             self.settings.model_repository,
         )
-        if self.manager.owns_models:
-            gpu_options.log_runtime(self.settings.device)
         if not self.auth.enabled and not self.settings.binds_loopback_only:
             log.warning("serving %s without authentication", self.settings.host)
         if self.settings.http_port:
             await self._start_http()
-        if self.manager.owns_models:  # else the engine serves the metrics
-            serve_metrics(
-                self.manager,
-                self.settings.metrics_host or self.settings.host,
-                self.settings.metrics_port,
-            )
-        if not self.manager.owns_models:
-            return
-        # Live at once; ready once the models are loaded and warmed up.
-        self._loading = asyncio.create_task(self.manager.load_all(self.settings.models))
-        if self.settings.model_control_mode == "poll":
-            self._watching = asyncio.create_task(
-                watch_repository(self.manager, self.settings.repository_poll_seconds, self._loading)
-            )
+        self.host.start_background()
 
     async def _start_http(self) -> None:
         calls = CallWrapper(self.observer, self.auth)
@@ -171,9 +145,8 @@ class Server:
         vision = VisionRoutes(self.vision, calls, self.settings.max_message_bytes)
         app = build_app(routes, [*vision.routes(), *web_routes()])
         self._http = http_server(app, self.settings)
-        # A split server's front ends share the port, as their gRPC servers do.
         host = self.settings.http_host or self.settings.host
-        shared = None if self.manager.owns_models else [shared_port(host, self.settings.http_port)]
+        shared = self.host.http_sockets(host, self.settings.http_port)
         self._http_task = asyncio.create_task(self._http.serve(sockets=shared))
         while not self._http.started:
             if self._http_task.done():
@@ -203,16 +176,14 @@ class Server:
         started = time.monotonic()
         self.observer.draining = True
         await self.health.enter_graceful_shutdown()
-        for task in (self._loading, self._watching):
-            if task is not None:
-                task.cancel()
+        self.host.stop_background()
         await self._wait_for_calls(started + grace)
         left = self.observer.in_flight
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
         await self._grpc.stop(None)
-        self.manager.close()
+        self.host.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info(
             "drained in %.2f s: %s; stopped",
@@ -235,11 +206,11 @@ class Server:
             await asyncio.sleep(0.01)
 
 
-async def serve(settings: ServerSettings, manager_factory: ManagerFactory = ModelManager) -> None:
+async def serve(settings: ServerSettings, engine: EngineLink | None = None) -> None:
     """Run a server until SIGTERM or SIGINT, then drain and stop."""
     if settings.tracing:
         tracing.configure(sample_ratio=settings.trace_sample_ratio)
-    server = Server(settings, manager_factory)
+    server = Server(settings, engine)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -57,7 +57,8 @@ def add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, str
     """One option per setting, its default taken from the environment when set there."""
     env_only: list[str] = []
     for f, kind in _fields():
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        factory = f.default_factory  # MISSING (not callable) when the field has a plain default
+        default = factory() if callable(factory) else f.default
         if env_name(f.name) in environ:
             default = _from_text(kind, environ[env_name(f.name)], f.name)
         if f.metadata["env_only"]:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
@@ -38,6 +39,27 @@ class JobResult:
     batch_output_ns: int
     batch_items: int
     """Items in the batch the request ran in."""
+
+
+class JobScheduler(Protocol):
+    """What the data plane needs of a model version's scheduler: this process's batcher, or a
+    split server's front end sending the work to the engine's."""
+
+    batching: bool
+
+    async def submit(
+        self,
+        feeds: dict[str, np.ndarray],
+        items: int,
+        output_names: Sequence[str],
+        priority: int = 0,
+        timeout_us: int = 0,
+        deadline_s: float | None = None,
+    ) -> JobResult: ...
+
+    def retire(self) -> None:
+        """The version is replaced or unloaded: finish what is queued, take nothing new."""
+        ...
 
 
 class Scheduler:

@@ -118,7 +118,7 @@ def to_model_input(picture: Image.Image, height: int, width: int, channels: int)
                 picture = Image.alpha_composite(background, picture)  # transparency over white
             picture = picture.convert(mode)
         if picture.size != (width, height):
-            picture = picture.resize((width, height), Image.BILINEAR)
+            picture = picture.resize((width, height), Image.Resampling.BILINEAR)
     except (ValueError, OSError) as exc:  # modes Pillow cannot convert (e.g. some 16-bit ones)
         raise InvalidInput(f"image of mode {picture.mode}: cannot convert it ({exc})") from None
     array = np.asarray(picture, np.uint8)

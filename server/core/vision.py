@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.manager import ModelManager
+from ..models.catalog import ModelCatalog
 from ..models.model import ModelVersion
 from ..protocol.errors import InvalidInput, TaskNotSupported
 from ..protocol.types import ImageSource
@@ -32,7 +32,7 @@ class ModelSummary:
 
 
 class Vision:
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, settings: ServerSettings):
+    def __init__(self, dataplane: DataPlane, manager: ModelCatalog, settings: ServerSettings):
         self._dataplane = dataplane
         self._manager = manager
         self.limits = imaging.ImageLimits(

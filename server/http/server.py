@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 from collections.abc import Iterator
 
@@ -44,7 +45,7 @@ def http_server(app: Starlette, settings: ServerSettings) -> EmbeddedServer:
         log_config=None,
         server_header=False,
         date_header=False,
-        timeout_graceful_shutdown=max(settings.grace_seconds, 1),
+        timeout_graceful_shutdown=max(math.ceil(settings.grace_seconds), 1),
         **tls,
     )
     return EmbeddedServer(config)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 from google.protobuf import json_format
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..core.auth import Scope
 from ..core.control import Control
@@ -131,7 +132,7 @@ def _document(body: bytes) -> dict:
     return document
 
 
-def build_app(routes: V2Routes, extra: list[Route] = ()) -> Starlette:
+def build_app(routes: V2Routes, extra: Sequence[BaseRoute] = ()) -> Starlette:
     inference, admin = Scope.INFERENCE, Scope.ADMIN
     model_paths = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
 

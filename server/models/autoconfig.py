@@ -31,7 +31,7 @@ def _is_symbolic(dim: Dim) -> bool:
 
 
 def _graph_dims(shape: Sequence[Dim]) -> list[int]:
-    return [-1 if _is_symbolic(d) else int(d) for d in shape]
+    return [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
 
 
 def _graph_datatype(arg: NodeArg) -> str:

@@ -4,6 +4,7 @@ written against this, so neither knows which one it has."""
 
 from __future__ import annotations
 
+import socket
 from typing import Protocol
 
 from ..protocol.types import IndexEntry, VersionStatistics
@@ -40,3 +41,29 @@ class ModelCatalog(Protocol):
     async def control_load(self, name: str, config_json: str | None = None) -> None: ...
 
     async def control_unload(self, name: str) -> None: ...
+
+
+class ModelHost(Protocol):
+    """Where the models run, as the serving process starts and stops it: in this process, or
+    in a split server's engine. One factory (split.hosts.model_host) chooses."""
+
+    @property
+    def catalog(self) -> ModelCatalog: ...
+
+    async def open(self) -> None:
+        """Before the server listens."""
+        ...
+
+    def start_background(self) -> None:
+        """Once it listens: loading, the repository watch, the metrics endpoint."""
+        ...
+
+    def http_sockets(self, host: str, port: int) -> list[socket.socket] | None:
+        """Sockets the HTTP server accepts on (None: it binds its own)."""
+        ...
+
+    def stop_background(self) -> None:
+        """At the drain's start: no more loading or watching."""
+        ...
+
+    def close(self) -> None: ...

@@ -31,8 +31,6 @@ from .model import ModelVersion, load_version
 
 log = logging.getLogger(__name__)
 
-ManagerFactory = Callable[..., "ModelManager"]
-
 
 class State(StrEnum):
     LOADING = "LOADING"
@@ -52,9 +50,32 @@ class ModelEntry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def not_in_repository(name: str) -> ModelNotFound:
+    return ModelNotFound(f"unknown model '{name}': it is not in the model repository")
+
+
+def find_version(entry: ModelEntry, version: str) -> ModelVersion:
+    """The version of a model a request names (its newest when `version` is empty)."""
+    name = entry.name
+    if entry.state is not State.READY and not entry.versions:
+        detail = f": {entry.reason}" if entry.reason else ""
+        raise ModelUnavailable(f"model '{name}' is not ready (state {entry.state}){detail}")
+    versions = entry.versions
+    if not version:
+        return versions[max(versions)]
+    if not version.isdigit():
+        raise ModelNotFound(f"model '{name}' has no version '{version}': versions are integers")
+    found = versions.get(int(version))
+    if found is None:
+        raise ModelNotFound(
+            f"model '{name}' version {version} is not served; served versions: {sorted(versions)}"
+        )
+    return found
+
+
 class ModelManager:
-    owns_models = True
-    """The models run in this process (a split server's front ends ask its engine instead)."""
+    """The models of this process: loads, swaps and unloads versions (the engine's, in a
+    split server)."""
 
     def __init__(
         self,
@@ -79,27 +100,12 @@ class ModelManager:
             if name and self._in_repository(name):
                 entry = self._entries[name] = ModelEntry(name=name)
             else:
-                raise ModelNotFound(f"unknown model '{name}': it is not in the model repository")
+                raise not_in_repository(name)
         return entry
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         """The version a request names (the newest one served when `version` is empty)."""
-        entry = self._entry(name)
-        if entry.state is not State.READY and not entry.versions:
-            detail = f": {entry.reason}" if entry.reason else ""
-            raise ModelUnavailable(f"model '{name}' is not ready (state {entry.state}){detail}")
-        versions = entry.versions
-        if not version:
-            return versions[max(versions)]
-        if not version.isdigit():
-            raise ModelNotFound(f"model '{name}' has no version '{version}': versions are integers")
-        found = versions.get(int(version))
-        if found is None:
-            raise ModelNotFound(
-                f"model '{name}' version {version} is not served; served versions: "
-                f"{sorted(versions)}"
-            )
-        return found
+        return find_version(self._entry(name), version)
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -227,9 +233,6 @@ class ModelManager:
         return {
             v: load_version(model_dir, config, v, self.settings, self._executor) for v in chosen
         }
-
-    def close(self) -> None:
-        """Nothing to let go of here (a front end's manager closes its line to the engine)."""
 
     # ---- repository control from callers (RepositoryModelLoad / Unload) ----------------------
 

@@ -12,9 +12,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from .. import tasks
 from ..batching.instance import Instance, make_instance
-from ..batching.scheduler import Scheduler
+from ..batching.scheduler import JobScheduler, Scheduler
 from ..batching.stats import ModelStats
-from ..observability.histograms import VersionHistograms
+from ..observability.histograms import RequestHistograms, VersionHistograms
 from ..protocol.codecs import datatype_from_config
 from ..protocol.errors import ModelLoadError, TaskNotSupported
 from ..runtime import gpu_options
@@ -49,10 +49,10 @@ class ModelVersion:
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     labels: dict[str, list[str]]
-    scheduler: Scheduler
+    scheduler: JobScheduler
     stats: ModelStats
     providers: list[str]
-    histograms: VersionHistograms
+    histograms: RequestHistograms
     task: Task | TaskNotSupported
     """What the Vision API does with this model, or why it cannot."""
 
@@ -167,10 +167,10 @@ def assemble_version(
     config: mc.ModelConfig,
     version: int,
     labels: dict[str, list[str]],
-    scheduler: Scheduler,
+    scheduler: JobScheduler,
     stats: ModelStats,
     providers: list[str],
-    histograms: VersionHistograms,
+    histograms: RequestHistograms,
 ) -> ModelVersion:
     """A model version from its completed config and what runs it (here, or in an engine)."""
     return ModelVersion(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -60,7 +61,8 @@ class Histogram:
         self.total += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        running, buckets = 0, []
+        running: float = 0
+        buckets: list[tuple[str, float]] = []
         for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
             running += count
             buckets.append(("+Inf" if bound == float("inf") else str(float(bound)), running))
@@ -69,6 +71,15 @@ class Histogram:
 
 _versions: dict[tuple[str, str], VersionHistograms] = {}
 _calls: dict[tuple[str, str, str], int] = {}
+
+
+class RequestHistograms(Protocol):
+    """A version's request histograms: observed here, or (a split server's front end) by the
+    engine from the statistics it is sent."""
+
+    def observe_request(self, total_ns: int, queue_ns: int, batch_items: int) -> None: ...
+
+    def remove(self) -> None: ...
 
 
 class VersionHistograms:
@@ -116,15 +127,21 @@ class VersionHistograms:
             del _versions[self.labels]
 
 
-call_listener: Callable[[], None] | None = None
-"""Told of every call counted (a split server's front end sends the counts on)."""
+_call_listener: Callable[[], None] | None = None
+
+
+def listen_to_calls(listener: Callable[[], None] | None) -> None:
+    """`listener` is told of every call counted from now on (a split server's front end sends
+    the counts on to the engine); None: nobody is."""
+    global _call_listener
+    _call_listener = listener
 
 
 def count_call(rpc: str, model: str, code: str, count: int = 1) -> None:
     key = (rpc, model, code)
     _calls[key] = _calls.get(key, 0) + count
-    if call_listener is not None:
-        call_listener()
+    if _call_listener is not None:
+        _call_listener()
 
 
 def call_counts() -> dict[tuple[str, str, str], int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+from typing import Any
 
 from . import request_context
 
@@ -43,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         self._process = process
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
                 timespec="milliseconds"
             ),
@@ -53,8 +54,9 @@ class JsonFormatter(logging.Formatter):
         }
         if self._process:
             entry["process"], entry["pid"] = self._process, record.process
-        if getattr(record, "request_id", ""):
-            entry["request_id"] = record.request_id
+        request_id = getattr(record, "request_id", "")
+        if request_id:
+            entry["request_id"] = request_id
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..models.manager import ModelManager
+from ..protocol.types import IndexEntry
 from .gpu_metrics import GpuCollector
 from .histograms import HistogramCollector
 
@@ -31,8 +32,22 @@ _DURATIONS = {
 }
 
 
+class ServedModels(Protocol):
+    """What the exporter reads of the models (the model manager): observability sits below
+    the models, so it names only what it reads."""
+
+    def ready_models(self) -> list[Any]:
+        """Loaded versions: name, version, stats (a view), scheduler (its queue)."""
+        ...
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]: ...
+
+    @property
+    def server_ready(self) -> bool: ...
+
+
 class ModelCollector(Collector):
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ServedModels) -> None:
         self._manager = manager
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -105,7 +120,7 @@ class BeforeScrape(Collector):
 
 
 def serve_metrics(
-    manager: ModelManager, host: str, port: int, before_scrape: Callable[[], None] | None = None
+    manager: ServedModels, host: str, port: int, before_scrape: Callable[[], None] | None = None
 ) -> None:
     """Start the /metrics HTTP endpoint in a background thread (port 0: no metrics)."""
     if port == 0:

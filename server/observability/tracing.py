@@ -83,10 +83,12 @@ def _exporter() -> Any:
 
         return ConsoleSpanExporter()
     if name == "otlp/http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.http import trace_exporter as over_http
+
+        return over_http.OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as over_grpc
+
+    return over_grpc.OTLPSpanExporter()
 
 
 # ---- spans ---------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes(buffer: bytes, count: int, tensor_name: str) -> np.ndarray:
+def deserialize_bytes(buffer: bytes | memoryview, count: int, tensor_name: str) -> np.ndarray:
     """The inverse of :func:`serialize_bytes`; checks the buffer holds exactly `count` items."""
     items: list[bytes] = []
     offset = 0

@@ -18,12 +18,13 @@ from typing import Any
 
 import zmq
 
-from ..batching.scheduler import JobResult
+from ..batching.scheduler import JobResult, Scheduler
 from ..models import repository
 from ..models.manager import ModelManager
 from ..models.model import ModelVersion
 from ..models.watch import watch_repository
 from ..observability import histograms
+from ..observability.histograms import VersionHistograms
 from ..observability.metrics import serve_metrics
 from ..protocol.errors import InferenceFailed, ModelNotFound, ServingError
 from ..runtime import gpu_options
@@ -36,6 +37,14 @@ log = logging.getLogger("deepserve.engine")
 
 TABLE_INTERVAL_S = 1.0
 FLUSH_WAIT_S = 0.5
+
+
+def _own_scheduler(model: ModelVersion) -> Scheduler:
+    """The engine's versions run in it: their schedulers are the batchers themselves."""
+    scheduler = model.scheduler
+    if not isinstance(scheduler, Scheduler):
+        raise InferenceFailed(f"model '{model.name}' is not run by this engine")
+    return scheduler
 
 
 class Engine:
@@ -213,7 +222,7 @@ class Engine:
         )
         try:
             model = self.manager.get(name, str(version) if pinned else "")
-            job = model.scheduler.enqueue(
+            job = _own_scheduler(model).enqueue(
                 wire.arrays(feeds, buffers),
                 items,
                 outputs,
@@ -269,7 +278,9 @@ class Engine:
         except ServingError:
             return  # unloaded since
         model.stats.add_request_totals(totals)
-        model.histograms.add_request_counts(counts)
+        histograms = model.histograms
+        if isinstance(histograms, VersionHistograms):  # the engine's own versions' always are
+            histograms.add_request_counts(counts)
 
     async def _control(self, identity: bytes, request_id: int, kind: str, args: list[Any]) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The front end's view of the engine's models: a ModelManager whose table is the one the engine
+"""The front end's view of the engine's models: a model catalog whose table is the one the engine
 pushes, whose versions carry everything the data plane and the Vision API check and decode
 against (config, tensors, labels, task), and whose schedulers send the work to the engine."""
 
@@ -6,24 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
+import socket
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..batching.stats import ModelStats, RequestTiming
-from ..models.manager import IndexEntry, ModelEntry, ModelManager, State
+from ..models.catalog import ModelCatalog
+from ..models.manager import ModelEntry, State, find_version, not_in_repository
 from ..models.model import ModelVersion, assemble_version
 from ..observability import histograms
 from ..observability.histograms import VersionHistograms
-from ..protocol.errors import ModelUnavailable
-from ..protocol.types import VersionStatistics
+from ..protocol.errors import ModelNotFound, ModelUnavailable
+from ..protocol.types import IndexEntry, VersionStatistics
 from ..settings import ServerSettings
 from . import wire
 from .engine_client import ENGINE_GONE, EngineClient
 from .remote_scheduler import RemoteScheduler
+from .shared_port import shared_port
 
 
 class RemoteStats(ModelStats):
@@ -72,6 +73,13 @@ class RemoteStats(ModelStats):
         return record
 
 
+def _remote(version: ModelVersion) -> RemoteStats:
+    """A front end's versions are assembled with RemoteStats (EngineModels._assemble)."""
+    stats = version.stats
+    assert isinstance(stats, RemoteStats)
+    return stats
+
+
 class CallCounts:
     """This front end's calls by RPC, model and outcome (deepserve_requests_total) since they
     were last sent: held and sent like the statistics."""
@@ -108,26 +116,19 @@ class EngineHistograms:
         pass
 
 
-class RemoteManager(ModelManager):
+class EngineModels:
+    """The models of a split server's engine, seen from a front end: a ModelCatalog answered
+    from the table the engine pushes, with changes and queries of the moment sent to it."""
+
     def __init__(
-        self,
-        settings: ServerSettings,
-        executor: Executor,
-        on_change: Callable[[], None] = lambda: None,
-        *,
-        address: str,
-        identity: str = "",
+        self, settings: ServerSettings, on_change: Callable[[], None], address: str, identity: str
     ) -> None:
-        super().__init__(settings, executor, on_change)
-        self.owns_models = False
-        self.client = EngineClient(
-            address,
-            identity or f"frontend-{os.getpid()}",
-            self._take_table,
-            self._engine_gone,
-        )
+        self.settings = settings
+        self._on_change = on_change
+        self.client = EngineClient(address, identity, self._take_table, self._engine_gone)
         self._call_counts = CallCounts(self.client)
         self._table: dict[str, Any] = {}
+        self._entries: dict[str, ModelEntry] = {}
         self._versions: dict[tuple[str, int, bytes], ModelVersion] = {}
         self._newest: dict[str, ModelVersion] = {}
         """Per model, its newest version sent unpinned: the engine answers with its newest,
@@ -154,7 +155,7 @@ class RemoteManager(ModelManager):
             name: dataclasses.replace(
                 newest,
                 scheduler=RemoteScheduler(
-                    self.client, name, newest.version, False, newest.stats, newest.config
+                    self.client, name, newest.version, False, _remote(newest), newest.config
                 ),
             )
             for name, entry in entries.items()
@@ -173,10 +174,10 @@ class RemoteManager(ModelManager):
             config,
             number,
             labels,
-            RemoteScheduler(self.client, name, number, True, stats, config),  # type: ignore[arg-type]
+            RemoteScheduler(self.client, name, number, True, stats, config),
             stats,
             providers,
-            EngineHistograms(),  # type: ignore[arg-type]
+            EngineHistograms(),
         )
 
     def _engine_gone(self) -> None:
@@ -186,17 +187,29 @@ class RemoteManager(ModelManager):
 
     # ---- queries, answered from the table ------------------------------------------------------
 
-    def _in_repository(self, name: str) -> bool:
-        return name in self._table["names"]
-
     def _entry(self, name: str) -> ModelEntry:
         if not self.client.connected or not self._table:
             raise ModelUnavailable(ENGINE_GONE)
-        return super()._entry(name)
+        entry = self._entries.get(name)
+        if entry is None:
+            if not name or name not in self._table["names"]:
+                raise not_in_repository(name)
+            entry = self._entries[name] = ModelEntry(name=name)
+        return entry
 
     def get(self, name: str, version: str = "") -> ModelVersion:
-        found = super().get(name, version)
+        found = find_version(self._entry(name), version)
         return found if version else self._newest.get(name, found)
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except (ModelNotFound, ModelUnavailable):
+            return False
+        return True
+
+    def versions_of(self, name: str) -> list[ModelVersion]:
+        return list(self._entry(name).versions.values())
 
     @property
     def server_ready(self) -> bool:
@@ -208,20 +221,7 @@ class RemoteManager(ModelManager):
             rows = [r for r in rows if r.state == State.READY.value and r.version]
         return rows
 
-    # ---- changes go to the engine ------------------------------------------------------------
-
-    async def load_all(self, names: tuple[str, ...] = ()) -> None:
-        """Connect to the engine; it loads the models and pushes its table."""
-        self.client.start()
-        histograms.call_listener = self._call_counts.counted
-        await self._first_table.wait()
-        self.startup_done = True
-
-    async def control_load(self, name: str, config_json: str | None = None) -> None:
-        await self.client.call(["load", name, config_json])
-
-    async def control_unload(self, name: str) -> None:
-        await self.client.call(["unload", name])
+    # ---- what the engine answers at the moment asked -------------------------------------------
 
     async def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
         body, _ = await self.client.call(["index", ready_only])
@@ -231,6 +231,35 @@ class RemoteManager(ModelManager):
         body, _ = await self.client.call(["statistics", name, version])
         return [wire.statistics_from(fields) for fields in body]
 
+    async def control_load(self, name: str, config_json: str | None = None) -> None:
+        await self.client.call(["load", name, config_json])
+
+    async def control_unload(self, name: str) -> None:
+        await self.client.call(["unload", name])
+
+    # ---- as a ModelHost ----------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> ModelCatalog:
+        return self
+
+    async def open(self) -> None:
+        """Connect to the engine; it loads the models and pushes its table, which this front
+        end has before it listens (a connection the kernel gives it is then served)."""
+        self.client.start()
+        histograms.listen_to_calls(self._call_counts.counted)
+        await self._first_table.wait()
+
+    def start_background(self) -> None:
+        """The engine loads, watches and serves the metrics."""
+
+    def http_sockets(self, host: str, port: int) -> list[socket.socket] | None:
+        """The front ends share the HTTP port, as their gRPC servers do."""
+        return [shared_port(host, port)]
+
+    def stop_background(self) -> None:
+        pass
+
     def close(self) -> None:
-        histograms.call_listener = None
+        histograms.listen_to_calls(None)
         self.client.close()  # its goodbye carries what is held

@@ -19,6 +19,7 @@ import asyncio
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
@@ -31,6 +32,11 @@ from .engine_client import EngineClient
 
 MAX_WAIT_S = 0.01
 """The longest a request waits in the front end for the engine to take fewer jobs."""
+
+
+class HoldsEngineCounts(Protocol):
+    engine_counts: list[int]
+    """The engine's inference and execution counts of the version, as of its last answer."""
 
 
 @dataclass
@@ -68,7 +74,7 @@ class RemoteScheduler:
         name: str,
         version: int,
         pinned: bool,
-        stats: object,
+        stats: HoldsEngineCounts,
         config: mc.ModelConfig,
     ) -> None:
         self._client = client
@@ -138,7 +144,8 @@ class RemoteScheduler:
         self, chunk: list[_Waiting], outputs: list[str], priority: int, timeout_us: int
     ) -> None:
         deadlines = [r.deadline_s for r in chunk]
-        deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
+        known = [d for d in deadlines if d is not None]
+        deadline = max(known) if len(known) == len(deadlines) else None
         try:
             results = await self._send(
                 [r.feeds for r in chunk],
@@ -182,7 +189,7 @@ class RemoteScheduler:
         ]  # fmt: skip
         body, received = await self._client.call(header, frames)
         queue_ns, input_ns, infer_ns, output_ns, batch_items, outputs, *counts = body
-        self._stats.engine_counts = counts  # type: ignore[attr-defined]
+        self._stats.engine_counts = counts
         arrays = wire.arrays(outputs, received)
         results, offset = [], 0
         for count in items:

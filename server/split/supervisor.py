@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
@@ -29,8 +30,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from ..core.auth import Authenticator, ConfigurationError, check_exposure
-from ..http.shared_port import shared_port
 from ..settings import ServerSettings
+from .shared_port import shared_port
 
 log = logging.getLogger("deepserve.supervisor")
 
@@ -111,8 +112,14 @@ def run_split(settings: ServerSettings) -> int:
     frontends = [
         _Slot(
             f"front end {i}",
-            lambda i=i: _start(
-                context, f"deepserve-frontend-{i}", _frontend_main, frontend_settings, address, i
+            functools.partial(
+                _start,
+                context,
+                f"deepserve-frontend-{i}",
+                _frontend_main,
+                frontend_settings,
+                address,
+                i,
             ),
         )
         for i in range(settings.frontends)
@@ -173,18 +180,16 @@ def engine_process_main(settings: ServerSettings, address: str) -> None:
 
 
 def _frontend_main(settings: ServerSettings, address: str, index: int) -> None:
-    from functools import partial
-
     from ..app import serve
     from ..event_loop import run
     from ..observability import logs
-    from .remote_models import RemoteManager
+    from .hosts import EngineLink
 
     _name_process(FRONTEND_NAME.format(index))
     logs.setup(settings.log_level, settings.log_format, f"frontend-{index}")
-    factory = partial(RemoteManager, address=address, identity=f"frontend-{index}-{os.getpid()}")
+    engine = EngineLink(address, f"frontend-{index}-{os.getpid()}")
     _stop_with_parent()
-    run(serve(settings, factory), settings.event_loop)
+    run(serve(settings, engine), settings.event_loop)
 
 
 def _stop_with_parent() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from ..protocol.errors import ErrorKind, ServingError
 from ..protocol.types import VersionStatistics
 
-Descriptor = tuple[str, str, list[int], list[str] | None]
+Descriptor = tuple[str, str, list[int], list[str | bytes] | None]
 """(name, numpy dtype string, shape, the elements when the tensor holds strings)."""
 
 
@@ -35,7 +35,9 @@ def describe(arrays: dict[str, np.ndarray]) -> tuple[list[Descriptor], list[Any]
     frames: list[Any] = []
     for name, array in arrays.items():
         if array.dtype == object:
-            items = [item if isinstance(item, str) else bytes(item) for item in array.reshape(-1)]
+            items: list[str | bytes] = [
+                item if isinstance(item, str) else bytes(item) for item in array.reshape(-1)
+            ]
             descriptors.append((name, "O", list(array.shape), items))
             continue
         contiguous = np.ascontiguousarray(array)

@@ -45,7 +45,9 @@ class SegmentTask(Task):
         masks = []
         for mask, (height, width) in zip(outputs[self.output_names[0]], sizes, strict=True):
             if mask.shape != (height, width):
-                mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+                mask = np.asarray(
+                    Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST)
+                )
             masks.append(Mask(np.ascontiguousarray(mask, np.uint8), self.labels))
         return masks
 
