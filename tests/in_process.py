@@ -50,7 +50,7 @@ def in_process_server(repository: Path, **settings: object) -> Iterator[InProces
     run(server.start())
     try:
         deadline = time.monotonic() + 60
-        while not server.manager.server_ready:
+        while not server.models.server_ready:
             assert time.monotonic() < deadline, "models did not load"
             time.sleep(0.05)
         yield InProcessServer(server, run)

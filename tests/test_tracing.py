@@ -95,7 +95,7 @@ def test_one_requests_spans_nest_under_the_callers_trace(traced) -> None:
 def test_a_batch_of_eight_links_eight_requests(traced) -> None:
     running, url, exporter = traced
     exporter.clear()
-    scheduler = running.server.manager.get("slow").scheduler
+    scheduler = running.server.models.get("slow").scheduler
     with grpc.insecure_channel(url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         grpc.channel_ready_future(channel).result(timeout=10)
