@@ -136,7 +136,7 @@ class VisionUser(GrpcUser):
         options = self.environment.parsed_options
         if name == "classify":
             payload = random.choice(Payloads.digits)
-            call = _calls.classify(payload.pixels, options.classify_model, 1, "")
+            call = _calls.task("classify", payload.pixels, options.classify_model, "", {"top_k": 1})
             self.request(
                 call,
                 f"Classify {options.classify_model}",
@@ -144,7 +144,7 @@ class VisionUser(GrpcUser):
             )
         elif name == "detect":
             payload = random.choice(Payloads.scenes)
-            call = _calls.detect(payload.pixels, options.detect_model, None, None, "")
+            call = _calls.task("detect", payload.pixels, options.detect_model, "", {})
             self.request(
                 call,
                 f"Detect {options.detect_model}",
@@ -152,7 +152,13 @@ class VisionUser(GrpcUser):
             )
         else:
             payload = random.choice(Payloads.segment_scenes)
-            call = _calls.segment(payload.pixels, options.segment_model, True, "")
+            call = _calls.task(
+                "segment",
+                payload.pixels,
+                options.segment_model,
+                "",
+                {"mask_encoding": _calls.mask_encoding(png=True)},
+            )
             self.request(
                 call,
                 f"Segment {options.segment_model}",

@@ -44,50 +44,64 @@ def _one_or_many(images: Any, parse: Callable[[Any], list[Any]]) -> Callable[[An
     return lambda response: parse(response) if many else parse(response)[0]
 
 
-def classify(
-    images: ImageLike | Sequence[ImageLike], model: str | None, top_k: int, version: str
-) -> Call:
-    request = vpb.ClassifyRequest(
-        model=model or "", model_version=version, images=_convert.to_images(images), top_k=top_k
-    )
-    return Call(
-        VISION,
-        "Classify",
-        request,
-        _one_or_many(images, _convert.classifications),
-        "classification",
-    )
+@dataclass(frozen=True)
+class TaskRpc:
+    """One task of the Vision API, as the SDK calls it."""
+
+    task: str
+    """The task models declare (a call without a model name takes the only such model)."""
+    method: str
+    """Its RPC of deepserve.v1.Vision."""
+    request: Callable[..., Any]
+    """Its request message."""
+    parse: Callable[[Any], list[Any]]
+    """Its response -> one result per image."""
 
 
-def detect(
+TASKS: dict[str, TaskRpc] = {
+    "classify": TaskRpc(
+        "classification", "Classify", vpb.ClassifyRequest, _convert.classifications
+    ),
+    "detect": TaskRpc("detection", "Detect", vpb.DetectRequest, _convert.detections),
+    "segment": TaskRpc("segmentation", "Segment", vpb.SegmentRequest, _convert.segmentations),
+}
+"""By the name of the task's HTTP route and SDK method."""
+
+
+def task(
+    name: str,
     images: ImageLike | Sequence[ImageLike],
     model: str | None,
-    score_threshold: float | None,
-    max_detections: int | None,
     version: str,
+    options: Mapping[str, Any],
 ) -> Call:
-    request = vpb.DetectRequest(
+    """Any task's call; `options` are fields of its request message (None: left unset)."""
+    rpc = TASKS.get(name) or _from_proto(name)
+    request = rpc.request(
         model=model or "", model_version=version, images=_convert.to_images(images)
     )
-    if score_threshold is not None:
-        request.score_threshold = score_threshold
-    if max_detections is not None:
-        request.max_detections = max_detections
-    return Call(VISION, "Detect", request, _one_or_many(images, _convert.detections), "detection")
+    for field, value in options.items():
+        if value is None:
+            continue
+        try:
+            setattr(request, field, value)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise DeepserveError(f"{name}: option '{field}': {exc}") from None
+    return Call(VISION, rpc.method, request, _one_or_many(images, rpc.parse), rpc.task)
 
 
-def segment(
-    images: ImageLike | Sequence[ImageLike], model: str | None, png: bool, version: str
-) -> Call:
-    request = vpb.SegmentRequest(
-        model=model or "",
-        model_version=version,
-        images=_convert.to_images(images),
-        mask_encoding=vpb.MASK_ENCODING_PNG if png else vpb.MASK_ENCODING_RAW,
-    )
-    return Call(
-        VISION, "Segment", request, _one_or_many(images, _convert.segmentations), "segmentation"
-    )
+def _from_proto(name: str) -> TaskRpc:
+    """A task the SDK has no wrapper for, found in deepserve.v1.Vision by its RPC (the route's
+    name capitalised): its answer's `results` come back as the messages themselves."""
+    method = vpb.DESCRIPTOR.services_by_name["Vision"].methods_by_name.get(name.capitalize())
+    if method is None or name == "list_models":
+        raise DeepserveError(f"unknown task '{name}'; the SDK knows {sorted(TASKS)}")
+    request = getattr(vpb, method.input_type.name)
+    return TaskRpc("", method.name, request, lambda response: list(response.results))
+
+
+def mask_encoding(png: bool) -> int:
+    return vpb.MASK_ENCODING_PNG if png else vpb.MASK_ENCODING_RAW
 
 
 def infer(

@@ -47,6 +47,19 @@ class AsyncClient(Connections):
         assert last is not None
         raise from_rpc_error(last) from None
 
+    async def task(
+        self,
+        name: str,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        version: str = "",
+        **options: Any,
+    ) -> Any:
+        """Any task of the server's Vision API by name ('classify', 'detect', 'segment');
+        `options` are fields of its request message. The typed methods below call this."""
+        return await self._run(_calls.task(name, images, model, version, options))
+
     async def classify(
         self,
         images: ImageLike | Sequence[ImageLike],
@@ -55,7 +68,7 @@ class AsyncClient(Connections):
         top_k: int = 1,
         version: str = "",
     ) -> Classification | list[Classification]:
-        return await self._run(_calls.classify(images, model, top_k, version))
+        return await self.task("classify", images, model=model, version=version, top_k=top_k)
 
     async def detect(
         self,
@@ -66,8 +79,13 @@ class AsyncClient(Connections):
         max_detections: int | None = None,
         version: str = "",
     ) -> list[Detection] | list[list[Detection]]:
-        return await self._run(
-            _calls.detect(images, model, score_threshold, max_detections, version)
+        return await self.task(
+            "detect",
+            images,
+            model=model,
+            version=version,
+            score_threshold=score_threshold,
+            max_detections=max_detections,
         )
 
     async def segment(
@@ -78,7 +96,9 @@ class AsyncClient(Connections):
         png: bool = False,
         version: str = "",
     ) -> Segmentation | list[Segmentation]:
-        return await self._run(_calls.segment(images, model, png, version))
+        return await self.task(
+            "segment", images, model=model, version=version, mask_encoding=_calls.mask_encoding(png)
+        )
 
     async def infer(
         self,

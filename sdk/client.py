@@ -62,6 +62,22 @@ class Client(Connections):
         assert last is not None
         raise from_rpc_error(last) from None
 
+    def task(
+        self,
+        name: str,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        version: str = "",
+        **options: Any,
+    ) -> Any:
+        """Any task of the server's Vision API by name ('classify', 'detect', 'segment');
+        `options` are fields of its request message. The typed methods below call this.
+
+        >>> client.task("classify", "digit.png", model="mnist", top_k=3)
+        """
+        return self._run(_calls.task(name, images, model, version, options))
+
     def classify(
         self,
         images: ImageLike | Sequence[ImageLike],
@@ -71,7 +87,7 @@ class Client(Connections):
         version: str = "",
     ) -> Classification | list[Classification]:
         """Top `top_k` labels of an image (or of each image of a list)."""
-        return self._run(_calls.classify(images, model, top_k, version))
+        return self.task("classify", images, model=model, version=version, top_k=top_k)
 
     def detect(
         self,
@@ -83,7 +99,14 @@ class Client(Connections):
         version: str = "",
     ) -> list[Detection] | list[list[Detection]]:
         """Labelled boxes in an image (or in each image of a list), in its own pixels."""
-        return self._run(_calls.detect(images, model, score_threshold, max_detections, version))
+        return self.task(
+            "detect",
+            images,
+            model=model,
+            version=version,
+            score_threshold=score_threshold,
+            max_detections=max_detections,
+        )
 
     def segment(
         self,
@@ -95,7 +118,9 @@ class Client(Connections):
     ) -> Segmentation | list[Segmentation]:
         """A class per pixel of an image (or of each image of a list), at its own size. `png`
         sends masks PNG-compressed (fewer bytes on the wire, a little more CPU)."""
-        return self._run(_calls.segment(images, model, png, version))
+        return self.task(
+            "segment", images, model=model, version=version, mask_encoding=_calls.mask_encoding(png)
+        )
 
     def infer(
         self,

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..._version import __version__
+from ..tasks import TASKS
 
 MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
 VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -53,26 +54,25 @@ def _per_model(paths: dict, suffix: str, methods: dict) -> None:
 
 
 def _vision(paths: dict) -> None:
-    queries = {
-        "classify": [("top_k", "integer", "labels per image, best first (default 1)")],
-        "detect": [
-            ("score_threshold", "number", "keep boxes scoring at least this (default: model's)"),
-            ("max_detections", "integer", "at most this many boxes per image"),
-        ],
-        "segment": [("mask", "string", "png (default, base64), rle ([class, run] pairs), raw")],
-    }
-    for task, params in queries.items():
+    names = {int: "integer", float: "number", str: "string"}
+    for task in TASKS.values():
         query = [
-            {"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
-            for n, t, d in params
+            {
+                "name": p.name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": names[p.kind]},
+                "description": p.description,
+            }
+            for p in task.query
         ]
         for base, parameters in (
             ("/v1/models/{model}", [MODEL]),
             ("/v1/models/{model}/versions/{version}", [MODEL, VERSION]),
         ):
-            paths[f"{base}/{task}"] = {
+            paths[f"{base}/{task.verb}"] = {
                 "post": _operation(
-                    f"{task.capitalize()} images",
+                    f"{task.verb.capitalize()} images",
                     "Vision",
                     _json("One result per image, with server_ms and batch sizes"),
                     parameters=parameters + query,

@@ -1,27 +1,27 @@
-"""The Vision API's tasks, one class per task; `for_model` parses a model's task parameters
-once, when it loads."""
+"""The Vision API's tasks, one class per file of this package: every Task subclass found
+here is in TASKS, so a new task is its file (and its messages in vision.proto). `for_model`
+parses a model's task parameters once, when it loads."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Mapping, Sequence
 
 from ..protocol.errors import TaskNotSupported
 from .base import RESIZE_MODES, ImageInput, Task
-from .classify import ClassifyOptions, ClassifyTask
-from .detect import DetectOptions, DetectTask
-from .segment import SegmentOptions, SegmentTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassifyTask, DetectTask, SegmentTask)}
 
-__all__ = [
-    "TASKS",
-    "ClassifyOptions",
-    "DetectOptions",
-    "SegmentOptions",
-    "Task",
-    "TaskNotSupported",
-    "for_model",
-]
+def _discover() -> dict[str, type[Task]]:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return {task.name: task for task in Task.__subclasses__()}
+
+
+TASKS: dict[str, type[Task]] = _discover()
+"""By the config's `task` parameter, in the order of their files."""
+
+__all__ = ["TASKS", "Task", "TaskNotSupported", "for_model"]
 
 
 def for_model(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .base import Task
+from ...v1 import vision_pb2 as vpb
+from .base import QueryParameter, Task
 from .results import Classification, Label
 
 
@@ -23,6 +25,43 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class ClassifyTask(Task):
     name = "classification"
+    verb = "classify"
+    rpc = "Classify"
+    query = (QueryParameter("top_k", int, "labels per image, best first (default 1)"),)
+
+    @classmethod
+    def options_from_query(cls, values: dict[str, Any], response_budget: int) -> ClassifyOptions:
+        return ClassifyOptions(values["top_k"] if values["top_k"] is not None else 1)
+
+    @classmethod
+    def options_from_message(cls, request: Any, response_budget: int) -> ClassifyOptions:
+        return ClassifyOptions(request.top_k if request.HasField("top_k") else 1)
+
+    @classmethod
+    def response_message(
+        cls, model: str, version: str, results: list[Classification], options: ClassifyOptions
+    ) -> vpb.ClassifyResponse:
+        return vpb.ClassifyResponse(
+            model=model,
+            model_version=version,
+            results=[
+                vpb.Classification(
+                    labels=[
+                        vpb.Label(label=x.label, index=x.index, score=x.score) for x in r.labels
+                    ]
+                )
+                for r in results
+            ],
+        )
+
+    @classmethod
+    def results_json(
+        cls, results: list[Classification], options: ClassifyOptions
+    ) -> list[dict[str, Any]]:
+        return [
+            {"labels": [{"label": x.label, "index": x.index, "score": x.score} for x in r.labels]}
+            for r in results
+        ]
 
     def finish(
         self, outputs: dict[str, np.ndarray], sizes: list[tuple[int, int]], options: ClassifyOptions

@@ -4,11 +4,13 @@ by score, labelled."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ...v1 import vision_pb2 as vpb
 from ..protocol.errors import TaskNotSupported
-from .base import Task
+from .base import QueryParameter, Task
 from .results import Box, Detection, Detections
 
 
@@ -21,6 +23,14 @@ class DetectOptions:
 
 class DetectTask(Task):
     name = "detection"
+    verb = "detect"
+    rpc = "Detect"
+    query = (
+        QueryParameter(
+            "score_threshold", float, "keep boxes scoring at least this (default: model's)"
+        ),
+        QueryParameter("max_detections", int, "at most this many boxes per image"),
+    )
     outputs = ("boxes", "scores", "classes", "count")
 
     def __init__(self, *args, **kwargs) -> None:
@@ -70,3 +80,60 @@ class DetectTask(Task):
             ]
             results.append(Detections(width, height, found))
         return results
+
+    @classmethod
+    def options_from_query(cls, values: dict[str, Any], response_budget: int) -> DetectOptions:
+        return DetectOptions(values["score_threshold"], values["max_detections"])
+
+    @classmethod
+    def options_from_message(cls, request: Any, response_budget: int) -> DetectOptions:
+        return DetectOptions(
+            request.score_threshold if request.HasField("score_threshold") else None,
+            request.max_detections if request.HasField("max_detections") else None,
+        )
+
+    @classmethod
+    def response_message(
+        cls, model: str, version: str, results: list[Detections], options: DetectOptions
+    ) -> vpb.DetectResponse:
+        return vpb.DetectResponse(
+            model=model,
+            model_version=version,
+            results=[
+                vpb.Detections(
+                    width=r.width,
+                    height=r.height,
+                    detections=[
+                        vpb.Detection(
+                            box=vpb.Box(x1=d.box.x1, y1=d.box.y1, x2=d.box.x2, y2=d.box.y2),
+                            label=d.label,
+                            index=d.index,
+                            score=d.score,
+                        )
+                        for d in r.detections
+                    ],
+                )
+                for r in results
+            ],
+        )
+
+    @classmethod
+    def results_json(
+        cls, results: list[Detections], options: DetectOptions
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "width": r.width,
+                "height": r.height,
+                "detections": [
+                    {
+                        "box": {"x1": d.box.x1, "y1": d.box.y1, "x2": d.box.x2, "y2": d.box.y2},
+                        "label": d.label,
+                        "index": d.index,
+                        "score": d.score,
+                    }
+                    for d in r.detections
+                ],
+            }
+            for r in results
+        ]
