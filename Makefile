@@ -41,13 +41,15 @@ system-tools:
 
 # The whole suite, then every test that starts a server again against a split server
 # (--frontends 2: one engine, two front ends; DEEPSERVE_FRONTENDS reaches every server started).
-SINGLE_PROCESS_ONLY := test_training_quick test_training_data test_codecs test_scheduler_unit \
-	test_runtime test_package test_tracing test_fp16 test_gpu_kit test_instance test_gpu \
-	test_remote_scheduler test_engine_ceiling
+# Folders and modules under tests/ that start no server (in-process tests, training, tools).
+SINGLE_PROCESS_ONLY := training protocol runtime tasks core/test_control.py \
+	batching/test_scheduler_unit.py batching/test_instance.py observability/test_tracing.py \
+	sdk/test_package.py sdk/test_task_call.py loadtests/test_gpu_kit.py \
+	split/test_remote_scheduler.py split/test_engine_ceiling.py
 test: $(VENV)/.installed-dev system-tools typecheck
 	$(BIN)/python -m pytest
 	DEEPSERVE_FRONTENDS=2 $(BIN)/python -m pytest -q \
-		$(foreach module,$(SINGLE_PROCESS_ONLY),--ignore=tests/$(module).py)
+		$(foreach path,$(SINGLE_PROCESS_ONLY),--ignore=tests/$(path))
 
 lint: $(VENV)/.installed-dev typecheck
 	$(BIN)/ruff check .

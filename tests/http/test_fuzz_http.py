@@ -1,0 +1,134 @@
+"""Property-based fuzzing of the HTTP port: random JSON and binary infer bodies, random headers,
+random images and query strings for the Vision API. Never a 500, never a server path, and the
+server answers correctly afterwards. `pytest -m fuzz_long` runs thousands of examples."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+
+from ..grpc.test_fuzz import CI_EXAMPLES, EXAMPLES, run_property
+from ..hostile_images import FORMATS, encoded
+from ..server_process import RunningServer
+
+ROOT = Path(__file__).resolve().parents[2]
+DATATYPES = ["UINT8", "INT32", "FP32", "FP16", "BYTES", "BOOL", "INT64", "nope", ""]
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 70), 1 << 70)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@st.composite
+def infer_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
+    model = draw(st.sampled_from(["mnist", "mnist", "ssd", "segmentation", "nope"]))
+    tensor: dict[str, Any] = {
+        "name": draw(st.sampled_from(["image", "image", "x", ""])),
+        "datatype": draw(st.sampled_from(DATATYPES)),
+        "shape": draw(st.lists(st.integers(-2, 40), max_size=5)),
+    }
+    binary = b""
+    headers = {"Content-Type": "application/json"}
+    if draw(st.integers(0, 3)) == 0:  # a well-formed digit, so some calls get through
+        tensor |= {"name": "image", "datatype": "UINT8", "shape": [1, 28, 28, 1]}
+        binary = draw(st.binary(min_size=784, max_size=784))
+        tensor["parameters"] = {"binary_data_size": 784}
+    elif draw(st.booleans()):
+        binary = draw(st.binary(max_size=4096))
+        tensor["parameters"] = {"binary_data_size": draw(st.integers(-5, len(binary) + 5))}
+    else:
+        tensor["data"] = draw(json_values)
+    document: Any = {"inputs": [tensor]}
+    if draw(st.booleans()):
+        document["outputs"] = [
+            {"name": draw(st.sampled_from(["logits", "y"])),
+             "parameters": {"classification": draw(json_values)}}
+        ]  # fmt: skip
+    if draw(st.integers(0, 9)) == 0:
+        document = draw(json_values)
+    head = json.dumps(document).encode()
+    if binary or draw(st.booleans()):
+        headers["Inference-Header-Content-Length"] = draw(
+            st.sampled_from([str(len(head))] * 4 + [str(len(head) + 3), "-1", "x", "0"])
+        )
+    return f"/v2/models/{model}/infer", head + binary, headers
+
+
+@st.composite
+def vision_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
+    task, model = draw(
+        st.sampled_from([("classify", "mnist"), ("detect", "ssd"), ("segment", "segmentation"),
+                         ("classify", "ssd"), ("segment", "nope")])
+    )  # fmt: skip
+    query = draw(
+        st.sampled_from(["", "?top_k=3", "?top_k=-1", "?top_k=x", "?mask=rle", "?mask=png",
+                         "?mask=zzz", "?score_threshold=nan", "?max_detections=99999999999"])
+    )  # fmt: skip
+    data = bytearray(encoded(draw(st.sampled_from(FORMATS)), draw(st.integers(1, 64)), 32))
+    if draw(st.integers(0, 2)) == 0:
+        for _ in range(draw(st.integers(1, 4))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    if draw(st.integers(0, 2)) == 0:
+        data = data[: draw(st.integers(0, len(data)))]
+    if draw(st.booleans()):
+        boundary = "fuzzboundary"
+        field = draw(st.sampled_from(["image", "image", "photo"]))
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+                'filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            + bytes(data)
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        if draw(st.integers(0, 4)) == 0:
+            body = body[: draw(st.integers(0, len(body)))]  # a broken form
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    else:
+        body, headers = bytes(data), {"Content-Type": "image/png"}
+    return f"/v1/models/{model}/{task}{query}", body, headers
+
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _check(port: int, call: tuple[str, bytes, dict[str, str]], codes: Counter) -> None:
+    status, body = _post(port, *call)
+    codes[status] += 1
+    assert status < 500 or status == 503, (call[0], status, body[:300])
+    assert b"/tmp/" not in body and str(ROOT).encode() not in body
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_http_never_fails_inside(bundled_server: RunningServer, examples: int) -> None:
+    port = bundled_server.http_port
+    for name, strategy in (("infer", infer_calls()), ("vision", vision_calls())):
+        codes: Counter = Counter()
+        run_property(examples if examples != CI_EXAMPLES else 100, strategy,
+                     lambda call, codes=codes: _check(port, call, codes))  # fmt: skip
+        print(f"HTTP {name} fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
+    status, body = _post(
+        port, "/v1/models/mnist/classify", (ROOT / "docs/images/digit-7.png").read_bytes(),
+        {"Content-Type": "image/png"},
+    )  # fmt: skip
+    assert status == 200 and json.loads(body)["results"][0]["labels"][0]["label"] == "7"

@@ -1,0 +1,125 @@
+"""The web page in a real browser (Debian's Chromium, headless, driven by Selenium): a 7 drawn
+stroke by stroke on the canvas reads "7"; the uploaded scene gets as many boxes as the detector
+finds; screenshots of the page, wide and phone-sized, go to docs/images."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deepserve import Client
+
+from ..server_process import RunningServer
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+SHOTS = ROOT / "docs" / "images"
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian's chromium and chromium-driver: `apt-get install chromium "
+    "chromium-driver` (make test installs them where apt-get works)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1100,1000",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, timeout: float = 20):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+
+
+def _stroke(driver, pad, points: list[tuple[int, int]]) -> None:
+    """Press at the first point, move through the others in small steps, release."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    half = pad.size["width"] / 2
+    scale = pad.size["width"] / 280
+    actions = ActionChains(driver, duration=10)
+    x, y = points[0]
+    actions.move_to_element_with_offset(pad, int((x - 140) * scale), int((y - 140) * scale))
+    actions.click_and_hold()
+    for next_x, next_y in points[1:]:
+        steps = 12
+        for _ in range(steps):
+            actions.move_by_offset(
+                int((next_x - x) * scale / steps), int((next_y - y) * scale / steps)
+            )
+        x, y = next_x, next_y
+    actions.release()
+    actions.perform()
+    assert half > 0
+
+
+def _read_top(driver) -> list[str]:
+    """The digit's top 3 once the page has no request in flight (it updates while drawing)."""
+    from selenium.webdriver.common.by import By
+
+    _wait(
+        driver, lambda d: d.find_element(By.ID, "digit-top").get_attribute("data-state") == "done"
+    )
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#digit-top .label')].map(e => e.textContent)"
+    )
+
+
+def test_draw_a_seven_and_read_it(browser, bundled_server: RunningServer) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{bundled_server.http_port}/")
+    _wait(browser, lambda d: d.find_element(By.ID, "status").text == "ready")
+    pad = browser.find_element(By.ID, "pad")
+    _stroke(browser, pad, [(70, 70), (210, 70)])  # the bar
+    _stroke(browser, pad, [(210, 70), (120, 235)])  # the stem
+    labels = _read_top(browser)
+    assert labels[0] == "7", labels
+    assert "average batch" in browser.find_element(By.ID, "digit-meta").text
+
+
+def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServer) -> None:
+    from selenium.webdriver.common.by import By
+
+    scene = ROOT / "docs" / "images" / "scene.png"
+    with Client(bundled_server.url) as client:
+        expected = len(client.detect(str(scene), model="ssd"))
+    browser.get(f"http://127.0.0.1:{bundled_server.http_port}/")
+    _wait(browser, lambda d: d.find_element(By.ID, "scene").get_attribute("data-boxes"))
+    browser.execute_script("document.getElementById('scene').dataset.boxes = ''")
+    browser.find_element(By.ID, "scene-file").send_keys(str(scene))
+    drawn = _wait(browser, lambda d: d.find_element(By.ID, "scene").get_attribute("data-boxes"))
+    assert int(drawn) == expected >= 3
+    chips = browser.find_elements(By.CSS_SELECTOR, "#scene-detections li")
+    assert len(chips) == expected
+    assert f"{expected} digits found" == browser.find_element(By.ID, "scene-count").text
+    # The page as people see it: drawn digit and scene, wide and on a phone.
+    pad = browser.find_element(By.ID, "pad")
+    _stroke(browser, pad, [(70, 70), (210, 70)])
+    _stroke(browser, pad, [(210, 70), (120, 235)])
+    assert _read_top(browser)[0] == "7"
+    browser.set_window_size(1100, 1450)
+    browser.save_screenshot(str(SHOTS / "web-page.png"))
+    browser.set_window_size(390, 1600)
+    browser.save_screenshot(str(SHOTS / "web-page-phone.png"))
+    browser.set_window_size(1100, 1000)

@@ -1,0 +1,51 @@
+"""The benchmark script end to end, short: every mode measured, JSON and plot written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_measures_every_mode_and_writes_json_and_png(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "loadtests.bench",
+        "--model",
+        "mnist",
+        "--model-repository",
+        str(ROOT / "models"),
+        "--concurrency",
+        "1,4",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--ceiling-seconds",
+        "0.1",
+        "--max-batch-size",
+        "8",
+        "--out",
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "bench-mnist-cpu.json").read_text())
+    assert (tmp_path / "bench-mnist-cpu.png").stat().st_size > 10_000
+    modes = {(row["mode"], row["concurrency"]) for row in report["rows"]}
+    assert modes == {(m, c) for m in ("batching", "no_batching", "noop") for c in (1, 4)}
+    for row in report["rows"]:
+        assert row["errors"] == 0 and row["requests"] > 0 and row["infer_per_s"] > 0
+        assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert report["ceiling"]["items_per_s"] > 0
+    assert set(report["summary"]) == {"1", "4"}
+    # At concurrency 1 the p50 is split into its parts, the gRPC floor measured beside it.
+    parts = report["summary"]["1"]
+    assert 0 < report["grpc_floor"]["p50_ms"] == parts["grpc_floor_p50_ms"]
+    assert parts["deepserve_ms"] > 0  # deepserve's no-op is more work than the floor's answer
+    assert "gRPC floor" in result.stdout
+    assert "1/(1/C+1/N)" in result.stdout

@@ -1,0 +1,229 @@
+"""Execution provider choice: from the config, the device setting and what is installed."""
+
+from __future__ import annotations
+
+import _ctypes
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from deepserve.server.protocol.errors import ModelLoadError
+from deepserve.server.runtime import gpu_options
+from deepserve.server.runtime.sessions import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    choose_providers,
+    create_session,
+    intra_op_threads,
+)
+
+from ..onnx_models import int_negate
+
+GPU_BUILD = [TENSORRT, CUDA, CPU]
+CPU_BUILD = [CPU]
+
+
+def _config(text: str = "") -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+TRT_CONFIG = """
+optimization { execution_accelerators { gpu_execution_accelerator [
+  { name: "tensorrt" parameters { key: "precision_mode" value: "FP16" } } ] } }
+"""
+
+
+def test_cpu_build_runs_on_cpu() -> None:
+    choice = choose_providers(_config(), "auto", CPU_BUILD)
+    assert choice.names == [CPU]
+    assert "not installed" in choice.reason
+
+
+def test_gpu_build_uses_cuda_then_cpu_without_tensorrt_unless_asked() -> None:
+    choice = choose_providers(_config(), "auto", GPU_BUILD, gpu_id=1)
+    assert choice.names == [CUDA, CPU]
+    assert choice.providers[0] == (CUDA, {"device_id": 1})
+    assert "TensorRT not asked for" in choice.reason
+
+
+@pytest.fixture()
+def tensorrt_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host where ONNX Runtime's TensorRT provider library and libnvinfer load."""
+    monkeypatch.setattr(gpu_options, "tensorrt_missing", lambda: None)
+
+
+def test_tensorrt_when_the_config_asks(tensorrt_loads: None) -> None:
+    choice = choose_providers(_config(TRT_CONFIG), "auto", GPU_BUILD)
+    assert choice.names == [TENSORRT, CUDA, CPU]
+    assert choice.providers[0][1]["trt_fp16_enable"] is True
+
+
+def test_tensorrt_asked_but_missing_falls_back_to_cuda() -> None:
+    choice = choose_providers(_config(TRT_CONFIG), "auto", [CUDA, CPU])
+    assert choice.names == [CUDA, CPU]
+    assert "not installed" in choice.reason
+
+
+def test_tensorrt_listed_but_not_loading_falls_back_to_cuda_with_its_options() -> None:
+    """onnxruntime-gpu lists TensorRT on a host without libnvinfer: the model goes to CUDA, on
+    its GPU and with its options, and the log says which library did not load."""
+    missing = gpu_options.tensorrt_missing()
+    if missing is None:
+        pytest.skip("TensorRT loads on this host")
+    choice = choose_providers(_config(TRT_CONFIG), "auto", GPU_BUILD, gpu_id=1)
+    assert choice.names == [CUDA, CPU]
+    assert choice.providers[0] == (CUDA, {"device_id": 1})
+    assert f"config asks for TensorRT but it cannot start here: {missing}" in choice.reason
+
+
+def test_a_library_that_does_not_load_is_named_without_its_folder(tmp_path: Path) -> None:
+    broken = tmp_path / "libbroken.so"
+    broken.write_bytes(b"not a shared library")
+    why = gpu_options.library_will_not_load(broken)
+    assert why is not None and why.startswith("libbroken.so does not load (")
+    assert str(tmp_path) not in why
+    assert gpu_options.library_will_not_load(tmp_path / "libabsent.so") == (
+        "libabsent.so is not installed"
+    )
+    assert gpu_options.library_will_not_load(Path(_ctypes.__file__)) is None  # one that loads
+
+
+def test_cpu_device_or_cpu_instances_force_cpu() -> None:
+    assert choose_providers(_config(), "cpu", GPU_BUILD).names == [CPU]
+    kind_cpu = _config("instance_group [ { kind: KIND_CPU } ]")
+    assert choose_providers(kind_cpu, "auto", GPU_BUILD).names == [CPU]
+
+
+def test_gpu_demanded_without_cuda_fails_the_load() -> None:
+    with pytest.raises(ModelLoadError, match="onnxruntime-gpu"):
+        choose_providers(_config(), "cuda", CPU_BUILD)
+    with pytest.raises(ModelLoadError):
+        choose_providers(_config("instance_group [ { kind: KIND_GPU } ]"), "auto", CPU_BUILD)
+
+
+def test_intra_op_threads_parameter_overrides_the_default() -> None:
+    assert intra_op_threads(_config(), 3) == 3
+    config = _config('parameters { key: "intra_op_thread_count" value { string_value: "2" } }')
+    assert intra_op_threads(config, 3) == 2
+    bad = _config('parameters { key: "intra_op_thread_count" value { string_value: "many" } }')
+    with pytest.raises(ModelLoadError, match="many"):
+        intra_op_threads(bad, 0)
+
+
+# ---- GPU options, built and checked on any machine -------------------------------------------
+
+SERVED_CONFIG = """
+name: "digits"
+max_batch_size: 64
+input [ { name: "image" data_type: TYPE_UINT8 dims: [ -1, -1, 1 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+dynamic_batching { preferred_batch_size: [ 16, 32 ] }
+parameters { key: "image_height" value { string_value: "28" } }
+parameters { key: "image_width" value { string_value: "28" } }
+optimization { execution_accelerators { gpu_execution_accelerator [
+  { name: "tensorrt" parameters { key: "precision_mode" value: "FP16" }
+                     parameters { key: "builder_optimization_level" value: "4" } } ] } }
+"""
+
+
+def test_tensorrt_profile_caches_and_precision(tmp_path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"graph one")
+    facts = {"onnxruntime": "1.31.1", "tensorrt": "10.3.0", "gpu": "NVIDIA H100"}
+    config = _config(SERVED_CONFIG)
+    accelerator = dict(
+        config.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters
+    )
+    options = gpu_options.tensorrt_options(config, accelerator, 1, model, tmp_path / "cache", facts)
+    assert options["device_id"] == 1
+    assert options["trt_fp16_enable"] is True
+    assert options["trt_builder_optimization_level"] == 4
+    # One profile: batch 1 .. max_batch_size, opt at the largest preferred size, the image's
+    # variable height and width from the task parameters.
+    assert options["trt_profile_min_shapes"] == "image:1x28x28x1"
+    assert options["trt_profile_opt_shapes"] == "image:32x28x28x1"
+    assert options["trt_profile_max_shapes"] == "image:64x28x28x1"
+    engines = Path(options["trt_engine_cache_path"])
+    assert options["trt_engine_cache_enable"] and options["trt_timing_cache_enable"]
+    assert engines.parent == tmp_path / "cache" / "digits"
+    # The key follows the model's bytes and every fact, and nothing else.
+    again = gpu_options.tensorrt_options(config, accelerator, 1, model, tmp_path / "cache", facts)
+    assert again["trt_engine_cache_path"] == str(engines)
+    for changed in ({"onnxruntime": "1.32.0"}, {"tensorrt": "10.4.0"}, {"gpu": "NVIDIA H200"}):
+        other = gpu_options.tensorrt_options(
+            config, accelerator, 1, model, tmp_path / "cache", facts | changed
+        )
+        assert other["trt_engine_cache_path"] != str(engines), changed
+    model.write_bytes(b"graph two")
+    retrained = gpu_options.tensorrt_options(
+        config, accelerator, 1, model, tmp_path / "cache", facts
+    )
+    assert retrained["trt_engine_cache_path"] != str(engines)
+    assert retrained["trt_timing_cache_path"] == options["trt_timing_cache_path"]
+
+
+def test_tensorrt_asked_for_builds_its_options_from_the_config(
+    tmp_path: Path, tensorrt_loads: None
+) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"graph")
+    choice = choose_providers(
+        _config(SERVED_CONFIG), "auto", GPU_BUILD, model_file=model, engine_cache=tmp_path
+    )
+    trt = choice.providers[0][1]
+    assert trt["trt_profile_max_shapes"] == "image:64x28x28x1"
+    assert trt["trt_engine_cache_path"].startswith(str(tmp_path))
+
+
+def test_warm_up_covers_the_tensorrt_profile() -> None:
+    from deepserve.server.runtime.sessions import warmup_batches
+
+    config = _config(SERVED_CONFIG)
+    assert warmup_batches(config, [TENSORRT, CUDA, CPU]) == [1, 32, 64]
+    assert warmup_batches(config, [CUDA, CPU]) == [1]
+
+
+def test_cuda_options_from_config_parameters() -> None:
+    config = _config(
+        'parameters { key: "cuda_cudnn_conv_algo_search" value { string_value: "HEURISTIC" } }'
+        'parameters { key: "cuda_gpu_mem_limit" value { string_value: "2147483648" } }'
+        'parameters { key: "cuda_arena_extend_strategy" '
+        'value { string_value: "kSameAsRequested" } }'
+        'parameters { key: "cuda_use_tf32" value { string_value: "0" } }'
+    )
+    assert gpu_options.cuda_options(config, 2) == {
+        "device_id": 2,
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "gpu_mem_limit": "2147483648",
+        "arena_extend_strategy": "kSameAsRequested",
+        "use_tf32": "0",
+    }
+    assert choose_providers(config, "auto", GPU_BUILD, gpu_id=2).providers[0][1]["use_tf32"] == "0"
+    bad = _config(
+        'parameters { key: "cuda_cudnn_conv_algo_search" value { string_value: "FAST" } }'
+    )
+    with pytest.raises(ModelLoadError, match="cuda_cudnn_conv_algo_search must be one of"):
+        gpu_options.cuda_options(bad, 0)
+
+
+def test_a_gpu_the_host_lacks_is_a_clear_load_error() -> None:
+    gpu_options.check_gpu_ids([0, 0, 1], 2)
+    with pytest.raises(
+        ModelLoadError, match=r"lists GPU \[3\], but this host has 2 GPU\(s\), 0\.\.1"
+    ):
+        gpu_options.check_gpu_ids([0, 3], 2)
+    with pytest.raises(ModelLoadError, match="has no GPU"):
+        gpu_options.check_gpu_ids([0], 0)
+    gpu_options.check_gpu_ids([5], None)  # NVML cannot tell: ONNX Runtime will say
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_intra_op_spinning_is_the_servers_choice(tmp_path: Path, spinning: bool) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(int_negate())
+    session = create_session(path, choose_providers(mc.ModelConfig(), "cpu"), 1, spinning)
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))

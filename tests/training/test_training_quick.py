@@ -1,0 +1,177 @@
+"""Every model family end to end in quick mode: train a few steps, export, onnx.checker,
+PyTorch vs ONNX Runtime parity, load in the real server, infer through tritonclient."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import tritonclient.grpc as triton
+
+from deepserve.training.mnist_data import write_idx
+
+from ..mnist_sample import digits
+from ..server_process import RunningServer, run_server
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS = ROOT / "tests" / "data" / "pretrained" / "resnet20-cifar10-12fca82f.th"
+FAMILIES = ("mnist", "cifar10_resnet20", "resnet_transfer", "ssd", "segmentation")
+
+
+@pytest.fixture(scope="module")
+def quick_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("quick")
+    data = root / "mnist"
+    data.mkdir()
+    images, labels = digits()
+    write_idx(data / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", labels)
+    out = root / "models"
+    command = [
+        sys.executable,
+        "-m",
+        "deepserve.training",
+        "all",
+        "--quick",
+        "--data",
+        str(data),
+        "--weights",
+        str(WEIGHTS),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def quick_server(
+    quick_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    with run_server(quick_repo, tmp_path_factory.mktemp("quick-logs")) as server:
+        yield server
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_follows_the_rules(quick_repo: Path, family: str) -> None:
+    model_dir = quick_repo / family
+    model = onnx.load(str(model_dir / "1" / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert not [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    (graph_input,) = model.graph.input
+    assert graph_input.name == "image"
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    first = model.graph.node[0]
+    assert first.op_type == "Cast", "normalisation starts by casting the uint8 input"
+    config = (model_dir / "config.pbtxt").read_text()
+    assert "dynamic_batching" in config and 'key: "task"' in config
+    assert (model_dir / "README.md").read_text().startswith("# ")
+    report = json.loads((model_dir / "training_report.json").read_text())
+    if "parity_max_abs_diff" in report:
+        assert report["parity_max_abs_diff"] <= 1e-4
+    if family == "segmentation":
+        assert report["parity_identical_pixels"] == 1.0
+
+
+def _infer(server: RunningServer, model: str, image: np.ndarray) -> triton.InferResult:
+    client = triton.InferenceServerClient(server.url)
+    tensor = triton.InferInput("image", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(image)
+    return client.infer(model, [tensor])
+
+
+def test_every_family_serves(quick_server: RunningServer) -> None:
+    client = triton.InferenceServerClient(quick_server.url)
+    assert client.is_server_ready()
+    rng = np.random.default_rng(0)
+    assert _infer(quick_server, "mnist", rng.integers(0, 256, (3, 28, 28, 1), np.uint8)).as_numpy(
+        "logits"
+    ).shape == (3, 10)
+    for name in ("cifar10_resnet20", "resnet_transfer"):
+        logits = _infer(quick_server, name, rng.integers(0, 256, (2, 32, 32, 3), np.uint8))
+        assert logits.as_numpy("logits").shape == (2, 10)
+    found = _infer(quick_server, "ssd", rng.integers(0, 256, (2, 320, 320, 3), np.uint8))
+    assert found.as_numpy("boxes").shape == (2, 100, 4)
+    assert found.as_numpy("count").shape == (2,)
+    mask = _infer(quick_server, "segmentation", rng.integers(0, 256, (1, 200, 120, 3), np.uint8))
+    assert mask.as_numpy("mask").shape == (1, 200, 120)
+    assert mask.as_numpy("mask").dtype == np.uint8
+
+
+def test_transfer_from_a_torchvision_resnet18_file(tmp_path: Path) -> None:
+    """`--arch resnet18 --weights FILE`: a torchvision state dict (what `--weights imagenet`
+    fetches where there is internet) loads, fine-tunes, exports and keeps parity."""
+    import torch
+    import torchvision
+
+    data = tmp_path / "mnist"
+    data.mkdir()
+    images, labels = digits()
+    write_idx(data / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", labels)
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    command = [
+        sys.executable,
+        "-m",
+        "deepserve.training.resnet_transfer",
+        "--quick",
+        "--arch",
+        "resnet18",
+        "--data",
+        str(data),
+        "--weights",
+        str(weights),
+        "--out",
+        str(tmp_path / "models"),
+        "--threads",
+        "1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads((tmp_path / "models/resnet_transfer/training_report.json").read_text())
+    assert (report["arch"], report["weights"]) == ("resnet18", "resnet18.pth")
+    assert report["parity_max_abs_diff"] <= 1e-4
+    onnx.checker.check_model(str(tmp_path / "models/resnet_transfer/1/model.onnx"), full_check=True)
+
+    # A file for another network is refused by name, not silently half-loaded.
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, wrong)
+    command[command.index(str(weights))] = str(wrong)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "state_dict" in result.stderr and "fc.weight" in result.stderr
+
+
+def test_resnet50_benchmark_model_is_made_by_one_command_and_served(tmp_path: Path) -> None:
+    """torchvision's ResNet-50 at 224x224 (random weights here), exported and served."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from deepserve import Client
+    from deepserve.training.__main__ import main as train
+
+    repo = tmp_path / "models"
+    assert train(["resnet50", "--out", str(repo)]) == 0
+    config = text_format.Parse((repo / "resnet50" / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert config.max_batch_size == 128
+    assert list(config.dynamic_batching.preferred_batch_size) == [32, 64, 128]
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), np.uint8)
+    with run_server(repo, tmp_path) as server, Client(server.url) as client:
+        result = client.classify(image, model="resnet50", top_k=5)
+        assert len(result.labels) == 5 and result.label.startswith("class ")
+        logits = client.infer("resnet50", {"image": np.zeros((2, 224, 224, 3), np.uint8)})
+        assert logits["logits"].shape == (2, 1000)
