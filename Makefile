@@ -43,6 +43,7 @@ system-tools:
 # (--frontends 2: one engine, two front ends; DEEPSERVE_FRONTENDS reaches every server started).
 # Folders and modules under tests/ that start no server (in-process tests, training, tools).
 SINGLE_PROCESS_ONLY := training protocol runtime tasks core/test_control.py \
+	core/test_dataplane.py core/test_vision.py core/test_auth.py core/test_imaging.py \
 	batching/test_scheduler_unit.py batching/test_instance.py observability/test_tracing.py \
 	sdk/test_package.py sdk/test_task_call.py loadtests/test_gpu_kit.py \
 	split/test_remote_scheduler.py split/test_engine_ceiling.py

@@ -73,6 +73,15 @@ def find_version(entry: ModelEntry, version: str) -> ModelVersion:
     return found
 
 
+def serves(get: Callable[[str, str], ModelVersion], name: str, version: str) -> bool:
+    """Whether `get` (a catalog's) finds the version: ModelReady's answer."""
+    try:
+        get(name, version)
+    except (ModelNotFound, ModelUnavailable):
+        return False
+    return True
+
+
 class ModelManager:
     """The models of this process: loads, swaps and unloads versions (the engine's, in a
     split server)."""
@@ -108,11 +117,7 @@ class ModelManager:
         return find_version(self._entry(name), version)
 
     def is_ready(self, name: str, version: str = "") -> bool:
-        try:
-            self.get(name, version)
-        except (ModelNotFound, ModelUnavailable):
-            return False
-        return True
+        return serves(self.get, name, version)
 
     def ready_models(self) -> list[ModelVersion]:
         return [v for e in self._entries.values() for v in e.versions.values()]

@@ -14,11 +14,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..batching.stats import ModelStats, RequestTiming
 from ..models.catalog import ModelCatalog
-from ..models.manager import ModelEntry, State, find_version, not_in_repository
+from ..models.manager import ModelEntry, State, find_version, not_in_repository, serves
 from ..models.model import ModelVersion, assemble_version
 from ..observability import histograms
 from ..observability.histograms import VersionHistograms
-from ..protocol.errors import ModelNotFound, ModelUnavailable
+from ..protocol.errors import ModelUnavailable
 from ..protocol.types import IndexEntry, VersionStatistics
 from ..settings import ServerSettings
 from . import wire
@@ -202,11 +202,7 @@ class EngineModels:
         return found if version else self._newest.get(name, found)
 
     def is_ready(self, name: str, version: str = "") -> bool:
-        try:
-            self.get(name, version)
-        except (ModelNotFound, ModelUnavailable):
-            return False
-        return True
+        return serves(self.get, name, version)
 
     def versions_of(self, name: str) -> list[ModelVersion]:
         return list(self._entry(name).versions.values())

@@ -14,9 +14,10 @@ from deepserve.server.core.control import EXTENSIONS, Control
 from deepserve.server.grpc import convert as grpc_convert
 from deepserve.server.http import convert as http_convert
 from deepserve.server.models.manager import ModelEntry, State, find_version
-from deepserve.server.models.model import ModelVersion, assemble_version
 from deepserve.server.protocol.errors import ModelNotFound, ModelUnavailable
-from deepserve.server.protocol.types import IndexEntry, VersionStatistics
+from deepserve.server.protocol.types import IndexEntry
+
+from .fakes import FunctionScheduler, OneModel, version
 
 
 def _config() -> mc.ModelConfig:
@@ -26,54 +27,15 @@ def _config() -> mc.ModelConfig:
     return config
 
 
-class _Unused:
-    """A scheduler or histograms the control handler must never touch."""
-
-    batching = True
-
-    def __getattr__(self, name: str):
-        raise AssertionError(f"the control handler used '{name}'")
-
-
-def _version(number: int, stats: ModelStats | None = None) -> ModelVersion:
-    return assemble_version(_config(), number, {}, _Unused(), stats or ModelStats(), [], _Unused())  # type: ignore[arg-type]
-
-
-class FakeCatalog:
-    """A catalog of one model with versions 1 and 3, as a ModelCatalog answers."""
+class RecordingModels(OneModel):
+    """One model with versions 1 and 3; loads and unloads are recorded."""
 
     def __init__(self) -> None:
-        self.entry = ModelEntry("digits", State.READY, "", {1: _version(1), 3: _version(3)})
+        scheduler = FunctionScheduler(lambda feeds: {})
+        super().__init__(
+            version(_config(), scheduler, number=1), version(_config(), scheduler, number=3)
+        )
         self.loaded: list[tuple[str, str | None]] = []
-
-    @property
-    def server_ready(self) -> bool:
-        return True
-
-    def get(self, name: str, version: str = "") -> ModelVersion:
-        if name != "digits":
-            raise ModelNotFound(f"unknown model '{name}'")
-        return find_version(self.entry, version)
-
-    def is_ready(self, name: str, version: str = "") -> bool:
-        try:
-            self.get(name, version)
-        except (ModelNotFound, ModelUnavailable):
-            return False
-        return True
-
-    def versions_of(self, name: str) -> list[ModelVersion]:
-        return list(self.entry.versions.values())
-
-    def index(self, ready_only: bool = False) -> list[IndexEntry]:
-        return [IndexEntry("digits", str(v), "READY", "") for v in sorted(self.entry.versions)]
-
-    async def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
-        return self.index(ready_only)
-
-    async def statistics(self, name: str, version: str) -> list[VersionStatistics]:
-        model = self.get(name, version)
-        return [model.stats.view(model.name, str(model.version))]
 
     async def control_load(self, name: str, config_json: str | None = None) -> None:
         self.loaded.append((name, config_json))
@@ -83,7 +45,7 @@ class FakeCatalog:
 
 
 def test_metadata_lists_served_versions_and_the_batch_dimension() -> None:
-    control = Control(FakeCatalog(), "deepserve")
+    control = Control(RecordingModels(), "deepserve")
     metadata = control.model_metadata("digits")
     assert metadata.versions == ["1", "3"]
     assert [(t.name, t.datatype, t.shape) for t in metadata.inputs] == [
@@ -94,7 +56,8 @@ def test_metadata_lists_served_versions_and_the_batch_dimension() -> None:
 
 
 def test_version_lookup_errors_name_the_model_and_versions() -> None:
-    entry = ModelEntry("digits", State.READY, "", {1: _version(1)})
+    only = version(_config(), FunctionScheduler(lambda feeds: {}))
+    entry = ModelEntry("digits", State.READY, "", {1: only})
     assert find_version(entry, "").version == 1
     with pytest.raises(ModelNotFound, match=r"version 7 is not served; served versions: \[1\]"):
         find_version(entry, "7")
@@ -106,7 +69,7 @@ def test_version_lookup_errors_name_the_model_and_versions() -> None:
 
 
 def test_control_passes_loads_to_the_catalog() -> None:
-    catalog = FakeCatalog()
+    catalog = RecordingModels()
     control = Control(catalog, "deepserve")
     asyncio.run(control.load("digits", '{"max_batch_size": 4}'))
     asyncio.run(control.unload("digits"))
