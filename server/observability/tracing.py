@@ -22,14 +22,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# perf_counter_ns + this = wall-clock ns, for spans written from perf_counter measurements.
-_WALL_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
-
 _tracer: Any = None
 
 
 def wall_ns(perf_ns: int) -> int:
-    return perf_ns + _WALL_OFFSET_NS
+    """A perf_counter time as wall-clock ns, for spans written after the fact. The offset is
+    taken now, not once at start: the wall clock may have been stepped since (NTP), and the
+    request's own span was started on the wall clock of its moment."""
+    return perf_ns + time.time_ns() - time.perf_counter_ns()
 
 
 def enabled() -> bool:
