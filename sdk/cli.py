@@ -75,27 +75,35 @@ def _run_health(args: argparse.Namespace) -> int:
 
 def _run_models(args: argparse.Namespace) -> int:
     if args.url:
-        import tritonclient.grpc as triton
+        from tritonclient.utils import InferenceServerException
 
-        client = triton.InferenceServerClient(
-            args.url,
-            ssl=cli_connection.uses_tls(args),
-            root_certificates=str(args.tls_ca) if args.tls_ca else None,
-            private_key=str(args.tls_key) if args.tls_key else None,
-            certificate_chain=str(args.tls_cert) if args.tls_cert else None,
-        )
-        index = client.get_model_repository_index(
-            headers=cli_connection.metadata(args), as_json=True
-        )
-        for row in index.get("models", []):
-            print(
-                f"{row['name']:24} {row.get('version', '-'):>7}  {row.get('state', '')}  "
-                f"{row.get('reason', '')}".rstrip()
-            )
-        return 0
+        try:
+            return _print_index(args)
+        except InferenceServerException as exc:
+            print(f"{args.url}: {exc.status() or 'error'}: {exc.message()}", file=sys.stderr)
+            return 1
     from .server.cli import list_repository
 
     return list_repository(args.model_repository)
+
+
+def _print_index(args: argparse.Namespace) -> int:
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(
+        args.url,
+        ssl=cli_connection.uses_tls(args),
+        root_certificates=str(args.tls_ca) if args.tls_ca else None,
+        private_key=str(args.tls_key) if args.tls_key else None,
+        certificate_chain=str(args.tls_cert) if args.tls_cert else None,
+    )
+    index = client.get_model_repository_index(headers=cli_connection.metadata(args), as_json=True)
+    for row in index.get("models", []):
+        print(
+            f"{row['name']:24} {row.get('version', '-'):>7}  {row.get('state', '')}  "
+            f"{row.get('reason', '')}".rstrip()
+        )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

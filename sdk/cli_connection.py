@@ -28,7 +28,8 @@ def add_connection_options(parser: argparse.ArgumentParser, url: bool = True) ->
         "--token-file",
         type=Path,
         default=None,
-        help="file holding the bearer token (default: the token in DEEPSERVE_TOKEN, if set)",
+        help="file holding the bearer token, or the server's token file (its first token); "
+        "default: the token in DEEPSERVE_TOKEN, if set",
     )
     parser.add_argument(
         "--tls", action="store_true", help="use TLS with the system's root certificates"
@@ -53,9 +54,26 @@ def add_connection_options(parser: argparse.ArgumentParser, url: bool = True) ->
     )
 
 
+def token_from_file(text: str, source: str) -> str | None:
+    """A file of one bare token, or a server's token file ('<scopes> <token>' lines, '#'
+    comments): its first token (every token may infer)."""
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) > 2:
+            raise SystemExit(
+                f"deepserve: {source}: expected a bearer token, or '<scopes> <token>' lines "
+                f"as the server reads them; a line has {len(fields)} fields"
+            )
+        return fields[-1]
+    return None
+
+
 def token(args: argparse.Namespace) -> str | None:
     if args.token_file is not None:
-        return args.token_file.read_text(encoding="utf-8").strip() or None
+        text = args.token_file.read_text(encoding="utf-8")
+        return token_from_file(text, str(args.token_file))
     return os.environ.get("DEEPSERVE_TOKEN") or None
 
 

@@ -100,7 +100,10 @@ class ServerSettings:
     )
     http_host: str = setting("", "address the HTTP port binds (empty: the same as --host)")
     metrics_host: str = setting(
-        "", "address the Prometheus /metrics port binds (empty: the same as --host)"
+        "127.0.0.1",
+        "address the Prometheus /metrics port binds; it has no authentication, so it stays on "
+        "this host unless set (the container images set 0.0.0.0: a container's port is reached "
+        "only where it is published)",
     )
     metrics_port: int = setting(8002, "Prometheus /metrics HTTP port; 0 turns metrics off")
     tls_cert: Path | None = setting(None, "PEM certificate chain: serve gRPC over TLS")
@@ -216,4 +219,7 @@ class ServerSettings:
 
     @property
     def binds_loopback_only(self) -> bool:
-        return self.host in LOOPBACK_HOSTS
+        hosts = [self.host]
+        if self.http_port:
+            hosts.append(self.http_host or self.host)
+        return all(host in LOOPBACK_HOSTS for host in hosts)

@@ -15,13 +15,23 @@ import logging
 import threading
 import time
 from enum import StrEnum
+from pathlib import Path
 
 from ..protocol.errors import PermissionDenied, Unauthenticated
-from ..settings import ServerSettings
+from ..settings import LOOPBACK_HOSTS, ServerSettings
 
 log = logging.getLogger(__name__)
 
 RELOAD_CHECK_SECONDS = 1.0
+MIN_TOKEN_CHARS = 24
+"""`openssl rand -hex 12` and up; shorter ones are refused at start."""
+KNOWN_TOKENS = frozenset(
+    {
+        # Printed as examples in this project's docs before: anyone may have read them.
+        "6f1c0e9f3a0d4b7e8c2a5d1b9e4f7a3c",
+        "0d9b8c7a6e5f4d3c2b1a0f9e8d7c6b5a",
+    }
+)
 
 
 class Scope(StrEnum):
@@ -56,10 +66,23 @@ def parse_token_file(text: str, source: str) -> Tokens:
                 f"{source} line {number}: scopes must be from {[s.value for s in Scope]}, got "
                 f"'{names}'"
             ) from None
-        if len(token) < 16:
-            raise ConfigurationError(f"{source} line {number}: tokens need 16 characters or more")
+        problem = weak_token(token)
+        if problem:
+            raise ConfigurationError(f"{source} line {number}: {problem}")
         tokens.append((token.encode(), _with_implied(scopes)))
     return tuple(tokens)
+
+
+def weak_token(token: str) -> str:
+    """Why a token may not be used ("" when it may)."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return (
+            f"tokens need {MIN_TOKEN_CHARS} characters or more (make one with "
+            "`openssl rand -hex 24`)"
+        )
+    if token in KNOWN_TOKENS:
+        return "this token was printed in deepserve's documentation: make your own"
+    return ""
 
 
 def _with_implied(scopes: frozenset[Scope]) -> frozenset[Scope]:
@@ -76,8 +99,9 @@ class Authenticator:
             (settings.admin_token, Scope.ADMIN),
         ):
             if value:
-                if len(value) < 16:
-                    raise ConfigurationError(f"the {scope} token needs 16 characters or more")
+                problem = weak_token(value)
+                if problem:
+                    raise ConfigurationError(f"the {scope.value} token: {problem}")
                 self._fixed.append((value.encode(), _with_implied(frozenset({scope}))))
         self._file = settings.token_file
         self._file_tokens: Tokens = ()
@@ -86,6 +110,7 @@ class Authenticator:
         self._lock = threading.Lock()
         if self._file is not None:
             self._reload(first=True)
+            _warn_if_others_may_read(self._file)
         self.enabled = bool(self._fixed) or self._file is not None
 
     def _reload(self, first: bool = False) -> None:
@@ -127,7 +152,8 @@ class Authenticator:
             return
         if not header:
             raise Unauthenticated(
-                "this server requires a bearer token: send metadata 'authorization: Bearer <token>'"
+                "this server requires a bearer token: send 'authorization: Bearer <token>' (an "
+                "HTTP header, or gRPC metadata)"
             )
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -137,16 +163,29 @@ class Authenticator:
             raise Unauthenticated("the bearer token is not valid")
         if needed not in scopes:
             raise PermissionDenied(
-                f"this call needs the '{needed}' scope; the token has {sorted(scopes)}"
+                f"this call needs the '{needed.value}' scope; the token has "
+                f"{sorted(scope.value for scope in scopes)}"
             )
+
+
+def _warn_if_others_may_read(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        log.warning(
+            "the token file can be read by other users of this host (mode %o): chmod 600 %s",
+            mode & 0o777,
+            path.name,
+        )
 
 
 def check_exposure(settings: ServerSettings, auth: Authenticator) -> None:
     """Refuse to serve every interface with no credentials unless the operator says so."""
     if settings.binds_loopback_only or auth.enabled or settings.allow_unauthenticated:
         return
+    http_host = (settings.http_host or settings.host) if settings.http_port else settings.host
+    exposed = settings.host if settings.host not in LOOPBACK_HOSTS else f"HTTP on {http_host}"
     raise ConfigurationError(
-        f"refusing to bind {settings.host} with no tokens: anyone who can reach the port could "
+        f"refusing to bind {exposed} with no tokens: anyone who can reach the port could "
         "use it. Set DEEPSERVE_INFERENCE_TOKEN / DEEPSERVE_ADMIN_TOKEN or --token-file, bind "
         "127.0.0.1, or pass --allow-unauthenticated (for a private network)"
     )

@@ -133,4 +133,12 @@ def serve_metrics(
     if gpus is not None:
         REGISTRY.register(gpus)
     start_http_server(port, addr=host)
-    log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+    if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        log.info("Prometheus metrics on http://%s:%d/metrics (this host only)", host, port)
+    else:
+        log.warning(
+            "Prometheus metrics on http://%s:%d/metrics, open to other hosts without "
+            "authentication (--metrics-host 127.0.0.1 keeps them on this host)",
+            host,
+            port,
+        )

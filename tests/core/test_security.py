@@ -166,8 +166,22 @@ def test_cli_sends_the_token_from_the_environment(token_server) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DEEPSERVE_TOKEN"}
     refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr
+    assert "Traceback" not in refused.stderr and "bearer token" in refused.stderr
     env["DEEPSERVE_TOKEN"] = INFERENCE_TOKEN
     listed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "negate" in listed.stdout
+
+
+def test_cli_reads_the_servers_token_file(token_server) -> None:
+    """The file the server reads ('<scopes> <token>' lines) works for the client as it is."""
+    url, token_file = token_server
+    command = [sys.executable, "-m", "deepserve.cli", "models", "--url", url]
+    env = {k: v for k, v in os.environ.items() if k != "DEEPSERVE_TOKEN"}
+    listed = subprocess.run(
+        [*command, "--token-file", str(token_file)], capture_output=True, text=True, env=env,
+        timeout=60,
+    )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert "negate" in listed.stdout
 
@@ -304,7 +318,7 @@ def test_the_http_port_speaks_https_with_the_same_certificate(tmp_path: Path) ->
     [
         ("inference", "expected '<scopes> <token>'"),
         ("root 0123456789abcdef0123", "scopes must be from ['inference', 'admin']"),
-        ("inference short", "tokens need 16 characters or more"),
+        ("inference short", "tokens need 24 characters or more"),
     ],
 )
 def test_a_bad_token_file_stops_the_start_with_a_clear_message(
