@@ -17,6 +17,7 @@ from deepserve.v1 import vision_pb2 as vpb
 from deepserve.v1 import vision_pb2_grpc as vpb_grpc
 
 from .core.auth import Authenticator, ConfigurationError, check_exposure
+from .core.certificates import check_certificate_names
 from .core.control import Control
 from .core.dataplane import DataPlane, RequestLimits
 from .core.vision import Vision
@@ -52,6 +53,8 @@ class Server:
         self.auth = Authenticator(settings)
         check_exposure(settings, self.auth)
         self._credentials = server_credentials(settings)
+        if settings.tls_cert is not None:
+            check_certificate_names(settings, settings.tls_cert)
         self.host = model_host(settings, self._executor, self._health_changed, engine)
         self.models = self.host.catalog
         self.dataplane = DataPlane(self.models, RequestLimits.from_settings(settings))

@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 _tracer: Any = None
 
 
-def wall_ns(perf_ns: int) -> int:
-    """A perf_counter time as wall-clock ns, for spans written after the fact. The offset is
-    taken now, not once at start: the wall clock may have been stepped since (NTP), and the
-    request's own span was started on the wall clock of its moment."""
-    return perf_ns + time.time_ns() - time.perf_counter_ns()
+def _wall_offset_ns() -> int:
+    """perf_counter ns + this = wall-clock ns, for spans written after the fact. Taken when
+    they are written, not once at start (the wall clock may have been stepped since, and the
+    request's own span started on the wall clock of its moment); once for all the spans
+    written together, so their ends and starts meet exactly."""
+    return time.time_ns() - time.perf_counter_ns()
 
 
 def enabled() -> bool:
@@ -149,11 +150,12 @@ def record_batch(
     from opentelemetry import trace
 
     links = [trace.Link(span.get_span_context()) for span in request_spans if span is not None]
+    offset = _wall_offset_ns()
     batch = _tracer.start_span(
         "batch",
         context=trace.set_span_in_context(trace.INVALID_SPAN),  # a root: it serves many traces
         links=links,
-        start_time=wall_ns(dispatched_ns),
+        start_time=dispatched_ns + offset,
         attributes={
             "deepserve.model": model,
             "deepserve.batch_size": items,
@@ -163,10 +165,10 @@ def record_batch(
     run = _tracer.start_span(
         "onnxruntime.run",
         context=trace.set_span_in_context(batch),
-        start_time=wall_ns(run_started_ns),
+        start_time=run_started_ns + offset,
     )
-    run.end(end_time=wall_ns(run_finished_ns))
-    batch.end(end_time=wall_ns(finished_ns))
+    run.end(end_time=run_finished_ns + offset)
+    batch.end(end_time=finished_ns + offset)
     return batch.get_span_context()
 
 
@@ -179,10 +181,11 @@ def record_request_phases(
     from opentelemetry import trace
 
     parent = trace.set_span_in_context(span)
-    queue = _tracer.start_span("queue", context=parent, start_time=wall_ns(enqueued_ns))
-    queue.end(end_time=wall_ns(dispatched_ns))
+    offset = _wall_offset_ns()
+    queue = _tracer.start_span("queue", context=parent, start_time=enqueued_ns + offset)
+    queue.end(end_time=dispatched_ns + offset)
     links = [trace.Link(batch)] if batch is not None else []
     compute = _tracer.start_span(
-        "compute", context=parent, links=links, start_time=wall_ns(dispatched_ns)
+        "compute", context=parent, links=links, start_time=dispatched_ns + offset
     )
-    compute.end(end_time=wall_ns(finished_ns))
+    compute.end(end_time=finished_ns + offset)
