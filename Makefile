@@ -42,11 +42,13 @@ system-tools:
 # The whole suite, then every test that starts a server again against a split server
 # (--frontends 2: one engine, two front ends; DEEPSERVE_FRONTENDS reaches every server started).
 # Folders and modules under tests/ that start no server (in-process tests, training, tools),
+# the certificate recipe's test (a doc and a start-up check, the same in every process),
 # and the benchmark tool's test: it checks the tool, not the server (tests/split does), and its
 # concurrency-1 time split compares medians measured apart, which a split server's two extra
 # processes on two cores can turn into noise.
 SINGLE_PROCESS_ONLY := training protocol runtime tasks core/test_control.py \
 	core/test_dataplane.py core/test_vision.py core/test_auth.py core/test_imaging.py \
+	core/test_certificates.py \
 	batching/test_scheduler_unit.py batching/test_instance.py observability/test_tracing.py \
 	http/test_convert.py sdk/test_package.py sdk/test_task_call.py loadtests/test_gpu_kit.py \
 	loadtests/test_bench.py split/test_remote_scheduler.py split/test_engine_ceiling.py
