@@ -126,13 +126,10 @@ class Server:
         await server.start()
         self._grpc = server
         log.info(
-            "deepserve listening on %s:%d (%s, %s; model control %s; repository %s)",
+            "deepserve listening on %s:%d (%s; model control %s; repository %s)",
             self.settings.host,
             self.port,
-            "TLS" + (" with client certificates" if self.settings.tls_client_ca else "")
-            if self._credentials is not None
-            else "plaintext",
-            "bearer tokens required" if self.auth.enabled else "no authentication",
+            self._protection(),
             self.settings.model_control_mode,
             self.settings.model_repository,
         )
@@ -160,8 +157,22 @@ class Server:
             await asyncio.sleep(0.01)
         self.http_port = self._http.port
         log.info(
-            "KServe v2 REST on %s:%d", self.settings.http_host or self.settings.host, self.http_port
+            "KServe v2 REST and the Vision API on %s:%d (%s)",
+            self.settings.http_host or self.settings.host,
+            self.http_port,
+            self._protection(),
         )
+
+    def _protection(self) -> str:
+        """How a port is protected: both ports share the TLS files and the tokens."""
+        if self._credentials is None:
+            transport = "plaintext"
+        elif self.settings.tls_client_ca:
+            transport = "TLS with client certificates"
+        else:
+            transport = "TLS"
+        access = "bearer tokens required" if self.auth.enabled else "no authentication"
+        return f"{transport}, {access}"
 
     async def wait(self) -> None:
         assert self._grpc is not None

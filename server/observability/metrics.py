@@ -124,6 +124,7 @@ def serve_metrics(
 ) -> None:
     """Start the /metrics HTTP endpoint in a background thread (port 0: no metrics)."""
     if port == 0:
+        log.info("Prometheus metrics off (--metrics-port 0)")
         return
     if before_scrape is not None:
         REGISTRY.register(BeforeScrape(before_scrape))

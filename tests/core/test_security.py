@@ -4,6 +4,7 @@ credentials: real servers, real clients (tritonclient, the SDK, the CLI)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -304,13 +305,18 @@ def test_the_http_port_speaks_https_with_the_same_certificate(tmp_path: Path) ->
     credentials = grpc.ssl_channel_credentials(ca.cert.read_bytes())
     http_port = free_port()
     args = [*_tls_args(server_pem), "--http-port", str(http_port)]
-    with run_server(repo, tmp_path, *args, credentials=credentials):
+    with run_server(repo, tmp_path, *args, credentials=credentials) as server:
         context = ssl.create_default_context(cafile=str(ca.cert))
         url = f"https://127.0.0.1:{http_port}/v2/health/ready"
         with urllib.request.urlopen(url, context=context, timeout=10) as response:
             assert response.status == 200
         with pytest.raises(OSError):  # plaintext HTTP is not spoken on that port
             urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=5)
+    # At start the server says every port it opened and how each is protected.
+    log = server.log()
+    assert re.search(r"deepserve listening on 127\.0\.0\.1:\d+ \(TLS, no authentication;", log)
+    assert f"Vision API on 127.0.0.1:{http_port} (TLS, no authentication)" in log
+    assert "Prometheus metrics off (--metrics-port 0)" in log
 
 
 @pytest.mark.parametrize(
