@@ -96,6 +96,9 @@ def test_draw_a_seven_and_read_it(browser, bundled_server: RunningServer) -> Non
     labels = _read_top(browser)
     assert labels[0] == "7", labels
     assert "average batch" in browser.find_element(By.ID, "digit-meta").text
+    # A digit given to the photo card's CIFAR-10 model comes back as a CIFAR-10 class: the card
+    # says so before anyone tries.
+    assert "only these ten classes" in browser.find_element(By.ID, "photo-hint").text
 
 
 def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServer) -> None:
