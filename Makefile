@@ -12,14 +12,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Stamp files: reinstall only when pyproject.toml changes.
+# Stamp files: reinstall only when pyproject.toml changes. setuptools' notice about editable
+# installs (a UserWarning of its build step) is kept off the screen: it reads like a failure.
+EDITABLE := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e
 $(VENV)/.installed-server: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[server]"
+	$(EDITABLE) ".[server]"
 	touch $@
 
 # Tests train every model family for a few steps, so they need the train extra (torch) too.
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[server,dev,train,loadtest]"
+	$(EDITABLE) ".[server,dev,train,loadtest]"
 	touch $@ $(VENV)/.installed-server $(VENV)/.installed-loadtest
 
 serve: $(VENV)/.installed-server
@@ -71,7 +73,7 @@ typecheck: $(VENV)/.installed-dev
 		--cache-dir $(CURDIR)/$(TYPECHECK_TREE)-cache -p deepserve
 
 $(VENV)/.installed-loadtest: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[server,loadtest]"
+	$(EDITABLE) ".[server,loadtest]"
 	touch $@
 
 # Locust, headless, with checked answers; USERS / DURATION / URL (a running server) optional.
