@@ -94,7 +94,7 @@ def _from_proto(name: str) -> TaskRpc:
     """A task the SDK has no wrapper for, found in deepserve.v1.Vision by its RPC (the route's
     name capitalised): its answer's `results` come back as the messages themselves."""
     method = vpb.DESCRIPTOR.services_by_name["Vision"].methods_by_name.get(name.capitalize())
-    if method is None or name == "list_models":
+    if method is None:
         raise DeepserveError(f"unknown task '{name}'; the SDK knows {sorted(TASKS)}")
     request = getattr(vpb, method.input_type.name)
     return TaskRpc("", method.name, request, lambda response: list(response.results))

@@ -104,6 +104,10 @@ class ModelStats:
             for duration, (count, ns) in zip(self._request_durations(), totals, strict=True):
                 duration.add(ns, count)
 
+    def average_batch(self) -> float:
+        """Items per execution so far (0 before the first)."""
+        return self.inference_count / self.execution_count if self.execution_count else 0.0
+
     def view(self, name: str, version: str) -> VersionStatistics:
         with self._lock:
             return VersionStatistics(

@@ -72,16 +72,12 @@ class VisionRoutes:
                 images, options,
             )  # fmt: skip
             record = request_context.current.get()
-            stats = model.stats.view(model.name, str(model.version))
             answer = {
                 "model": model.name,
                 "model_version": str(model.version),
                 "server_ms": round((time.perf_counter() - started) * 1000, 3),
                 "batch_size": record.batch_items if record is not None else 0,
-                "average_batch_size": round(
-                    stats.inference_count / stats.execution_count if stats.execution_count else 0,
-                    3,
-                ),
+                "average_batch_size": round(model.stats.average_batch(), 3),
             }
             return json_response(answer | {"results": task.results_json(results, options)})
 

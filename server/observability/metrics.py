@@ -12,6 +12,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from ..protocol.types import IndexEntry
+from ..settings import LOOPBACK_HOSTS
 from .gpu_metrics import GpuCollector
 from .histograms import HistogramCollector
 
@@ -134,7 +135,7 @@ def serve_metrics(
     if gpus is not None:
         REGISTRY.register(gpus)
     start_http_server(port, addr=host)
-    if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+    if host in LOOPBACK_HOSTS:
         log.info("Prometheus metrics on http://%s:%d/metrics (this host only)", host, port)
     else:
         log.warning(

@@ -41,6 +41,10 @@ class RemoteStats(ModelStats):
         self.engine_counts = [0, 0]
         """The engine's inference and execution counts, as of this front end's last answer."""
 
+    def average_batch(self) -> float:
+        inferences, executions = self.engine_counts
+        return inferences / executions if executions else 0.0
+
     def view(self, name: str, version: str) -> VersionStatistics:
         inference_count, execution_count = self.engine_counts
         return dataclasses.replace(
