@@ -198,6 +198,7 @@ class Server:
             await self._http_task
         await self._grpc.stop(None)
         self.host.close()
+        self.vision.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info(
             "drained in %.2f s: %s; stopped",

@@ -145,6 +145,26 @@ class ServerSettings:
         "image formats the Vision API decodes, by Pillow's name (repeatable; env: comma-separated)",
         flag="--image-format",
     )
+    max_image_scans: int = setting(
+        64, "most scans a progressive JPEG may have (each is a pass over the whole image)"
+    )
+    max_image_strips: int = setting(1 << 14, "most strips or tiles a TIFF image may have")
+    max_image_decode_ms: float = setting(
+        1000.0,
+        "CPU time one image may take to decode; past it the decode stops and the call gets "
+        "INVALID_ARGUMENT",
+    )
+    decode_threads: int = setting(
+        0, "threads that decode the Vision API's images; 0: one per core, at least two"
+    )
+    heavy_decode_ms: float = setting(
+        100.0,
+        "requests whose images are estimated (from their headers) to take longer than this to "
+        "decode are decoded on separate threads (half the cores), so they never delay small ones",
+    )
+    heavy_decodes_waiting: int = setting(
+        32, "costly requests that may wait for those threads; past it RESOURCE_EXHAUSTED"
+    )
     max_request_elements: int = setting(
         1 << 25, "most tensor elements one inference request may carry, over all its inputs"
     )

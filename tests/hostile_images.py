@@ -51,3 +51,75 @@ def broken_chunk_length_png() -> bytes:
     start = data.index(b"IDAT") - 4
     data[start : start + 4] = struct.pack(">I", 5)
     return bytes(data)
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each marker segment; a scan's segment runs to the end of its
+    entropy-coded data."""
+    segments, position = [], 2
+    while position < len(data):
+        marker = data[position + 1]
+        if marker == 0xD9:  # end of image
+            segments.append((marker, position, position + 2))
+            break
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
+        end = position + 2 + length
+        if marker == 0xDA:  # start of scan: skip stuffed bytes and restart markers
+            while True:
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        segments.append((marker, position, end))
+        position = end
+    return segments
+
+
+@functools.cache
+def many_scans_jpeg(scans: int, width: int = 1024, height: int = 1024) -> bytes:
+    """A valid progressive JPEG of a flat image whose last scan is repeated up to `scans`
+    scans: a few bytes a scan on the wire, each one a pass over every block when decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    starts = [s for s in _jpeg_segments(data) if s[0] == 0xDA]
+    _, first, last = starts[-1]
+    repeated = data[first:last] * (scans - len(starts))
+    return data[:last] + repeated + b"\xff\xd9"
+
+
+def many_strips_tiff(strips: int) -> bytes:
+    """A 1-pixel-wide grayscale TIFF with one row per strip."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, strips), 7).save(buffer, "TIFF", tiffinfo={278: 1})
+    return buffer.getvalue()
+
+
+def _rle_bmp(width: int, height: int, pixels: bytes) -> bytes:
+    """An 8-bit run-length encoded BMP (BI_RLE8) with a grayscale palette."""
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    head = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    return head + info + palette + pixels
+
+
+def rle_bmp_wide_delta(width: int = 4_000_000) -> bytes:
+    """One row, `width` wide, whose only escape moves 255 rows down: Pillow's decoder would
+    fill 255 x width bytes at once."""
+    return _rle_bmp(width, 1, b"\x00\x02\x00\xff" + b"\x00\x01")
+
+
+def rle_bmp_many_runs(width: int = 2000, height: int = 2000) -> bytes:
+    """Every pixel its own run: Pillow decodes run-length BMPs in Python, a run at a time."""
+    row = b"\x01\x80\x01\x40" * (width // 2) + b"\x00\x00"
+    return _rle_bmp(width, height, row * height + b"\x00\x01")
+
+
+def many_frames_gif(frames: int, size: int = 64) -> bytes:
+    """An animated GIF whose frames are gray levels 0, 1, 2, ... in turn."""
+    buffer = io.BytesIO()
+    images = [Image.new("L", (size, size), i % 256) for i in range(frames)]
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=10)
+    return buffer.getvalue()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -256,7 +256,7 @@ class DataPlane:
     async def run_images(
         self,
         model: ModelVersion,
-        prepare: Callable[[], tuple[np.ndarray, T]],
+        prepare: Callable[[], Awaitable[tuple[np.ndarray, T]]],
         input_name: str,
         output_names: list[str],
         finish: Callable[[dict[str, np.ndarray], T], R],
@@ -264,12 +264,12 @@ class DataPlane:
     ) -> R:
         """The Vision API's path through the same scheduler (so its requests batch with tensor
         requests to the model): `prepare` decodes and resizes on a worker thread, returning the
-        uint8 batch and context for `finish`, which post-processes on a worker thread too.
+        uint8 batch and context for `finish`, which post-processes on a worker thread.
         More images than max_batch_size go as several jobs."""
         request_context.note_model(model.name, model.version)
         started = time.perf_counter_ns()
         try:
-            batch, context = await asyncio.to_thread(prepare)
+            batch, context = await prepare()
             t1 = time.perf_counter_ns()
             limit = max(model.max_batch_size, 1)
             chunks = [batch[i : i + limit] for i in range(0, len(batch), limit)]

@@ -3,14 +3,14 @@ HxWxC array a model takes out."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..protocol.errors import InvalidInput, LimitExceeded
+from ..protocol.errors import InvalidInput, LimitExceeded, ServingError
 from ..protocol.types import ImageSource
+from .decode_work import BudgetedBytes, DecodeBounds, Stop, check_structure
 
 # Pillow's own bomb check only warns between its limit and twice it: deepserve checks the
 # header against its own budget (ImageLimits) before decoding, and Pillow's check stays behind it.
@@ -34,6 +34,8 @@ class ImageLimits:
     """All images of one request, decoded: width x height x channels."""
     formats: tuple[str, ...]
     """Pillow format names that may be decoded."""
+    work: DecodeBounds
+    """Scans, strips and CPU time one image may take to decode."""
 
 
 def _from_raw(raw: ImageSource, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
@@ -62,21 +64,29 @@ def _check_pixels(index: int, width: int, height: int, limits: ImageLimits) -> N
         )
 
 
-def _open(data: bytes, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
-    """Read the header only, and check size and format before any pixel is decoded."""
+def _open(
+    data: bytes, index: int, limits: ImageLimits, stop: Stop | None
+) -> tuple[Image.Image, int]:
+    """Read the header only, and check size, format and structure before any pixel is
+    decoded; the pixels are then read through the decode budget."""
+    source = BudgetedBytes(data, index, limits.work.cpu_ms, stop)
     try:
-        opened = Image.open(io.BytesIO(data), formats=limits.formats)
+        opened = Image.open(source, formats=limits.formats)
     except UnidentifiedImageError:
         raise InvalidInput(
             f"image {index}: {len(data)} encoded bytes are not an image in a format this "
             f"server decodes ({', '.join(limits.formats)})"
         ) from None
+    except ServingError:
+        raise
     except Exception as exc:  # Pillow's plugins raise many types for broken headers
         raise InvalidInput(
             f"image {index}: cannot read the image header ({_describe(exc)})"
         ) from None
     width, height = opened.size
     _check_pixels(index, width, height, limits)
+    check_structure(opened, data, index, limits.work)
+    source.restart(opened.format)
     return opened, width * height * _bytes_per_pixel(opened.mode)
 
 
@@ -84,13 +94,15 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
 
 
-def _opened(image: ImageSource, index: int, limits: ImageLimits) -> tuple[Image.Image, int]:
+def _opened(
+    image: ImageSource, index: int, limits: ImageLimits, stop: Stop | None
+) -> tuple[Image.Image, int]:
     """The image opened (header read, pixels not yet decoded) and its decoded size in bytes."""
     if image.pixels is not None:
         return _from_raw(image, index, limits)
     if not image.encoded:
         raise InvalidInput(f"image {index}: empty (set 'encoded' bytes or 'raw' pixels)")
-    return _open(image.encoded, index, limits)
+    return _open(image.encoded, index, limits, stop)
 
 
 def _decoded(opened: Image.Image, index: int) -> Image.Image:
@@ -98,6 +110,8 @@ def _decoded(opened: Image.Image, index: int) -> Image.Image:
     try:
         opened.load()
         return ImageOps.exif_transpose(opened)
+    except ServingError:  # past the decode budget, or the caller is gone
+        raise
     except Exception as exc:  # truncated data, broken chunks (SyntaxError), bad EXIF, ...
         raise InvalidInput(
             f"image {index}: cannot decode the {opened.format or 'raw'} data ({_describe(exc)})"
@@ -125,13 +139,16 @@ def to_model_input(picture: Image.Image, height: int, width: int, channels: int)
     return array[..., None] if channels == 1 else array
 
 
-def open_all(images: list[ImageSource], limits: ImageLimits) -> list[Image.Image]:
-    """Every image of a request opened from its header, each within the pixel limit and all
-    together within the request's decoded-size budget, before any pixel is decoded."""
+def open_all(
+    images: list[ImageSource], limits: ImageLimits, stop: Stop | None = None
+) -> list[Image.Image]:
+    """Every image of a request opened from its header, each within the pixel and structure
+    limits and all together within the request's decoded-size budget, before any pixel is
+    decoded. `stop`, once set, ends the decoding of the request's images."""
     opened: list[Image.Image] = []
     total = 0
     for index, image in enumerate(images):
-        picture, decoded_bytes = _opened(image, index, limits)
+        picture, decoded_bytes = _opened(image, index, limits, stop)
         total += decoded_bytes
         if total > limits.max_request_bytes:
             raise LimitExceeded(

@@ -1,13 +1,16 @@
 """The Vision API's core, the same for gRPC and HTTP: find the model, check it does the task,
-open the images from their headers (limits first), decode and resize them on a worker thread,
-batch them through the model's scheduler with tensor requests, post-process."""
+open the images from their headers (limits first), decode and resize them on the Vision API's
+own threads (within a CPU budget, stopped when the caller goes away), batch them through the
+model's scheduler with tensor requests, post-process."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..models.catalog import ModelCatalog
 from ..models.model import ModelVersion
@@ -17,6 +20,8 @@ from ..settings import ServerSettings
 from ..tasks import Task
 from . import imaging
 from .dataplane import DataPlane
+from .decode_lanes import DecodeLanes, LaneSizes
+from .decode_work import DecodeBounds, Stop
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,25 @@ class Vision:
             max_pixels=settings.max_image_pixels,
             max_request_bytes=settings.max_request_image_bytes,
             formats=tuple(f.upper() for f in settings.image_formats),
+            work=DecodeBounds(
+                max_scans=settings.max_image_scans,
+                max_strips=settings.max_image_strips,
+                cpu_ms=settings.max_image_decode_ms,
+            ),
         )
         self.response_budget = settings.response_budget_bytes
+        cores = os.cpu_count() or 1
+        self._lanes = DecodeLanes(
+            LaneSizes(
+                light_threads=settings.decode_threads or max(cores, 2),
+                heavy_threads=max(cores // 2, 1),
+                heavy_waiting=settings.heavy_decodes_waiting,
+                heavy_ms=settings.heavy_decode_ms,
+            )
+        )
+
+    def close(self) -> None:
+        self._lanes.close()
 
     def model_for(self, wanted: str, name: str, version: str) -> tuple[ModelVersion, Task]:
         model = self._manager.get(name, version)
@@ -66,10 +88,18 @@ class Vision:
             raise InvalidInput("the request has no images")
         limits, spec = self.limits, task.image
 
-        def prepare() -> tuple[np.ndarray, list[tuple[int, int]]]:
-            opened = imaging.open_all(images, limits)
+        def open_images(stop: Stop) -> list[Image.Image]:
+            opened = imaging.open_all(images, limits, stop)
             task.check_sizes([(picture.height, picture.width) for picture in opened], options)
+            return opened
+
+        def decode(
+            opened: list[Image.Image], stop: Stop
+        ) -> tuple[np.ndarray, list[tuple[int, int]]]:
             return imaging.prepare(opened, spec.height, spec.width, spec.channels)
+
+        async def prepare() -> tuple[np.ndarray, list[tuple[int, int]]]:
+            return await self._lanes.run(open_images, decode)
 
         results = await self._dataplane.run_images(
             model,

@@ -1,0 +1,83 @@
+"""Where the Vision API's images are decoded: threads of its own (so costly images never hold
+the threads that post-process answers or load models), in two lanes. Every request's headers
+are read in the light lane; images whose decode is estimated from the header to be costly (a
+large photo, a progressive JPEG of many scans, a run-length BMP) finish in the heavy lane, which
+has fewer threads and a bounded queue, so a client sending costly images delays other costly
+images, never the small ones."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from PIL import Image
+
+from ..protocol.errors import ServerBusy
+from .decode_work import Stop, estimated_ms
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LaneSizes:
+    light_threads: int
+    heavy_threads: int
+    heavy_waiting: int
+    """Costly requests that may wait for the heavy lane; past it RESOURCE_EXHAUSTED."""
+    heavy_ms: float
+    """A request whose images are estimated to take longer than this goes to the heavy lane."""
+
+
+@dataclass
+class _Opened:
+    """Headers read, to be decoded in the heavy lane."""
+
+    images: list[Image.Image]
+
+
+class DecodeLanes:
+    def __init__(self, sizes: LaneSizes) -> None:
+        self._sizes = sizes
+        self._light = ThreadPoolExecutor(sizes.light_threads, thread_name_prefix="decode")
+        self._heavy = ThreadPoolExecutor(sizes.heavy_threads, thread_name_prefix="decode-heavy")
+        self._heavy_queued = 0
+
+    async def run(
+        self,
+        open_images: Callable[[Stop], list[Image.Image]],
+        decode: Callable[[list[Image.Image], Stop], T],
+    ) -> T:
+        """`open_images` (headers and limits), then `decode`, on a lane's thread; stopped
+        (through `Stop`) when the caller goes away."""
+        loop = asyncio.get_running_loop()
+        stop = Stop()
+
+        def start(stop: Stop) -> T | _Opened:
+            opened = open_images(stop)
+            if sum(estimated_ms(image) for image in opened) > self._sizes.heavy_ms:
+                return _Opened(opened)
+            return decode(opened, stop)
+
+        try:
+            started = await loop.run_in_executor(self._light, start, stop)
+            if not isinstance(started, _Opened):
+                return started
+            if self._heavy_queued >= self._sizes.heavy_waiting:
+                raise ServerBusy(
+                    f"{self._heavy_queued} costly images are already waiting to be decoded "
+                    "(heavy_decodes_waiting); try again later or send smaller images"
+                )
+            self._heavy_queued += 1
+            try:
+                return await loop.run_in_executor(self._heavy, decode, started.images, stop)
+            finally:
+                self._heavy_queued -= 1
+        finally:
+            stop.set()  # a caller that went away (or ran out of time) stops the decode
+
+    def close(self) -> None:
+        self._light.shutdown(wait=False, cancel_futures=True)
+        self._heavy.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,155 @@
+"""Decoder CPU bombs against a real server: small files within every pixel limit whose decode
+would take seconds (progressive JPEGs of many scans, a TIFF of 20,000 strips, run-length BMPs)
+are refused from the header or stopped at the decode budget, on both transports, while normal
+Vision calls keep answering; a caller that gives up stops the work."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from deepserve.v1 import vision_pb2 as vpb
+from deepserve.v1 import vision_pb2_grpc as vpb_grpc
+
+from ..hostile_images import (
+    encoded,
+    many_scans_jpeg,
+    many_strips_tiff,
+    rle_bmp_many_runs,
+    rle_bmp_wide_delta,
+)
+from ..server_process import RunningServer, free_port, run_server
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and every process below it (front ends and engine alike)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+@pytest.fixture(scope="module")
+def frugal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The bundled models with a decode budget of 250 ms: a progressive JPEG's scans are
+    stopped at the budget, its final pass (bounded by the pixel limit) cannot be."""
+    http_port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    with run_server(
+        root / "models", tmp_path_factory.mktemp("frugal"), "--http-port", str(http_port),
+        "--metrics-port", "0", "--max-image-decode-ms", "250",
+    ) as running:  # fmt: skip
+        running.http_port = http_port
+        yield running
+
+
+def _classify(url: str, data: bytes, timeout: float = 30) -> grpc.RpcError | vpb.ClassifyResponse:
+    with grpc.insecure_channel(url) as channel:
+        stub = vpb_grpc.VisionStub(channel)
+        request = vpb.ClassifyRequest(model="mnist", images=[vpb.Image(encoded=data)])
+        try:
+            return stub.Classify(request, timeout=timeout)
+        except grpc.RpcError as error:
+            return error
+
+
+BOMBS = {
+    "jpeg-1000-scans": (many_scans_jpeg(1000), "max_image_scans"),
+    "tiff-20000-strips": (many_strips_tiff(20_000), "max_image_strips"),
+    "bmp-rle-wide-delta": (rle_bmp_wide_delta(), "run-length encoded BMP"),
+    "bmp-rle-4-mpx-of-runs": (rle_bmp_many_runs(), "run-length encoded BMP"),
+    # within every header limit: 215 KB that take about 2.4 s of CPU to decode
+    "jpeg-64-scans-36-mpx": (many_scans_jpeg(64, 6000, 6000), "max_image_decode_ms"),
+}
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_each_bomb_is_refused_over_both_transports(frugal_server: RunningServer, name: str):
+    data, limit = BOMBS[name]
+    error = _classify(frugal_server.url, data)
+    assert isinstance(error, grpc.RpcError)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert limit in error.details() and "image 0" in error.details()
+    url = f"http://127.0.0.1:{frugal_server.http_port}/v1/models/mnist/classify"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30)
+    assert refused.value.code == 400 and limit in json.load(refused.value)["error"]
+
+
+def test_bombs_cost_about_a_second_each_and_normal_calls_keep_answering(
+    frugal_server: RunningServer,
+) -> None:
+    normal = encoded("PNG", 28, 28)
+    url, pid = frugal_server.url, frugal_server.process.pid
+
+    def normal_latencies(seconds: float) -> list[float]:
+        latencies, end = [], time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            answer = _classify(url, normal, timeout=10)
+            assert isinstance(answer, vpb.ClassifyResponse), answer
+            latencies.append(time.perf_counter() - started)
+        return latencies
+
+    bomb = BOMBS["jpeg-64-scans-36-mpx"][0]  # decodes for seconds unless stopped
+    cpu_before = tree_cpu_seconds(pid)
+    with ThreadPoolExecutor(4) as pool:
+        errors = list(pool.map(lambda _: _classify(url, bomb), range(8)))
+    cpu = tree_cpu_seconds(pid) - cpu_before
+    assert {e.code() for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}  # type: ignore[union-attr]
+    quiet = normal_latencies(3.0)
+    with ThreadPoolExecutor(5) as pool:
+        during_future = pool.submit(normal_latencies, 6.0)
+        end = time.perf_counter() + 5.0
+        while time.perf_counter() < end:  # four bombs at a time, all along
+            list(pool.map(lambda _: _classify(url, bomb), range(4)))
+        during = during_future.result()
+    p99 = lambda xs: statistics.quantiles(xs, n=100)[98] * 1000  # noqa: E731
+    print(
+        f"8 JPEG bombs (4 at once): server CPU {cpu:.1f} s; normal calls p99 "
+        f"{p99(quiet):.1f} ms quiet ({len(quiet)} calls), {p99(during):.1f} ms with bombs "
+        f"four at a time ({len(during)} calls)"
+    )
+    # each bomb is stopped at 0.25 s of CPU (the whole decode takes about 2.4 s)
+    assert cpu < 8 * 0.5
+    assert p99(during) < 4 * p99(quiet) + 50  # 2x here; the margin is for a busy machine
+
+
+def test_a_caller_that_gives_up_stops_the_decode(frugal_server: RunningServer) -> None:
+    bomb = BOMBS["jpeg-64-scans-36-mpx"][0]
+    pid = frugal_server.process.pid
+    cpu_before = tree_cpu_seconds(pid)
+    with ThreadPoolExecutor(8) as pool:
+        errors = list(pool.map(lambda _: _classify(frugal_server.url, bomb, 0.05), range(8)))
+    time.sleep(0.5)  # let anything still running show in the counters
+    cpu = tree_cpu_seconds(pid) - cpu_before
+    print(f"8 bombs whose callers wait 0.05 s: server CPU {cpu:.2f} s")
+    assert {e.code() for e in errors} == {grpc.StatusCode.DEADLINE_EXCEEDED}  # type: ignore[union-attr]
+    assert cpu < 8 * 0.25  # stopped soon after the deadline, before the budget
