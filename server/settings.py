@@ -99,6 +99,22 @@ class ServerSettings:
         8000, "KServe v2 REST (and the Vision API over HTTP) port, as Triton's; 0 turns it off"
     )
     http_host: str = setting("", "address the HTTP port binds (empty: the same as --host)")
+    http_allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "host names HTTP requests may name in Host besides addresses, localhost, this machine's "
+        "name, the bound name and the TLS certificate's names (repeatable; env: comma-separated; "
+        "'*': any), so a DNS-rebinding page cannot reach the API",
+        flag="--http-allowed-host",
+    )
+    http_max_connections: int = setting(
+        1000, "open HTTP connections; past it a new one is answered 503 and closed"
+    )
+    http_max_header_kb: int = setting(
+        64, "largest HTTP request line and headers, in KiB; past it 431 and the connection closes"
+    )
+    http_header_timeout_s: float = setting(
+        10.0, "time a client has to send a request's line and headers; past it 408 and close"
+    )
     metrics_host: str = setting(
         "127.0.0.1",
         "address the Prometheus /metrics port binds; it has no authentication, so it stays on "
@@ -131,6 +147,11 @@ class ServerSettings:
 
     # ---- limits ----------------------------------------------------------------------------
     max_message_mb: int = setting(64, "largest gRPC message received or sent, in MiB")
+    max_json_mb: int = setting(
+        8,
+        "largest JSON document an HTTP request may carry, in MiB (parsing holds the server's "
+        "interpreter; larger tensors go as binary data)",
+    )
     max_image_pixels: int = setting(
         40_000_000,
         "largest image a Vision call may send, in pixels (width x height), checked "
@@ -223,6 +244,10 @@ class ServerSettings:
     @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * MIB
+
+    @property
+    def max_json_bytes(self) -> int:
+        return self.max_json_mb * MIB
 
     @property
     def response_budget_bytes(self) -> int:

@@ -12,19 +12,24 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..core.auth import Authenticator, Scope
 from ..observability import request_context
 from ..observability.observe import Observer
-from ..protocol.errors import LimitExceeded, ServingError
+from ..protocol.errors import InvalidInput, LimitExceeded, ServingError
+from ..protocol.numbers import decimal
 from ..protocol.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 JSON = "application/json"
+# Tensors nest a level a dimension inside a few objects: 64 is far beyond any of them.
+MAX_JSON_DEPTH = 64
+MAX_JSON_BYTES = 8 << 20
 
 
 def json_response(document: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -32,10 +37,37 @@ def json_response(document: Any, status: int = 200, headers: dict | None = None)
     return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
+def parse_json(
+    body: bytes, what: str, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """A JSON document, refused (INVALID_ARGUMENT) when it is larger than `max_bytes` (Python's
+    parser holds the interpreter for the whole document, so its size is what bounds the stall),
+    is not JSON, or nests deeper than `max_depth` (counted over every bracket, before the
+    parser recurses)."""
+    if len(body) > max_bytes:
+        raise LimitExceeded(
+            f"{what} is {len(body)} bytes of JSON, more than this server's limit of {max_bytes} "
+            "(max_json_mb); send large tensors with the binary data extension"
+        )
+    brackets = np.frombuffer(body, np.uint8)
+    steps = np.zeros(len(brackets), np.int8)
+    steps[(brackets == ord("[")) | (brackets == ord("{"))] = 1
+    steps[(brackets == ord("]")) | (brackets == ord("}"))] = -1
+    depth = int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+    if depth > max_depth:
+        raise InvalidInput(
+            f"{what} nests {depth} levels deep, more than this server's limit of {max_depth}"
+        )
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInput(f"{what} is not JSON: {str(exc)[:200]}") from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused past `limit` bytes before it is all read (Content-Length or not)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if (decimal(declared) or 0) > limit:
         raise LimitExceeded(
             f"the body of {declared} bytes is larger than this server's limit of {limit} "
             "bytes (max_message_mb)"
@@ -84,6 +116,9 @@ class CallWrapper:
             except ServingError as error:
                 record.code = error.kind.value
                 response = _error(error.message, request_id, HTTP_STATUS[error.kind])
+            except RecursionError:  # a client's document nested past what Python walks
+                record.code = "INVALID_ARGUMENT"
+                response = _error("the request is nested too deeply", request_id, 400)
             except Exception as error:  # a bug: logged, answered without details
                 log.exception("unexpected error while handling a request")
                 record.code = "INTERNAL"

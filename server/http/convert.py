@@ -11,6 +11,7 @@ import numpy as np
 
 from ..protocol import codecs
 from ..protocol.errors import InvalidInput
+from ..protocol.numbers import decimal
 from ..protocol.types import (
     IndexEntry,
     InferRequest,
@@ -21,6 +22,7 @@ from ..protocol.types import (
     RequestedOutput,
     VersionStatistics,
 )
+from .calls import MAX_JSON_BYTES, parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -50,17 +52,34 @@ def _object(value: Any, what: str) -> dict:
     return value
 
 
+def _list(value: Any, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInput(f"{what} must be a JSON list, got {type(value).__name__}")
+    return value
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what}: 'name' must be a string, got {type(value).__name__}")
+    return value
+
+
 def infer_request(
-    body: bytes, header_length: str | None, model: str, version: str
+    body: bytes,
+    header_length: str | None,
+    model: str,
+    version: str,
+    max_json_bytes: int = MAX_JSON_BYTES,
 ) -> tuple[InferRequest, bool]:
     """An infer body, JSON or JSON header + binary tensors; and whether every output should
     go back binary (`binary_data_output`)."""
     binary = memoryview(b"")
     if header_length is not None:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
+        length = decimal(header_length)
+        if length is None:
+            raise InvalidInput("Inference-Header-Content-Length must be an integer")
         if not 0 < length <= len(body):
             raise InvalidInput(
                 f"Inference-Header-Content-Length {length} is outside the body's {len(body)} bytes"
@@ -68,14 +87,11 @@ def infer_request(
         head, binary = body[:length], memoryview(body)[length:]
     else:
         head = body
-    try:
-        document = _object(json.loads(head), "the request")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the request is not JSON: {exc}") from None
+    document = _object(parse_json(bytes(head), "the request", max_json_bytes), "the request")
     inputs, offset = [], 0
-    for position, spec in enumerate(document.get("inputs") or []):
+    for position, spec in enumerate(_list(document.get("inputs"), "inputs")):
         spec = _object(spec, f"inputs[{position}]")
-        name = str(spec.get("name", ""))
+        name = _name(spec.get("name", ""), f"inputs[{position}]")
         shape = spec.get("shape", [])
         if not isinstance(shape, list) or not all(type(d) is int for d in shape):
             raise InvalidInput(f"input '{name}': shape must be a list of integers")
@@ -103,7 +119,7 @@ def infer_request(
     request_parameters = _object(document.get("parameters") or {}, "parameters")
     all_binary = bool(request_parameters.pop("binary_data_output", False))
     outputs = []
-    for position, spec in enumerate(document.get("outputs") or []):
+    for position, spec in enumerate(_list(document.get("outputs"), "outputs")):
         spec = _object(spec, f"outputs[{position}]")
         parameters = _object(spec.get("parameters") or {}, "output parameters")
         k = parameters.get("classification", 0)
@@ -112,7 +128,8 @@ def infer_request(
                 f"output '{spec.get('name')}': classification must be a positive class count"
             )
         binary_output = bool(parameters.get("binary_data", all_binary))
-        outputs.append(RequestedOutput(str(spec.get("name", "")), k, binary_output))
+        name = _name(spec.get("name", ""), f"outputs[{position}]")
+        outputs.append(RequestedOutput(name, k, binary_output))
     request = InferRequest(
         model=model,
         version=version,

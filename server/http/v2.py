@@ -4,6 +4,8 @@ plane, errors, limits, tokens and request ids as gRPC. tritonclient.http works u
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -22,9 +24,10 @@ from ..protocol.errors import InvalidInput
 from ..settings import ServerSettings
 from . import convert as http_convert
 from . import openapi
-from .calls import JSON, CallWrapper, Handler, json_response, read_body
+from .calls import JSON, CallWrapper, Handler, json_response, parse_json, read_body
 
 log = logging.getLogger(__name__)
+PARSE_ON_LOOP_BYTES = 256 * 1024
 
 
 class V2Routes:
@@ -81,8 +84,18 @@ class V2Routes:
     async def infer(self, request: Request) -> Response:
         body = await read_body(request, self._settings.max_message_bytes)
         name, version = _model(request)
-        infer_request, all_binary = http_convert.infer_request(
-            body, request.headers.get(http_convert.HEADER_LENGTH), name, version
+        convert = functools.partial(
+            http_convert.infer_request,
+            body,
+            request.headers.get(http_convert.HEADER_LENGTH),
+            name,
+            version,
+            self._settings.max_json_bytes,
+        )
+        # Converting a large body takes a while: off the event loop (the JSON parser itself
+        # holds the interpreter, so max_json_mb is what bounds its share).
+        infer_request, all_binary = (
+            await asyncio.to_thread(convert) if len(body) > PARSE_ON_LOOP_BYTES else convert()
         )
         answer = await self._dataplane.infer(infer_request)
         content, header_length = http_convert.infer_response(answer, all_binary)
@@ -98,13 +111,13 @@ class V2Routes:
 
     async def repository_index(self, request: Request) -> Response:
         body = await read_body(request, 1 << 20)
-        ready_only = bool(_document(body).get("ready", False))
+        ready_only = bool(_document(body, self._settings.max_json_bytes).get("ready", False))
         rows = await self._control.index(ready_only)
         return json_response([http_convert.index_entry(r) for r in rows])
 
     async def load(self, request: Request) -> Response:
         body = await read_body(request, self._settings.max_message_bytes)
-        parameters = _document(body).get("parameters") or {}
+        parameters = _document(body, self._settings.max_json_bytes).get("parameters") or {}
         config = parameters.get("config") if isinstance(parameters, dict) else None
         if config is not None and not isinstance(config, str):
             config = json.dumps(config)
@@ -120,13 +133,10 @@ def _model(request: Request) -> tuple[str, str]:
     return request.path_params["model"], request.path_params.get("version", "")
 
 
-def _document(body: bytes) -> dict:
+def _document(body: bytes, max_bytes: int) -> dict:
     if not body.strip():
         return {}
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}") from None
+    document = parse_json(body, "the body", max_bytes)
     if not isinstance(document, dict):
         raise InvalidInput("the body must be a JSON object")
     return document

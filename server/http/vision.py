@@ -19,6 +19,7 @@ from ..core.auth import Scope
 from ..core.vision import Vision
 from ..observability import request_context
 from ..protocol.errors import InvalidInput, LimitExceeded
+from ..protocol.numbers import decimal
 from ..protocol.types import ImageSource
 from ..tasks import TASKS, Task
 from ..tasks.base import parse_query
@@ -32,7 +33,7 @@ async def _images(request: Request, limit: int) -> list[ImageSource]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if (decimal(declared) or 0) > limit:
             raise LimitExceeded(
                 f"the body of {declared} bytes is larger than this server's limit of {limit} "
                 "bytes (max_message_mb)"

@@ -23,6 +23,7 @@ from ..protocol.errors import (
     ModelUnavailable,
     PermissionDenied,
 )
+from ..protocol.numbers import decimal
 from ..protocol.types import IndexEntry, VersionStatistics
 from ..settings import ServerSettings
 from . import repository
@@ -63,9 +64,12 @@ def find_version(entry: ModelEntry, version: str) -> ModelVersion:
     versions = entry.versions
     if not version:
         return versions[max(versions)]
-    if not version.isdigit():
-        raise ModelNotFound(f"model '{name}' has no version '{version}': versions are integers")
-    found = versions.get(int(version))
+    number = decimal(version)
+    if number is None:
+        raise ModelNotFound(
+            f"model '{name}' has no version '{version[:64]}': versions are integers"
+        )
+    found = versions.get(number)
     if found is None:
         raise ModelNotFound(
             f"model '{name}' version {version} is not served; served versions: {sorted(versions)}"

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..protocol.errors import ModelLoadError
+from ..protocol.numbers import decimal
 
 CONFIG_FILENAME = "config.pbtxt"
 DEFAULT_MODEL_FILENAME = "model.onnx"
@@ -91,9 +92,8 @@ def inside(model_dir: Path, relative: str, what: str) -> Path:
 
 def version_folders(model_dir: Path) -> list[int]:
     """Numeric sub-folders of a model, ascending: the versions present on disk."""
-    return sorted(
-        int(entry.name) for entry in model_dir.iterdir() if entry.is_dir() and entry.name.isdigit()
-    )
+    numbers = (decimal(entry.name) for entry in model_dir.iterdir() if entry.is_dir())
+    return sorted(number for number in numbers if number is not None)
 
 
 def select_versions(config: mc.ModelConfig, present: list[int]) -> list[int]:

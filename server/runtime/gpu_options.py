@@ -26,6 +26,7 @@ import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..protocol.errors import ModelLoadError
+from ..protocol.numbers import decimal
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def cuda_options(config: mc.ModelConfig, gpu_id: int) -> dict[str, Any]:
         if not value:
             continue
         if allowed is None:
-            if not value.isdigit():
+            if decimal(value) is None:
                 raise ModelLoadError(f"parameter {key} must be a number of bytes, got '{value}'")
         elif value not in allowed:
             raise ModelLoadError(f"parameter {key} must be one of {list(allowed)}, got '{value}'")
@@ -80,8 +81,10 @@ def profile(config: mc.ModelConfig) -> dict[str, str]:
     largest preferred batch size; empty when a shape is not known."""
     parameters = _parameters(config)
     image = None
-    if parameters.get("image_height", "").isdigit() and parameters.get("image_width", "").isdigit():
-        image = (int(parameters["image_height"]), int(parameters["image_width"]))
+    height = decimal(parameters.get("image_height", ""))
+    width = decimal(parameters.get("image_width", ""))
+    if height is not None and width is not None:
+        image = (height, width)
     batching = config.max_batch_size > 0
     largest = config.max_batch_size
     preferred = list(config.dynamic_batching.preferred_batch_size)
@@ -190,7 +193,7 @@ def tensorrt_options(
         options["trt_max_workspace_size"] = int(accelerator["max_workspace_size_bytes"])
     if "builder_optimization_level" in accelerator:
         level = accelerator["builder_optimization_level"]
-        if not level.isdigit() or not 0 <= int(level) <= 5:
+        if decimal(level) not in range(6):
             raise ModelLoadError(f"builder_optimization_level must be 0..5, got '{level}'")
         options["trt_builder_optimization_level"] = int(level)
     if model_file is not None and engine_cache is not None:

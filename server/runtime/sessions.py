@@ -17,6 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..protocol.codecs import datatype_from_config, numpy_dtype
 from ..protocol.errors import ModelLoadError
+from ..protocol.numbers import decimal
 from . import gpu_options
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,9 @@ def warmup_inputs(config: mc.ModelConfig) -> tuple[dict[str, np.ndarray], bool]:
     exact = all(d >= 0 for t in config.input for d in t.dims)
     params = {k: v.string_value for k, v in config.parameters.items()}
     size = None
-    if params.get("image_height", "").isdigit() and params.get("image_width", "").isdigit():
-        size = (int(params["image_height"]), int(params["image_width"]))
+    height, width = decimal(params.get("image_height", "")), decimal(params.get("image_width", ""))
+    if height is not None and width is not None:
+        size = (height, width)
         exact = exact or len(config.input) == 1
     return {t.name: _warmup_value(t, batching, size) for t in config.input}, exact
 

@@ -171,7 +171,7 @@ def test_errors_have_the_right_status_and_name_what_was_wrong(both, http) -> Non
     host, port = address.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
-            b"POST /v2/models/negate/infer HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v2/models/negate/infer HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n"
         )
         answer = b""
