@@ -103,7 +103,8 @@ class ServerSettings:
         (),
         "host names HTTP requests may name in Host besides addresses, localhost, this machine's "
         "name, the bound name and the TLS certificate's names (repeatable; env: comma-separated; "
-        "'*': any), so a DNS-rebinding page cannot reach the API",
+        "'.example.com': it and every name under it; '*': any), so a DNS-rebinding page cannot "
+        "reach the API",
         flag="--http-allowed-host",
     )
     http_max_connections: int = setting(

@@ -49,7 +49,10 @@ class HostGuard:
         if name in self.names:
             return True
         parent = name.split(".", 1)[-1]  # '*.example.com' names one more label
-        return "." in name and f"*.{parent}" in self.names
+        if "." in name and f"*.{parent}" in self.names:
+            return True
+        # '.svc.cluster.local' names that domain and every name under it
+        return any(f".{name}".endswith(suffix) for suffix in self.names if suffix[:1] == ".")
 
     def refusal(self, headers: dict[bytes, bytes]) -> str | None:
         """Why a request with these headers is refused, or None."""
