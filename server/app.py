@@ -21,6 +21,7 @@ from .core.certificates import check_certificate_names
 from .core.control import Control
 from .core.dataplane import DataPlane, RequestLimits
 from .core.vision import Vision
+from .grpc.admission import MIB, RequestBytes
 from .grpc.inference import InferenceServicer
 from .grpc.security import TokenInterceptor, server_credentials
 from .grpc.vision import VisionServicer
@@ -98,12 +99,21 @@ class Server:
             *self.settings.extra_grpc_options,
         ]
         interceptors = [TokenInterceptor(self.auth)] if self.auth.enabled else []
-        server = grpc.aio.server(options=options, interceptors=interceptors)
+        server = grpc.aio.server(
+            options=options,
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
+        )
+        held = RequestBytes(
+            self.settings.max_inflight_mb * MIB, self.settings.max_inflight_mb_per_connection * MIB
+        )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane, self.control, self.observer),
+            InferenceServicer(self.dataplane, self.control, self.observer, held),
             server,
         )
-        vpb_grpc.add_VisionServicer_to_server(VisionServicer(self.vision, self.observer), server)
+        vpb_grpc.add_VisionServicer_to_server(
+            VisionServicer(self.vision, self.observer, held), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.reflection:
             reflection.enable_server_reflection(
@@ -192,18 +202,21 @@ class Server:
         await self.health.enter_graceful_shutdown()
         self.host.stop_background()
         await self._wait_for_calls(started + grace)
-        left = self.observer.in_flight
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
         await self._grpc.stop(None)
+        await asyncio.sleep(0.05)  # the handlers cut by the stop finish (and are counted)
+        cut = self.observer.cancelled_while_draining
         self.host.close()
         self.vision.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info(
             "drained in %.2f s: %s; stopped",
             time.monotonic() - started,
-            f"{left} call(s) cut at the grace period" if left else "every accepted call answered",
+            f"{cut} call(s) ended CANCELLED (their clients left, or the grace period ended)"
+            if cut
+            else "every accepted call answered",
         )
 
     async def _wait_for_calls(self, until: float) -> None:

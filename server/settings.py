@@ -148,6 +148,17 @@ class ServerSettings:
 
     # ---- limits ----------------------------------------------------------------------------
     max_message_mb: int = setting(64, "largest gRPC message received or sent, in MiB")
+    max_inflight_mb: int = setting(
+        1024,
+        "request bytes all gRPC calls in flight may hold together, after decompression, in MiB; "
+        "past it a call is refused with RESOURCE_EXHAUSTED (a call alone always fits)",
+    )
+    max_inflight_mb_per_connection: int = setting(
+        256, "the same, for the calls of one connection, in MiB"
+    )
+    max_concurrent_rpcs: int = setting(
+        4096, "gRPC calls handled at once; past it RESOURCE_EXHAUSTED before the message is read"
+    )
     max_json_mb: int = setting(
         8,
         "largest JSON document an HTTP request may carry, in MiB (parsing holds the server's "

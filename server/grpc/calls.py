@@ -4,16 +4,19 @@ read, and the one mapping from deepserve's errors to gRPC status codes."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from ..observability import request_context
 from ..observability.observe import Observer
 from ..protocol.errors import ErrorKind, ServingError
+from .admission import RequestBytes
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,18 @@ def observed(method: Handler[Response]) -> Handler[Response]:
         metadata = context.invocation_metadata()
         request_id = request_context.request_id_from(metadata)
         trailer = ((request_context.REQUEST_ID_HEADER, request_id),)
+        budget: RequestBytes | None = getattr(self, "_request_bytes", None)
         with observer.call(rpc, request_id, metadata) as record:
             try:
                 observer.refuse_if_draining()
-                response = await method(self, request, context)
+                if budget is None or not isinstance(request, Message):
+                    response = await method(self, request, context)
+                else:
+                    with budget.hold(context.peer(), request.ByteSize()):
+                        response = await method(self, request, context)
+            except asyncio.CancelledError:  # the client left, its deadline passed, or a stop
+                record.code = "CANCELLED"
+                raise
             except Exception as exc:
                 status, message = error_status(exc)
                 record.code = status.name

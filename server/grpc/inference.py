@@ -17,16 +17,24 @@ from ..core.dataplane import DataPlane
 from ..observability import request_context
 from ..observability.observe import Observer
 from . import convert as grpc_convert
+from .admission import RequestBytes
 from .calls import error_status, observed, with_request_id
 
 log = logging.getLogger(__name__)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, control: Control, observer: Observer) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        control: Control,
+        observer: Observer,
+        request_bytes: RequestBytes | None = None,
+    ) -> None:
         self._dataplane = dataplane
         self._control = control
         self._observer = observer
+        self._request_bytes = request_bytes  # read by `observed`
 
     # ---- health and metadata ---------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from ..core.vision import Vision
 from ..observability.observe import Observer
 from ..protocol.types import ImageSource
 from ..tasks import TASKS, Task
+from .admission import RequestBytes
 from .calls import observed
 
 
@@ -48,9 +49,12 @@ def _task_method(task: type[Task]) -> Any:
 
 
 class VisionServicer(vpb_grpc.VisionServicer):
-    def __init__(self, vision: Vision, observer: Observer) -> None:
+    def __init__(
+        self, vision: Vision, observer: Observer, request_bytes: RequestBytes | None = None
+    ) -> None:
         self._vision = vision
         self._observer = observer
+        self._request_bytes = request_bytes  # read by `observed`
         # The generated registration looks each RPC up on the servicer.
         for task in TASKS.values():
             setattr(self, task.rpc, types.MethodType(_task_method(task), self))

@@ -6,6 +6,7 @@ uses."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -113,6 +114,9 @@ class CallWrapper:
                     observer.refuse_if_draining()
                     self._auth.authorize(request.headers.get("authorization"), scope)
                 response = await handler(request)
+            except asyncio.CancelledError:  # the client went away
+                record.code = "CANCELLED"
+                raise
             except ServingError as error:
                 record.code = error.kind.value
                 response = _error(error.message, request_id, HTTP_STATUS[error.kind])

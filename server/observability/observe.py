@@ -28,6 +28,8 @@ class Observer:
         """Calls being handled now: the drain waits for them."""
         self.draining = False
         """Set on SIGTERM: new calls are refused (UNAVAILABLE), accepted ones finish."""
+        self.cancelled_while_draining = 0
+        """Calls that ended CANCELLED after SIGTERM: the drain's log reports them."""
 
     @contextlib.contextmanager
     def call(
@@ -59,6 +61,8 @@ class Observer:
 
     def finish(self, record: RequestRecord, code: str) -> None:
         self.in_flight -= 1
+        if code == "CANCELLED" and self.draining:
+            self.cancelled_while_draining += 1
         count_call(record.rpc, record.model, code)
         tracing.end_request(record.span, code, record.model, record.version)
         elapsed_ns = time.perf_counter_ns() - record.started_ns
