@@ -41,11 +41,13 @@ class DecodeBounds:
     """CPU time one image's decode may take."""
 
 
-def check_structure(opened: Image.Image, data: bytes, index: int, bounds: DecodeBounds) -> None:
+def check_structure(
+    opened: Image.Image, source: BudgetedBytes, index: int, bounds: DecodeBounds
+) -> None:
     """Refuse, from the header, images whose decode would take many passes or parts."""
     kind = opened.format
     if kind == "JPEG":
-        scans = data.count(_JPEG_START_OF_SCAN)
+        scans = source.scans = source.data.count(_JPEG_START_OF_SCAN)
         if scans > bounds.max_scans:
             raise LimitExceeded(
                 f"image {index}: the JPEG has {scans} scans, above this server's limit of "
@@ -77,8 +79,7 @@ def estimated_ms(opened: Image.Image) -> float:
     ns = pixels * _NS_PER_PIXEL
     if opened.format == "JPEG" and opened.info.get("progressive"):
         source = getattr(opened, "fp", None)  # ImageFile's; the budgeted bytes here
-        data = source.getvalue() if isinstance(source, io.BytesIO) else b""
-        ns += pixels * _NS_PER_PIXEL_SCAN * data.count(_JPEG_START_OF_SCAN)
+        ns += pixels * _NS_PER_PIXEL_SCAN * getattr(source, "scans", 0)
     elif opened.format == "BMP" and opened.info.get("compression") in _BMP_RLE:
         ns += pixels * _NS_PER_RLE_PIXEL
     elif opened.format == "TIFF":
@@ -86,18 +87,8 @@ def estimated_ms(opened: Image.Image) -> float:
     return ns / 1e6
 
 
-class Stop:
-    """Set from the event loop when the caller is gone: every budgeted read then stops."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    @property
-    def is_set(self) -> bool:
-        return self._event.is_set()
+Stop = threading.Event
+"""Set from the event loop when the caller is gone: every budgeted read then stops."""
 
 
 class BudgetedBytes(io.BytesIO):
@@ -113,8 +104,10 @@ class BudgetedBytes(io.BytesIO):
         self._thread, self._last = threading.get_ident(), time.thread_time()
         self._block: int | None = None
         self._reads = 0
-        self._data = data
-        self._scans = False
+        self.data = data
+        self.scans = 0
+        """A JPEG's scans, counted by check_structure."""
+        self._split_scans = False
 
     def restart(self, kind: str | None) -> None:
         """Start the budget now (the header was read before it). A JPEG is then read in short
@@ -123,7 +116,7 @@ class BudgetedBytes(io.BytesIO):
         self._thread, self._last = threading.get_ident(), time.thread_time()
         if kind == "JPEG":
             self._block = READ_BLOCK
-            self._scans = True
+            self._split_scans = True
 
     def read(self, size: int | None = -1) -> bytes:
         self._reads += 1
@@ -133,15 +126,15 @@ class BudgetedBytes(io.BytesIO):
             self.check()
         if self._block is not None and size is not None and size > self._block:
             size = self._block  # a plugin asking for the rest (-1) gets it: it decodes it at once
-        if self._scans and size is not None and size > 0:
+        if self._split_scans and size is not None and size > 0:
             here = self.tell()
-            next_scan = self._data.find(_JPEG_START_OF_SCAN, here + 1, here + size)
+            next_scan = self.data.find(_JPEG_START_OF_SCAN, here + 1, here + size)
             if next_scan > 0:
                 size = next_scan - here
         return super().read(size)
 
     def check(self) -> None:
-        if self._stop is not None and self._stop.is_set:
+        if self._stop is not None and self._stop.is_set():
             raise DeadlineExceeded(f"image {self._index}: the caller stopped waiting")
         now, thread = time.thread_time(), threading.get_ident()
         if thread == self._thread:  # CPU clocks are per thread: a new one starts counting anew

@@ -85,7 +85,7 @@ def _open(
         ) from None
     width, height = opened.size
     _check_pixels(index, width, height, limits)
-    check_structure(opened, data, index, limits.work)
+    check_structure(opened, source, index, limits.work)
     source.restart(opened.format)
     return opened, width * height * _bytes_per_pixel(opened.mode)
 

@@ -38,6 +38,14 @@ def json_response(document: Any, status: int = 200, headers: dict | None = None)
     return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
+def _depth(body: bytes) -> int:
+    brackets = np.frombuffer(body, np.uint8)
+    steps = np.zeros(len(brackets), np.int8)
+    steps[(brackets == ord("[")) | (brackets == ord("{"))] = 1
+    steps[(brackets == ord("]")) | (brackets == ord("}"))] = -1
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+
+
 def parse_json(
     body: bytes, what: str, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
 ) -> Any:
@@ -50,11 +58,7 @@ def parse_json(
             f"{what} is {len(body)} bytes of JSON, more than this server's limit of {max_bytes} "
             "(max_json_mb); send large tensors with the binary data extension"
         )
-    brackets = np.frombuffer(body, np.uint8)
-    steps = np.zeros(len(brackets), np.int8)
-    steps[(brackets == ord("[")) | (brackets == ord("{"))] = 1
-    steps[(brackets == ord("]")) | (brackets == ord("}"))] = -1
-    depth = int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+    depth = _depth(body) if body.count(b"[") + body.count(b"{") > max_depth else 0
     if depth > max_depth:
         raise InvalidInput(
             f"{what} nests {depth} levels deep, more than this server's limit of {max_depth}"
@@ -65,14 +69,19 @@ def parse_json(
         raise InvalidInput(f"{what} is not JSON: {str(exc)[:200]}") from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes before it is all read (Content-Length or not)."""
+def refuse_declared_length(request: Request, limit: int) -> None:
+    """Refuse a body whose Content-Length is past `limit`, before any of it is read."""
     declared = request.headers.get("content-length", "")
     if (decimal(declared) or 0) > limit:
         raise LimitExceeded(
             f"the body of {declared} bytes is larger than this server's limit of {limit} "
             "bytes (max_message_mb)"
         )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes before it is all read (Content-Length or not)."""
+    refuse_declared_length(request, limit)
     parts, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

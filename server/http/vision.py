@@ -18,12 +18,11 @@ from starlette.routing import Route
 from ..core.auth import Scope
 from ..core.vision import Vision
 from ..observability import request_context
-from ..protocol.errors import InvalidInput, LimitExceeded
-from ..protocol.numbers import decimal
+from ..protocol.errors import InvalidInput
 from ..protocol.types import ImageSource
 from ..tasks import TASKS, Task
 from ..tasks.base import parse_query
-from .calls import CallWrapper, Handler, json_response, read_body
+from .calls import CallWrapper, Handler, json_response, read_body, refuse_declared_length
 
 BASES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}")
 
@@ -32,12 +31,7 @@ async def _images(request: Request, limit: int) -> list[ImageSource]:
     """The request's images: multipart `image` fields, or the whole body."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        declared = request.headers.get("content-length", "")
-        if (decimal(declared) or 0) > limit:
-            raise LimitExceeded(
-                f"the body of {declared} bytes is larger than this server's limit of {limit} "
-                "bytes (max_message_mb)"
-            )
+        refuse_declared_length(request, limit)
         form = await request.form(max_files=64, max_fields=64, max_part_size=limit)
         try:
             files = form.getlist("image")
