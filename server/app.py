@@ -96,6 +96,11 @@ class Server:
         options = [
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # Calls a connection holds are capped where HTTP/2 can say so: a flood on one
+            # connection is refused by gRPC's core at once, before it reaches this process's
+            # event loop, instead of waiting there and being cancelled.
+            ("grpc.max_concurrent_streams", self.settings.grpc_max_streams_per_connection),
+            ("grpc.http.overload_protection", 0),
             *self.settings.extra_grpc_options,
         ]
         interceptors = [TokenInterceptor(self.auth)] if self.auth.enabled else []

@@ -156,6 +156,12 @@ class ServerSettings:
     max_inflight_mb_per_connection: int = setting(
         256, "the same, for the calls of one connection, in MiB"
     )
+    grpc_max_streams_per_connection: int = setting(
+        256,
+        "gRPC calls one connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS); a "
+        "client waits for a free one, and calls past it that a client sends anyway are refused "
+        "with UNAVAILABLE (REFUSED_STREAM: never started, safe to retry)",
+    )
     max_concurrent_rpcs: int = setting(
         4096, "gRPC calls handled at once; past it RESOURCE_EXHAUSTED before the message is read"
     )
@@ -198,6 +204,11 @@ class ServerSettings:
     heavy_decodes_waiting: int = setting(
         32, "costly requests that may wait for those threads; past it RESOURCE_EXHAUSTED"
     )
+    decodes_waiting: int = setting(
+        256,
+        "Vision requests that may wait for a decode thread; past it RESOURCE_EXHAUSTED at once "
+        "(under overload the excess is refused before its images cost anything)",
+    )
     max_request_elements: int = setting(
         1 << 25, "most tensor elements one inference request may carry, over all its inputs"
     )
@@ -214,6 +225,12 @@ class ServerSettings:
         "requests that may wait per model and priority level when its config sets no "
         "max_queue_size; past it the server answers RESOURCE_EXHAUSTED",
         flag="--max-queue-size",
+    )
+    max_queue_wait_ms: float = setting(
+        2000.0,
+        "longest a request is expected to wait in a model's queue, from the pace of its recent "
+        "batches; one that would wait longer (or past its deadline, or past its queue timeout) "
+        "is refused with RESOURCE_EXHAUSTED when it arrives; 0: bound by count alone",
     )
 
     # ---- process ---------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class _Level:
     fresh: deque[Job] = field(default_factory=deque)
     delayed: deque[Job] = field(default_factory=deque)
     requests: int = 0
+    items: int = 0
+    """Items (batch rows) of the fresh jobs: what the instances must get through first."""
 
     def __len__(self) -> int:
         """Requests waiting (a job may carry several)."""
@@ -128,6 +130,11 @@ class JobQueue:
         """Requests that may wait at once, over every priority level."""
         return sum(level.policy.max_queue_size for level in self._levels.values())
 
+    def items_ahead(self, level: int) -> int:
+        """Items a new job at `level` would wait behind: every fresh job at that level or a
+        more urgent one."""
+        return sum(self._levels[above].items for above in range(1, level + 1))
+
     def policy(self, level: int) -> QueuePolicy:
         return self._levels[level].policy
 
@@ -141,6 +148,7 @@ class JobQueue:
         level.fresh.append(job)
         job.queued = True
         level.requests += job.requests
+        level.items += job.items
         self._size += job.requests
         if job.timeout_at_ns is not None:
             heapq.heappush(self._expiries, (job.timeout_at_ns, next(self._tie), False, job))
@@ -161,6 +169,8 @@ class JobQueue:
             queue.popleft()  # the usual case: batches take the head
         else:
             queue.remove(job)
+        if not job.delayed:
+            level.items -= job.items
         job.queued = False
         level.requests -= job.requests
         self._size -= job.requests
@@ -183,6 +193,7 @@ class JobQueue:
                 continue
             if level.policy.delay_on_timeout:
                 level.fresh.remove(job)
+                level.items -= job.items
                 job.delayed = True
                 level.delayed.append(job)
             else:

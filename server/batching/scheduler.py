@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,8 +24,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..observability import request_context, tracing
 from ..observability.histograms import VersionHistograms
-from ..protocol.errors import DeadlineExceeded, QueueTimeout
+from ..protocol.errors import DeadlineExceeded, QueueTimeout, ServerBusy
 from .instance import BatchRun, Instance
+from .pace import Pace
 from .queue import US, Job, JobQueue, feeds_signature
 from .stats import ModelStats
 
@@ -57,6 +58,14 @@ class JobScheduler(Protocol):
         deadline_s: float | None = None,
     ) -> JobResult: ...
 
+    def reserve(
+        self, items: int, deadline_s: float | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Raise ServerBusy now if a request of `items` could not be served in time, so work
+        done before submitting (decoding images) is not spent on it; while the context is
+        open its items count as queued for the requests that come after it."""
+        ...
+
     def retire(self) -> None:
         """The version is replaced or unloaded: finish what is queued, take nothing new."""
         ...
@@ -74,6 +83,7 @@ class Scheduler:
         stats: ModelStats,
         default_max_queue_size: int,
         histograms: VersionHistograms | None = None,
+        max_queue_wait_ms: float = 0.0,
     ) -> None:
         self.name = name
         has_batcher = config.HasField("dynamic_batching") and config.max_batch_size > 0
@@ -87,6 +97,10 @@ class Scheduler:
         self._scan_limit = max(64, 4 * self.max_batch_size)
         self._idle: list[Instance] = list(instances)
         self.instance_count = len(instances)
+        self._pace = Pace(len(instances))
+        self._max_wait_ns = max_queue_wait_ms * 1e6
+        self._reserved = 0
+        """Items of requests admitted and still being prepared (their images decoded)."""
         self._executor = executor
         self._stats = stats
         self._histograms = histograms
@@ -98,6 +112,43 @@ class Scheduler:
         self._in_order: deque[tuple[Job, JobResult | BaseException | None]] = deque()
 
     # ---- submitting ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
+        level = self.queue.default_level
+        self._check_wait(items, level, self.queue.policy(level).timeout_for(0), deadline_s)
+        self._reserved += items
+        try:
+            yield
+        finally:
+            self._reserved -= items
+
+    def _check_wait(
+        self, items: int, level: int, timeout_us: int, deadline_s: float | None
+    ) -> None:
+        """Refuse at once a request the queue ahead of it would hold past its deadline, its
+        queue timeout (when that rejects) or the server's longest wait: under overload the
+        excess gets its answer now instead of after waiting for nothing."""
+        ahead = self.queue.items_ahead(level) + self._reserved
+        if not ahead:
+            return  # nothing ahead: it runs as soon as an instance is free
+        bounds = []
+        if self._max_wait_ns:
+            bounds.append((self._max_wait_ns, "the longest queue wait (max_queue_wait_ms)"))
+        if timeout_us and not self.queue.policy(level).delay_on_timeout:
+            bounds.append((timeout_us * US, "its queue timeout"))
+        if deadline_s is not None:
+            bounds.append((deadline_s * 1e9, "its deadline"))
+        if not bounds:
+            return
+        limit_ns, what = min(bounds)
+        wait_ns = self._pace.wait_ns(ahead + items)
+        if wait_ns > limit_ns:
+            raise ServerBusy(
+                f"model '{self.name}' cannot serve this request in time: {ahead} items are "
+                f"queued ahead of it, about {wait_ns / 1e6:.0f} ms of work, past {what} of "
+                f"{limit_ns / 1e6:.0f} ms; try again later"
+            )
 
     def _ensure_started(self) -> asyncio.Event:
         if self._wakeup is None:
@@ -134,6 +185,7 @@ class Scheduler:
         wakeup = self._ensure_started()
         level = self.queue.level_of(priority)
         timeout = self.queue.policy(level).timeout_for(timeout_us)
+        self._check_wait(items, level, timeout, deadline_s)
         now = time.perf_counter_ns()
         job = Job(
             feeds=feeds,
@@ -288,6 +340,7 @@ class Scheduler:
             self._wakeup.set()
         items = sum(job.items for job in batch)
         self._stats.record_execution(items, run.input_ns, run.infer_ns, run.output_ns)
+        self._pace.record(items, run.input_ns + run.infer_ns + run.output_ns)
         if self._histograms is not None:
             self._histograms.observe_batch(run.input_ns + run.infer_ns + run.output_ns)
         if tracing.enabled():

@@ -256,6 +256,7 @@ class DataPlane:
     async def run_images(
         self,
         model: ModelVersion,
+        items: int,
         prepare: Callable[[], Awaitable[tuple[np.ndarray, T]]],
         input_name: str,
         output_names: list[str],
@@ -265,11 +266,13 @@ class DataPlane:
         """The Vision API's path through the same scheduler (so its requests batch with tensor
         requests to the model): `prepare` decodes and resizes on a worker thread, returning the
         uint8 batch and context for `finish`, which post-processes on a worker thread.
-        More images than max_batch_size go as several jobs."""
+        More images than max_batch_size go as several jobs; `items` (the image count) is
+        checked against the model's queue before any image is decoded."""
         request_context.note_model(model.name, model.version)
         started = time.perf_counter_ns()
         try:
-            batch, context = await prepare()
+            with model.scheduler.reserve(items, deadline_s):
+                batch, context = await prepare()
             t1 = time.perf_counter_ns()
             limit = max(model.max_batch_size, 1)
             chunks = [batch[i : i + limit] for i in range(0, len(batch), limit)]

@@ -29,6 +29,8 @@ class LaneSizes:
     """Costly requests that may wait for the heavy lane; past it RESOURCE_EXHAUSTED."""
     heavy_ms: float
     """A request whose images are estimated to take longer than this goes to the heavy lane."""
+    light_waiting: int = 256
+    """Requests that may wait for the light lane; past it RESOURCE_EXHAUSTED."""
 
 
 @dataclass
@@ -44,6 +46,7 @@ class DecodeLanes:
         self._light = ThreadPoolExecutor(sizes.light_threads, thread_name_prefix="decode")
         self._heavy = ThreadPoolExecutor(sizes.heavy_threads, thread_name_prefix="decode-heavy")
         self._heavy_queued = 0
+        self._light_queued = 0
 
     async def run(
         self,
@@ -61,8 +64,17 @@ class DecodeLanes:
                 return _Opened(opened)
             return decode(opened, stop)
 
+        if self._light_queued >= self._sizes.light_threads + self._sizes.light_waiting:
+            raise ServerBusy(
+                f"{self._light_queued - self._sizes.light_threads} requests are already waiting "
+                "for their images to be decoded (decodes_waiting); try again later"
+            )
+        self._light_queued += 1
         try:
-            started = await loop.run_in_executor(self._light, start, stop)
+            try:
+                started = await loop.run_in_executor(self._light, start, stop)
+            finally:
+                self._light_queued -= 1
             if not isinstance(started, _Opened):
                 return started
             if self._heavy_queued >= self._sizes.heavy_waiting:

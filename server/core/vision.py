@@ -57,6 +57,7 @@ class Vision:
                 light_threads=settings.decode_threads or max(cores, 2),
                 heavy_threads=max(cores // 2, 1),
                 heavy_waiting=settings.heavy_decodes_waiting,
+                light_waiting=settings.decodes_waiting,
                 heavy_ms=settings.heavy_decode_ms,
             )
         )
@@ -103,6 +104,7 @@ class Vision:
 
         results = await self._dataplane.run_images(
             model,
+            len(images),
             prepare,
             spec.name,
             task.output_names,

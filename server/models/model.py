@@ -150,6 +150,7 @@ def load_version(
         stats,
         settings.default_max_queue_size,
         histograms,
+        settings.max_queue_wait_ms,
     )
     log.info(
         "%s: %s, %d instance(s): %s",

@@ -16,8 +16,10 @@ caller whose own deadline passes gets DEADLINE_EXCEEDED from its transport as ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,12 +28,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..batching.queue import feeds_signature
 from ..batching.scheduler import JobResult
-from ..protocol.errors import ModelUnavailable
+from ..protocol.errors import ErrorKind, ModelUnavailable, ServerBusy
 from . import wire
 from .engine_client import EngineClient
 
 MAX_WAIT_S = 0.01
 """The longest a request waits in the front end for the engine to take fewer jobs."""
+
+BUSY_MEMORY_S = 0.05
+"""After the engine refuses a job as busy, how long the front end refuses new requests of the
+version before decoding them (a busy engine is still busy a moment later)."""
 
 
 class HoldsEngineCounts(Protocol):
@@ -89,6 +95,19 @@ class RemoteScheduler:
         self._jobs_out = instances + 1  # every instance busy, and one job waiting
         self._kinds: dict[tuple, _Kind] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        self._busy: tuple[float, str] | None = None
+        """When the engine last refused a job as busy, and its words."""
+
+    @contextlib.contextmanager
+    def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
+        """The engine's scheduler checks each job's wait; here a request is refused before
+        its images are decoded while the engine refused one of this version a moment ago."""
+        if self._busy is not None:
+            refused_at, message = self._busy
+            if time.monotonic() - refused_at < BUSY_MEMORY_S:
+                raise ServerBusy(message)
+            self._busy = None
+        yield
 
     async def submit(
         self,
@@ -156,6 +175,8 @@ class RemoteScheduler:
                 deadline,
             )
         except BaseException as exc:  # cancelled too: no caller may be left waiting
+            if isinstance(exc, wire.EngineError) and exc.kind == ErrorKind.RESOURCE_EXHAUSTED:
+                self._busy = (time.monotonic(), exc.message)
             failure = exc if isinstance(exc, Exception) else ModelUnavailable("server stopping")
             for request in chunk:
                 if not request.future.done():

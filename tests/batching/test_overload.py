@@ -5,8 +5,10 @@ bounded and the server recovers; repeated bombs and broken images leave RSS wher
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -31,7 +33,10 @@ dynamic_batching {{ default_queue_policy {{ max_queue_size: {QUEUE} }} }}
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 parameters {{ key: "intra_op_thread_count" value {{ string_value: "1" }} }}
 """
-DIGIT = (Path(__file__).resolve().parents[2] / "docs" / "images" / "digit-7.png").read_bytes()
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+DIGIT = (ROOT / "docs" / "images" / "digit-7.png").read_bytes()
+SCENE = (ROOT / "docs" / "images" / "scene.png").read_bytes()
 
 
 def _request() -> pb.ModelInferRequest:
@@ -41,17 +46,24 @@ def _request() -> pb.ModelInferRequest:
     return request
 
 
-async def _closed_loop(url: str, clients: int, seconds: float) -> float:
+Call = Callable[[grpc.aio.Channel], Callable[..., Awaitable[object]]]
+
+
+def _infer(channel: grpc.aio.Channel) -> Callable[..., Awaitable[object]]:
+    return functools.partial(pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _request())
+
+
+async def _closed_loop(url: str, clients: int, seconds: float, call: Call = _infer) -> float:
     """Requests per second that `clients` concurrent callers get: the model's capacity."""
     done = 0
     async with grpc.aio.insecure_channel(url) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        send = call(channel)
         until = time.monotonic() + seconds
 
         async def caller() -> None:
             nonlocal done
             while time.monotonic() < until:
-                await stub.ModelInfer(_request())
+                await send()
                 done += 1
 
         started = time.monotonic()
@@ -59,17 +71,18 @@ async def _closed_loop(url: str, clients: int, seconds: float) -> float:
         return done / (time.monotonic() - started)
 
 
-async def _open_loop(url: str, rate: float, seconds: float) -> list[tuple[str, float]]:
+async def _open_loop(
+    url: str, rate: float, seconds: float, call: Call = _infer
+) -> list[tuple[str, float]]:
     """Send at `rate` per second whatever the answers: (status, latency s) per request."""
     results: list[tuple[str, float]] = []
     async with grpc.aio.insecure_channel(url) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        request = _request()
+        send = call(channel)
 
         async def one() -> None:
             started = time.perf_counter()
             try:
-                await stub.ModelInfer(request, timeout=30)
+                await send(timeout=30)
                 status = "OK"
             except grpc.aio.AioRpcError as error:
                 status = error.code().name
@@ -137,6 +150,41 @@ def test_ten_times_capacity(tmp_path: Path) -> None:
     assert rss_after - rss_before < 150
     assert recovery_ms < 1000
     assert model.inference_stats.fail.count == codes["RESOURCE_EXHAUSTED"]
+
+
+def _detect(channel: grpc.aio.Channel) -> Callable[..., Awaitable[object]]:
+    request = vpb.DetectRequest(model="ssd", images=[vpb.Image(encoded=SCENE)])
+    return functools.partial(vpb_grpc.VisionStub(channel).Detect, request)
+
+
+def test_vision_at_ten_times_capacity_refuses_before_decoding(tmp_path: Path) -> None:
+    """One client floods a Vision model: what cannot be served within the queue's wait bound
+    is refused when it arrives (before its image is decoded), calls one connection opens past
+    its stream limit are refused by gRPC as never started, and nothing ends CANCELLED."""
+    wait_ms = 500
+    with run_server(
+        MODELS, tmp_path, "--model", "ssd", "--max-queue-wait-ms", str(wait_ms)
+    ) as server:
+        capacity = asyncio.run(_closed_loop(server.url, 8, 2.0, _detect))
+        results = asyncio.run(_open_loop(server.url, capacity * 10, 3.0, _detect))
+        with grpc.insecure_channel(server.url) as channel:  # serving as before
+            answer = vpb_grpc.VisionStub(channel).Detect(
+                vpb.DetectRequest(model="ssd", images=[vpb.Image(encoded=SCENE)]), timeout=10
+            )
+    codes = Counter(status for status, _ in results)
+    admitted = [t for status, t in results if status == "OK"]
+    refused = [t for status, t in results if status != "OK"]
+    print(
+        f"vision overload: capacity {capacity:.0f} req/s, offered {capacity * 10:.0f} req/s for "
+        f"3 s: {dict(codes)}; admitted p50 {_percentile_ms(admitted, 50):.0f} ms, p99 "
+        f"{_percentile_ms(admitted, 99):.0f} ms (wait bound {wait_ms} ms); refused p50 "
+        f"{_percentile_ms(refused, 50):.0f} ms, p99 {_percentile_ms(refused, 99):.0f} ms"
+    )
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, codes
+    assert codes["OK"] > capacity  # the model kept serving through the flood
+    assert _percentile_ms(refused, 50) < wait_ms / 2
+    assert _percentile_ms(admitted, 99) < 4 * wait_ms
+    assert answer.results[0].detections
 
 
 def test_memory_stays_bounded_under_bombs_and_broken_images(bundled_server: RunningServer) -> None:

@@ -14,6 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from deepserve.server.batching.instance import PlainInstance
+from deepserve.server.batching.pace import Pace
 from deepserve.server.batching.queue import JobQueue
 from deepserve.server.batching.scheduler import Scheduler
 from deepserve.server.batching.stats import ModelStats
@@ -221,3 +222,57 @@ def test_job_queue_levels_and_capacity() -> None:
     assert queue.capacity == 15
     with pytest.raises(Exception, match=r"outside 1\.\.3"):
         queue.level_of(4)
+
+
+def test_pace_learns_from_batches_after_each_instances_first() -> None:
+    pace = Pace(instances=2)
+    pace.record(8, 900_000_000)  # first batches: one-off costs, left out
+    pace.record(8, 900_000_000)
+    assert not pace.known and pace.wait_ns(100) == 0
+    pace.record(8, 8_000_000)  # 1 ms an item on one instance
+    assert pace.wait_ns(10) == pytest.approx(5_000_000)  # two instances share the items
+    for _ in range(50):
+        pace.record(2, 4_000_000)  # small batches of 2 ms an item take over
+    assert pace.wait_ns(10) == pytest.approx(10_000_000, rel=0.01)
+
+
+def test_a_request_the_queue_would_hold_too_long_is_refused_at_once(executor) -> None:
+    session = FakeSession(seconds=0.02)  # 20 ms a batch of at most 8: 2.5 ms an item
+
+    async def scenario() -> tuple[list, list]:
+        instances = [PlainInstance(session)]  # type: ignore[arg-type]
+        scheduler = Scheduler(
+            "fake", _config("dynamic_batching { }"), instances, executor, ModelStats(), 1024,
+            max_queue_wait_ms=110,
+        )  # fmt: skip
+        for _ in range(3):  # the first batch is left out of the pace; then two of 8 items
+            await asyncio.gather(*(scheduler.submit(_feeds(1), 1, ["y"]) for _ in range(8)))
+        first = await _busy(scheduler, session)
+        waiting = [asyncio.create_task(scheduler.submit(_feeds(1), 8, ["y"])) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        # 32 items ahead are about 80 ms of work: within 110 ms, but not within a 50 ms deadline
+        deadline = scheduler.submit(_feeds(1), 1, ["y"], deadline_s=0.05)
+        with pytest.raises(ServerBusy, match="its deadline of 50 ms"):
+            await deadline
+        with (
+            pytest.raises(ServerBusy, match="32 items are queued ahead"),
+            scheduler.reserve(1, deadline_s=0.05),
+        ):
+            pass
+        # Admitted and having its images decoded, a request counts as queued for later ones.
+        with (
+            scheduler.reserve(8),
+            pytest.raises(ServerBusy, match="40 items are queued ahead"),
+            scheduler.reserve(8),
+        ):
+            pass
+        more = [asyncio.create_task(scheduler.submit(_feeds(1), 8, ["y"])) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        refused = [task.exception() for task in more if task.done()]
+        session.release.set()
+        await first
+        return await asyncio.gather(*waiting, *[t for t in more if not t.done()]), refused
+
+    served, refused = asyncio.run(scenario())
+    assert len(served) == 5  # 40 items: about 100 ms; 48 would be about 120 ms
+    assert len(refused) == 1 and "max_queue_wait_ms" in str(refused[0])

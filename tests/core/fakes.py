@@ -3,7 +3,8 @@ so the core's own checks and bookkeeping are tested in process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
@@ -39,6 +40,10 @@ class FunctionScheduler:
         if self.failure is not None:
             raise self.failure
         return JobResult(self.function(feeds), 1_000, 2_000, 3_000, 4_000, items)
+
+    @contextlib.contextmanager
+    def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
+        yield
 
     def retire(self) -> None:
         pass
