@@ -33,6 +33,7 @@ from .http.web_page import web_routes
 from .observability import tracing
 from .observability.observe import Observer
 from .runtime import sessions as runtime
+from .runtime.memory import MemoryReturner
 from .settings import ServerSettings
 from .split.hosts import EngineLink, model_host
 
@@ -67,6 +68,7 @@ class Server:
         self._health_sync: asyncio.Task[None] | None = None
         self._http: EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self._memory_task: asyncio.Task[None] | None = None
         self.http_port = 0
         self.port = settings.port
 
@@ -153,6 +155,8 @@ class Server:
         if self.settings.http_port:
             await self._start_http()
         self.host.start_background()
+        returner = MemoryReturner(self.settings.memory_return_mb * MIB)
+        self._memory_task = asyncio.create_task(returner.run())
 
     async def _start_http(self) -> None:
         calls = CallWrapper(self.observer, self.auth)
@@ -206,6 +210,8 @@ class Server:
         self.observer.draining = True
         await self.health.enter_graceful_shutdown()
         self.host.stop_background()
+        if self._memory_task is not None:
+            self._memory_task.cancel()
         await self._wait_for_calls(started + grace)
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True

@@ -162,6 +162,12 @@ class ServerSettings:
         "client waits for a free one, and calls past it that a client sends anyway are refused "
         "with UNAVAILABLE (REFUSED_STREAM: never started, safe to retry)",
     )
+    memory_return_mb: int = setting(
+        8,
+        "when the process has grown by more than this since it last did, it gives the memory "
+        "its allocator holds freed back to the system (glibc's malloc_trim; checked every "
+        "second), so a storm of large or compressed requests does not leave it larger; 0: never",
+    )
     max_concurrent_rpcs: int = setting(
         4096, "gRPC calls handled at once; past it RESOURCE_EXHAUSTED before the message is read"
     )

@@ -36,6 +36,22 @@ def error_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
 
 
+def fail(
+    context: grpc.aio.ServicerContext,
+    status: grpc.StatusCode,
+    message: str,
+    trailer: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Answer a failed status when the handler returns. Not `context.abort`: the exception it
+    raises holds the handler's frames, and with them the request (up to the message limit), in
+    a reference cycle until the collector happens to run; rounds of large refused requests
+    left the server gigabytes larger."""
+    context.set_code(status)
+    context.set_details(message)
+    if trailer:
+        context.set_trailing_metadata(trailer)
+
+
 def with_request_id(message: str, request_id: str) -> str:
     return f"{message} (request id {request_id})"
 
@@ -69,7 +85,7 @@ def observed(method: Handler[Response]) -> Handler[Response]:
             else:
                 context.set_trailing_metadata(trailer)
                 return response
-        await context.abort(status, with_request_id(message, request_id), trailing_metadata=trailer)
-        raise AssertionError("unreachable: abort raises")
+        fail(context, status, with_request_id(message, request_id), trailer)
+        return None  # type: ignore[return-value]  # gRPC sends no message with a failed status
 
     return wrapper

@@ -18,7 +18,7 @@ from ..observability import request_context
 from ..observability.observe import Observer
 from . import convert as grpc_convert
 from .admission import RequestBytes
-from .calls import error_status, observed, with_request_id
+from .calls import error_status, fail, observed, with_request_id
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # ---- not implemented: answer clearly rather than with the generated stub's text ---------
 
     async def _unimplemented(self, context, what: str):
-        await context.abort(
+        fail(
+            context,
             grpc.StatusCode.UNIMPLEMENTED,
             f"deepserve does not implement {what}; send tensors in the request itself",
         )
@@ -170,10 +171,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._unimplemented(context, "CUDA shared memory")
 
     async def TraceSetting(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "deepserve does not implement tracing")
+        fail(context, grpc.StatusCode.UNIMPLEMENTED, "deepserve does not implement tracing")
 
     async def LogSettings(self, request, context):
-        await context.abort(
+        fail(
+            context,
             grpc.StatusCode.UNIMPLEMENTED,
             "deepserve does not implement log settings; set --log-level at start",
         )

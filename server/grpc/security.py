@@ -13,7 +13,7 @@ import grpc
 from ..core.auth import Authenticator, ConfigurationError, Scope
 from ..protocol.errors import ServingError
 from ..settings import ServerSettings
-from .calls import GRPC_CODE
+from .calls import GRPC_CODE, fail
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _denying(handler: grpc.RpcMethodHandler, error: ServingError) -> grpc.RpcMet
     """A handler of the same kind as `handler` that answers `error` without running it."""
 
     async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(GRPC_CODE[error.kind], error.message)
+        fail(context, GRPC_CODE[error.kind], error.message)
 
     serializers = {
         "request_deserializer": handler.request_deserializer,

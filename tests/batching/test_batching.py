@@ -360,7 +360,7 @@ def test_preserve_ordering(batching_server, model: str, big_first: bool) -> None
     async def scenario(stub):
         order: list[str] = []
         big = asyncio.create_task(_timed(stub, _request(model, _slow_input(1)), order, "big"))
-        await asyncio.sleep(BUSY_SETTLE_S)
+        await asyncio.sleep(3 * BUSY_SETTLE_S)  # big must be running first: it takes ~80 ms
         small = asyncio.create_task(
             _timed(stub, _request(model, _slow_input(2, 1)), order, "small")
         )

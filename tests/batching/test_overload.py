@@ -218,3 +218,35 @@ def test_memory_stays_bounded_under_bombs_and_broken_images(bundled_server: Runn
             sizes.append(rss_mb(bundled_server.process.pid))
     print(f"RSS after rounds of 60 bombs and 180 broken images: {[round(s) for s in sizes]} MB")
     assert max(sizes) - min(sizes) < 25
+
+
+def test_a_request_at_the_element_limit_gives_its_memory_back(tmp_path: Path) -> None:
+    """ONNX Runtime's arena keeps the largest run's buffers: a segmentation at the element
+    limit (about 1.5 GB of activations) left them held for good. Large batches shrink it."""
+    side = 3344  # side x side x 3 is just under the default limit of 2^25 elements
+    image = np.random.default_rng(0).integers(0, 255, (1, side, side, 3), np.uint8)
+    request = pb.ModelInferRequest(model_name="segmentation")
+    request.inputs.add(name="image", datatype="UINT8", shape=list(image.shape))
+    request.raw_input_contents.append(image.tobytes())
+    small = pb.ModelInferRequest(model_name="segmentation")
+    small.inputs.add(name="image", datatype="UINT8", shape=[1, 320, 320, 3])
+    small.raw_input_contents.append(image[:, :320, :320].tobytes())
+    options = [
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.max_receive_message_length", 64 << 20),
+    ]
+    with (
+        run_server(MODELS, tmp_path, "--model", "segmentation") as server,
+        grpc.insecure_channel(server.url, options=options) as channel,
+    ):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(small, timeout=30)
+        time.sleep(1.5)
+        before = rss_mb(server.process.pid)
+        answer = stub.ModelInfer(request, timeout=120)
+        time.sleep(3)
+        after = rss_mb(server.process.pid)
+        stub.ModelInfer(small, timeout=30)
+    print(f"segmentation of {side}x{side}: RSS {before:.0f} MB before, {after:.0f} MB 3 s after")
+    assert answer.outputs[0].shape == [1, side, side]
+    assert after - before < 250

@@ -30,7 +30,7 @@ class FakeSession:
         self.release = threading.Event()
         self.release.set()
 
-    def run(self, names, feeds):
+    def run(self, names, feeds, run_options=None):
         self.release.wait(5)
         time.sleep(self.seconds)
         self.batches.append(len(feeds["x"]))
