@@ -46,14 +46,23 @@ def bounded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def data_received(self, data: bytes) -> None:
             if self._in_head:
-                self._head_bytes += len(data)
+                # Counted before parsing: a head that ends in this block counts to its end
+                # (what follows is the body), one that does not counts whole.
+                end = data.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else end + 4
+                if self._head_bytes > self._limits.max_head_bytes:
+                    self._refuse_head()
+                    return
             super().data_received(data)
             if self._in_head and self._head_bytes > self._limits.max_head_bytes:
-                self._refuse(
-                    431,
-                    f"the request line and headers are larger than this server's limit of "
-                    f"{self._limits.max_head_bytes} bytes (http_max_header_kb)",
-                )
+                self._refuse_head()  # a pipelined request's head, begun inside that block
+
+        def _refuse_head(self) -> None:
+            self._refuse(
+                431,
+                f"the request line and headers are larger than this server's limit of "
+                f"{self._limits.max_head_bytes} bytes (http_max_header_kb)",
+            )
 
         def on_message_begin(self) -> None:
             super().on_message_begin()

@@ -24,7 +24,16 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from deepserve.v1 import vision_pb2 as vpb
 from deepserve.v1 import vision_pb2_grpc as vpb_grpc
 
-from ..hostile_images import FORMATS, broken_chunk_length_png, encoded
+from ..hostile_images import (
+    FORMATS,
+    broken_chunk_length_png,
+    encoded,
+    many_frames_gif,
+    many_scans_jpeg,
+    many_strips_tiff,
+    rle_bmp_many_runs,
+    rle_bmp_wide_delta,
+)
 from ..onnx_models import CLASSIFIER_CONFIG, DIGIT_LABELS, linear_classifier, write_model
 from ..server_process import RunningServer, run_server
 
@@ -158,9 +167,17 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
 @pytest.mark.parametrize("examples", EXAMPLES)
 def test_model_infer_never_fails_inside(server: RunningServer, examples: int) -> None:
     codes: Counter = Counter()
-    with grpc.insecure_channel(server.url) as channel:
+    with (
+        grpc.insecure_channel(server.url) as channel,
+        grpc.insecure_channel(server.url, compression=grpc.Compression.Gzip) as gzipped,
+    ):
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        run_property(examples, infer_requests(), lambda r: _call(stub.ModelInfer, r, codes))
+        stubs = (stub, pb_grpc.GRPCInferenceServiceStub(gzipped))  # compressed messages too
+
+        def send(request: pb.ModelInferRequest) -> None:
+            _call(stubs[request.ByteSize() % 2].ModelInfer, request, codes)
+
+        run_property(examples, infer_requests(), send)
         print(f"ModelInfer fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
         request = pb.ModelInferRequest(model_name="negate")
         request.inputs.add(name="x", datatype="INT32", shape=[1, 3])
@@ -172,10 +189,33 @@ def test_model_infer_never_fails_inside(server: RunningServer, examples: int) ->
 # ---- Vision ----------------------------------------------------------------------------------
 
 
+CORPUS = sorted((ROOT / "tests" / "corpus" / "images").iterdir())
+
+
+def costly_image(draw: st.DrawFn) -> bytes:
+    """An image whose decode costs more than its pixels say: many scans, strips, run-length
+    escapes or frames (small, so each example stays quick), or a file of the corpus."""
+    kind = draw(st.sampled_from(["scans", "strips", "rle_delta", "rle_runs", "frames", "corpus"]))
+    if kind == "scans":
+        side = draw(st.integers(8, 96))
+        return many_scans_jpeg(draw(st.integers(2, 200)), side, side)
+    if kind == "strips":
+        return many_strips_tiff(draw(st.integers(1, 20_000)))
+    if kind == "rle_delta":
+        return rle_bmp_wide_delta(draw(st.integers(1, 50_000_000)))
+    if kind == "rle_runs":
+        return rle_bmp_many_runs(draw(st.integers(2, 128)), draw(st.integers(1, 128)))
+    if kind == "frames":
+        return many_frames_gif(draw(st.integers(1, 300)), draw(st.integers(1, 16)))
+    return draw(st.sampled_from(CORPUS)).read_bytes()
+
+
 @st.composite
 def hostile_image(draw: st.DrawFn) -> vpb.Image:
-    kinds = ["valid", "valid", "valid", "truncated", "flipped", "header", "random", "raw"]
+    kinds = ["valid", "valid", "valid", "truncated", "flipped", "header", "random", "raw", "costly"]
     kind = draw(st.sampled_from(kinds))
+    if kind == "costly":
+        return vpb.Image(encoded=costly_image(draw))
     if kind == "raw":
         height, width, channels = (draw(st.integers(0, 64)) for _ in range(3))
         size = draw(st.sampled_from([height * width * channels, draw(st.integers(0, 4096))]))
