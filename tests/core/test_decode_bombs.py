@@ -151,5 +151,8 @@ def test_a_caller_that_gives_up_stops_the_decode(frugal_server: RunningServer) -
     time.sleep(0.5)  # let anything still running show in the counters
     cpu = tree_cpu_seconds(pid) - cpu_before
     print(f"8 bombs whose callers wait 0.05 s: server CPU {cpu:.2f} s")
-    assert {e.code() for e in errors} == {grpc.StatusCode.DEADLINE_EXCEEDED}  # type: ignore[union-attr]
+    # Past its deadline, or refused at once when the images already being decoded ahead of it
+    # would take longer than the caller waits.
+    codes = {e.code() for e in errors}  # type: ignore[union-attr]
+    assert codes <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert cpu < 8 * 0.25  # stopped soon after the deadline, before the budget
