@@ -29,7 +29,7 @@ class LaneSizes:
     """Costly requests that may wait for the heavy lane; past it RESOURCE_EXHAUSTED."""
     heavy_ms: float
     """A request whose images are estimated to take longer than this goes to the heavy lane."""
-    light_waiting: int = 256
+    light_waiting: int
     """Requests that may wait for the light lane; past it RESOURCE_EXHAUSTED."""
 
 
