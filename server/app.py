@@ -21,6 +21,7 @@ from .core.certificates import check_certificate_names
 from .core.control import Control
 from .core.dataplane import DataPlane, RequestLimits
 from .core.vision import Vision
+from .drain import drain
 from .grpc.admission import MIB, RequestBytes
 from .grpc.inference import InferenceServicer
 from .grpc.security import TokenInterceptor, server_credentials
@@ -198,9 +199,9 @@ class Server:
         await self._grpc.wait_for_termination()
 
     async def stop(self) -> None:
-        """The drain: health NOT_SERVING at once; calls arriving from now on are refused with
-        UNAVAILABLE (clients retry elsewhere); every call already accepted is answered, for up
-        to grace_seconds; then the listener closes and open streams and watches end."""
+        """The drain: health NOT_SERVING at once, then `drain` (every call already accepted
+        answered for up to grace_seconds, later ones refused, the listeners closed with no
+        call cut), then the models stop."""
         if self._grpc is None:
             return
         grace = self.settings.grace_seconds
@@ -212,11 +213,7 @@ class Server:
         self.host.stop_background()
         if self._memory_task is not None:
             self._memory_task.cancel()
-        await self._wait_for_calls(started + grace)
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            await self._http_task
-        await self._grpc.stop(None)
+        await drain(self.observer, self._grpc, self._http, self._http_task, started + grace)
         await asyncio.sleep(0.05)  # the handlers cut by the stop finish (and are counted)
         cut = self.observer.cancelled_while_draining
         self.host.close()
@@ -229,20 +226,6 @@ class Server:
             if cut
             else "every accepted call answered",
         )
-
-    async def _wait_for_calls(self, until: float) -> None:
-        """Until no call is being handled, and none has arrived for 100 ms (calls that are on
-        their way get their UNAVAILABLE rather than a closed connection)."""
-        quiet_since: float | None = None
-        while time.monotonic() < until:
-            now = time.monotonic()
-            if self.observer.in_flight:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = now
-            elif now - quiet_since >= 0.1:
-                return
-            await asyncio.sleep(0.01)
 
 
 async def serve(settings: ServerSettings, engine: EngineLink | None = None) -> None:

@@ -70,7 +70,7 @@ def observed(method: Handler[Response]) -> Handler[Response]:
         budget: RequestBytes | None = getattr(self, "_request_bytes", None)
         with observer.call(rpc, request_id, metadata) as record:
             try:
-                observer.refuse_if_draining()
+                await observer.refuse_if_draining()
                 if budget is None or not isinstance(request, Message):
                     response = await method(self, request, context)
                 else:

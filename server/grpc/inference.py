@@ -90,7 +90,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             request_id = request.id or request_context.request_id_from(())
             with self._observer.call("ModelStreamInfer", request_id, metadata) as record:
                 try:
-                    self._observer.refuse_if_draining()
+                    await self._observer.refuse_if_draining()
                     answer = await self._dataplane.infer(
                         grpc_convert.infer_request(request), context.time_remaining()
                     )

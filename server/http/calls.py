@@ -120,7 +120,7 @@ class CallWrapper:
         with observer.call(rpc, request_id, request.headers.items(), "http") as record:
             try:
                 if scope is not None:
-                    observer.refuse_if_draining()
+                    await observer.refuse_if_draining()
                     self._auth.authorize(request.headers.get("authorization"), scope)
                 response = await handler(request)
             except asyncio.CancelledError:  # the client went away

@@ -3,6 +3,7 @@ closed, an access-log line (sampled) and a slow-request warning with where the t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -30,6 +31,11 @@ class Observer:
         """Set on SIGTERM: new calls are refused (UNAVAILABLE), accepted ones finish."""
         self.cancelled_while_draining = 0
         """Calls that ended CANCELLED after SIGTERM: the drain's log reports them."""
+        self.arrivals = 0
+        """Calls started so far: the drain's last step waits until none arrives."""
+        self.held = 0
+        """Refusals held at the drain's last step, until the listeners have closed."""
+        self._release: asyncio.Event | None = None
 
     @contextlib.contextmanager
     def call(
@@ -46,15 +52,34 @@ class Observer:
             request_context.current.reset(token)
             self.finish(record, record.code)
 
-    def refuse_if_draining(self) -> None:
-        """After SIGTERM new calls are refused (UNAVAILABLE: another replica takes them)."""
-        if self.draining:
-            raise ShuttingDown("the server is shutting down; send the call to another replica")
+    async def refuse_if_draining(self) -> None:
+        """After SIGTERM new calls are refused (UNAVAILABLE: another replica takes them). At
+        the drain's last step the refusal is held until the listeners have closed and each
+        connection has been told to go away: a client that retries at once then waits for
+        its answer instead of sending into the close, and its retry goes to a new
+        connection, which is refused cleanly."""
+        if not self.draining:
+            return
+        if self._release is not None:
+            self.held += 1
+            try:
+                await self._release.wait()
+            finally:
+                self.held -= 1
+        raise ShuttingDown("the server is shutting down; send the call to another replica")
+
+    def hold_refusals(self) -> None:
+        self._release = asyncio.Event()
+
+    def release_refusals(self) -> None:
+        if self._release is not None:
+            self._release.set()
 
     def start(
         self, rpc: str, request_id: str, metadata: object, transport: str = "grpc"
     ) -> RequestRecord:
         self.in_flight += 1
+        self.arrivals += 1
         record = RequestRecord(rpc=rpc, request_id=request_id)
         record.span = tracing.start_request(rpc, metadata, request_id, transport)
         return record

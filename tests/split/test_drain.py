@@ -1,8 +1,11 @@
 """SIGTERM under load: health turns NOT_SERVING at once, new calls are refused, every request
-the server had accepted finishes, and the process exits 0 within the grace period."""
+the server had accepted finishes, no call is cut (also for clients that send again as soon as
+they are refused, on both transports), and the process exits 0 within the grace period."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import signal
 import threading
@@ -13,14 +16,16 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ..onnx_models import slow_matmul, write_model
-from ..server_process import run_server
+from ..server_process import free_port, run_server
 
 CLIENTS = 32
+HTTP_CLIENTS = 8
 ITEMS = 64  # about 20 ms of compute a request on one thread: a queue forms behind the batches
 CONFIG = f"""
 max_batch_size: {ITEMS * 4}
@@ -76,14 +81,56 @@ def _client(
                 return  # the server refuses new calls now: this client is done
 
 
-def test_sigterm_drains_accepted_requests(tmp_path: Path, retry: bool = False) -> None:
+def _http_client(
+    port: int, signalled: threading.Event, outcomes: Outcomes, stop: threading.Event
+) -> None:
+    """Keeps one connection open as long as the server lets it, and sends again at once after
+    each answer. A request the server closed its connection under is cut; a connection the
+    closed listener refuses is a clean refusal."""
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 512], "data": [1.0] * 512}]}
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        with outcomes.lock:
+            sent_after = signalled.is_set()
+            outcomes.in_flight += 1
+        try:
+            connection.request("POST", "/v2/models/slow/infer", body)
+            response = connection.getresponse()
+            response.read()
+            outcome = {200: "OK", 503: "UNAVAILABLE"}.get(
+                response.status, f"HTTP {response.status}"
+            )
+            detail = f"http {response.status}"
+        except ConnectionRefusedError:
+            outcome, detail = "UNAVAILABLE", "http: connection refused"
+            connection.close()
+        except (OSError, http.client.HTTPException) as error:
+            outcome, detail = "CUT", f"http: {type(error).__name__}"
+            connection.close()
+        with outcomes.lock:
+            outcomes.in_flight -= 1
+            if outcome != "OK":
+                outcomes.details[detail] += 1
+            if not sent_after and signalled.is_set():
+                outcomes.answered_across_signal[outcome] += 1
+            (outcomes.after_signal if sent_after else outcomes.before_signal)[outcome] += 1
+    connection.close()
+
+
+@pytest.mark.parametrize("retry", [False, True], ids=["clients-stop", "clients-retry"])
+def test_sigterm_drains_accepted_requests(tmp_path: Path, retry: bool) -> None:
     """`retry`: every client sends again at once after a refusal, until the process is gone,
-    so calls arrive at every moment of the drain (a few of those sent at the final close
-    still end CANCELLED: not yet a test)."""
+    so calls arrive at every moment of the drain, on gRPC and on HTTP keep-alive
+    connections."""
     repo = tmp_path / "models"
     write_model(repo, "slow", slow_matmul(), CONFIG)
     # The health watch below stays open through the drain, as a load balancer's would.
-    with run_server(repo, tmp_path, "--grace-seconds", "20") as server:
+    http_port = free_port()
+    with run_server(
+        repo, tmp_path, "--grace-seconds", "20", "--http-port", str(http_port)
+    ) as server:
         health_channel = grpc.insecure_channel(server.url)
         watch = health_pb2_grpc.HealthStub(health_channel).Watch(
             health_pb2.HealthCheckRequest(service="")
@@ -95,6 +142,11 @@ def test_sigterm_drains_accepted_requests(tmp_path: Path, retry: bool = False) -
             threading.Thread(target=_client, args=(server.url, signalled, outcomes, stop, retry))
             for _ in range(CLIENTS)
         ]
+        if retry:
+            clients += [
+                threading.Thread(target=_http_client, args=(http_port, signalled, outcomes, stop))
+                for _ in range(HTTP_CLIENTS)
+            ]
         for thread in clients:
             thread.start()
         time.sleep(1.5)  # every client has requests queued or running
@@ -128,8 +180,9 @@ def test_sigterm_drains_accepted_requests(tmp_path: Path, retry: bool = False) -
     every = outcomes.before_signal + outcomes.after_signal
     assert set(every) <= {"OK", "UNAVAILABLE"}, outcomes.details
     # ... and an UNAVAILABLE is the server's refusal or a connection that could not be made
-    # (the listener is closed), never a stream cut under a call.
-    cut = [d for d in outcomes.details if "Stream removed" in d or "Cancel" in d]
+    # (the listener is closed), never a stream or a connection cut under a call.
+    cut = [d for d in outcomes.details if "Stream removed" in d or "Cancel" in d or "http: " in d]
+    cut = [d for d in cut if d != "http: connection refused"]
     assert not cut, outcomes.details
     # Every call the server had accepted when the signal came was answered.
     assert accepted >= CLIENTS // 2
