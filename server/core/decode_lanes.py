@@ -8,6 +8,9 @@ images, never the small ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,11 +43,26 @@ class _Opened:
     images: list[Image.Image]
 
 
+HEAVY_NICENESS = 19
+"""The heavy lane's threads run at the lowest priority: they take the cores ordinary calls leave
+idle (a costly image's budget counts its own CPU time, never its wait), so a client sending
+bombs does not slow others down."""
+
+
+def _yield_to_others() -> None:
+    """Lowers the calling thread's priority (Linux: a thread id is a process id to
+    setpriority). Elsewhere the lane keeps the process's priority."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICENESS)
+
+
 class DecodeLanes:
     def __init__(self, sizes: LaneSizes) -> None:
         self._sizes = sizes
         self._light = ThreadPoolExecutor(sizes.light_threads, thread_name_prefix="decode")
-        self._heavy = ThreadPoolExecutor(sizes.heavy_threads, thread_name_prefix="decode-heavy")
+        self._heavy = ThreadPoolExecutor(
+            sizes.heavy_threads, thread_name_prefix="decode-heavy", initializer=_yield_to_others
+        )
         self._heavy_queued = 0
         self._light_queued = 0
 
