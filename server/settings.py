@@ -219,6 +219,12 @@ class ServerSettings:
         1 << 25, "most tensor elements one inference request may carry, over all its inputs"
     )
     max_bytes_element_kb: int = setting(4096, "longest element of a BYTES input tensor, in KiB")
+    max_item_activation_mb: int = setting(
+        256,
+        "most memory the intermediate tensors of one item of a request may take, estimated "
+        "from the model's graph (a free height and width otherwise turn 32 MB of pixels into "
+        "1.5 GB); 0: no bound",
+    )
     max_instances: int = setting(
         16, "most ONNX Runtime sessions (instance_group counts) one model version may ask for"
     )

@@ -25,7 +25,7 @@ from ..protocol.types import (
     OutputTensor,
     RequestedOutput,
 )
-from ..settings import ServerSettings
+from ..settings import MIB, ServerSettings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,6 +79,8 @@ class RequestLimits:
     """Length of one BYTES element."""
     max_response_bytes: int
     """What a response may carry: outputs known to be larger are refused before the work."""
+    max_item_activation_bytes: int = 0
+    """Estimated intermediate tensors of one item (a batch row); 0: no bound."""
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> RequestLimits:
@@ -86,6 +88,7 @@ class RequestLimits:
             settings.max_request_elements,
             settings.max_bytes_element,
             settings.response_budget_bytes,
+            settings.max_item_activation_mb * MIB,
         )
 
 
@@ -140,7 +143,28 @@ def decode_inputs(
         )
     if len(set(batch_sizes.values())) > 1:
         raise InvalidInput(f"inputs disagree on the batch size: {batch_sizes}")
-    return feeds, next(iter(batch_sizes.values()), 1)
+    batch = next(iter(batch_sizes.values()), 1)
+    _check_activations(model, elements, batch if model.max_batch_size > 0 else 1, limits)
+    return feeds, batch
+
+
+def _check_activations(
+    model: ModelVersion, elements: int, items: int, limits: RequestLimits
+) -> None:
+    """Refuses, before it runs, a request one of whose items would need more memory for the
+    model's intermediate tensors than the server allows (estimated from the graph)."""
+    per_element = model.activation_bytes_per_element
+    bound = limits.max_item_activation_bytes
+    if not per_element or not bound or not items:
+        return
+    per_item = per_element * elements / items
+    if per_item > bound:
+        raise LimitExceeded(
+            f"model '{model.name}' would need about {per_item / MIB:.0f} MiB for the "
+            f"intermediate tensors of each of this request's {items} item(s) "
+            f"({elements // items} input elements each), above this server's limit of "
+            f"{bound // MIB} MiB (max_item_activation_mb); send smaller inputs"
+        )
 
 
 def _requested_outputs(model: ModelVersion, request: InferRequest) -> list[RequestedOutput]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ..runtime import gpu_options
 from ..runtime import sessions as runtime
 from ..settings import ServerSettings
 from ..tasks import Task
-from . import repository
+from . import activation, repository
 from .autoconfig import complete_config
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class ModelVersion:
     histograms: RequestHistograms
     task: Task | TaskNotSupported
     """What the Vision API does with this model, or why it cannot."""
+    activation_bytes_per_element: float | None = None
+    """Memory its intermediate tensors take per input element (`activation`); None: unknown."""
 
     @property
     def max_batch_size(self) -> int:
@@ -96,6 +99,29 @@ def _check_gpu_fallback(label: str, wanted: list[str], got: list[str], device: s
         log.warning("%s; running on the CPU", message)
 
 
+def _note_activation_estimate(config: mc.ModelConfig, model_file: Path) -> None:
+    """Puts the graph's estimate in the completed config (which a split server's front ends
+    receive too), unless the config gives its own."""
+    if activation.PARAMETER in config.parameters:
+        return
+    estimate = activation.bytes_per_element(model_file)
+    if estimate is not None:
+        config.parameters[activation.PARAMETER].string_value = f"{estimate:.2f}"
+
+
+def _activation_figure(config: mc.ModelConfig) -> float | None:
+    text = (
+        config.parameters[activation.PARAMETER].string_value
+        if (activation.PARAMETER in config.parameters)
+        else ""
+    )
+    try:
+        figure = float(text)
+    except ValueError:
+        return None
+    return figure if math.isfinite(figure) and figure > 0 else None
+
+
 def load_version(
     model_dir: Path,
     config: mc.ModelConfig,
@@ -131,6 +157,7 @@ def load_version(
                 settings.default_max_batch_size,
             )
             providers = session.get_providers()
+            _note_activation_estimate(completed, path)
             log.info(
                 "%s: execution providers %s (%s), intra-op threads %s",
                 label,
@@ -192,4 +219,5 @@ def assemble_version(
             [t.name for t in config.output],
             labels,
         ),
+        activation_bytes_per_element=_activation_figure(config),
     )

@@ -109,3 +109,25 @@ def test_a_failed_run_is_counted_and_passed_on() -> None:
     with pytest.raises(LimitExceeded, match="the queue is full"):
         _infer(plane, _request([[1, 2, 3]]))
     assert models.get("negate").stats.view("negate", "1").requests["fail"][0] == 1
+
+
+def test_an_item_whose_intermediate_tensors_would_be_too_large_is_refused_before_the_work() -> None:
+    """Each element of x needs 1 MiB of intermediates: an item (a row of 3) needs 3 MiB."""
+
+    def plane(limit_mib: int) -> tuple[DataPlane, FunctionScheduler]:
+        scheduler = FunctionScheduler(lambda feeds: {"y": -feeds["x"]})
+        model = version(_config(), scheduler)
+        model.activation_bytes_per_element = float(1 << 20)
+        limits = RequestLimits(1000, 100, 1 << 20, max_item_activation_bytes=limit_mib << 20)
+        return DataPlane(OneModel(model), limits), scheduler
+
+    roomy, _ = plane(4)
+    (output,) = _infer(roomy, _request([[1, 2, 3], [4, 5, 6]])).outputs
+    assert output.array.tolist() == [[-1, -2, -3], [-4, -5, -6]]
+    tight, scheduler = plane(2)
+    with pytest.raises(LimitExceeded) as refused:
+        _infer(tight, _request([[1, 2, 3], [4, 5, 6]]))
+    message = str(refused.value)
+    assert "about 3 MiB" in message and "2 item(s)" in message and "limit of 2 MiB" in message
+    assert "max_item_activation_mb" in message
+    assert scheduler.jobs == []  # nothing ran

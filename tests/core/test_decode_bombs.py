@@ -192,7 +192,7 @@ def test_bombs_cost_about_a_second_each_and_normal_calls_keep_answering(
         f"{rss_after:.0f} MB after it"
     )
     # each bomb is stopped at 0.25 s of CPU (the whole decode takes about 2.4 s)
-    assert cpu < 8 * 0.5
+    assert cpu < 8 * 0.75  # well under a second each, with room for a loaded runner
     assert rss_after <= rss_before * 1.1
     # About 2x in the server (docs/security.md); the margin is for a busy shared machine,
     # where a p99 of a few milliseconds moves by as much on its own.

@@ -117,6 +117,36 @@ def test_raw_masks_too_large_to_send_are_refused_before_the_work(
     assert _executions(bundled_server.url, "segmentation") == before  # nothing was computed
 
 
+def test_a_tensor_whose_intermediates_would_take_gigabytes_is_refused_before_the_work(
+    bundled_server: RunningServer,
+) -> None:
+    """The segmenter's height and width are free: 3344 x 3344 x 3 is within the element limit
+    (32 MB of pixels) and took 1.5 GB of activations. A 1024 x 1024 photo still runs."""
+    options = [("grpc.max_send_message_length", 64 << 20)]
+
+    def request(side: int) -> pb.ModelInferRequest:
+        message = pb.ModelInferRequest(model_name="segmentation")
+        message.inputs.add(name="image", datatype="UINT8", shape=[1, side, side, 3])
+        message.raw_input_contents.append(bytes(side * side * 3))
+        return message
+
+    before = _executions(bundled_server.url, "segmentation")
+    with grpc.insecure_channel(bundled_server.url, options=options) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request(3344), timeout=60)
+        assert _executions(bundled_server.url, "segmentation") == before  # nothing was computed
+        answer = stub.ModelInfer(request(1024), timeout=60)
+        config = stub.ModelConfig(pb.ModelConfigRequest(name="segmentation"), timeout=10).config
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details()
+    assert "model 'segmentation' would need about" in details
+    assert "limit of 256 MiB (max_item_activation_mb)" in details
+    assert list(answer.outputs[0].shape) == [1, 1024, 1024]
+    # the estimate is in the model's config, where an operator can also give a figure
+    assert float(config.parameters["activation_bytes_per_element"].string_value) > 1
+
+
 def _executions(url: str, model: str) -> int:
     client = triton.InferenceServerClient(url)
     stats = client.get_inference_statistics(model).model_stats[0]
