@@ -43,10 +43,11 @@ class _Opened:
     images: list[Image.Image]
 
 
-HEAVY_NICENESS = 19
-"""The heavy lane's threads run at the lowest priority: they take the cores ordinary calls leave
-idle (a costly image's budget counts its own CPU time, never its wait), so a client sending
-bombs does not slow others down."""
+HEAVY_NICENESS = 10
+"""The heavy lane's threads run at a low priority: where ordinary calls want a core, the
+scheduler gives the lane about a tenth of it (a costly image's budget counts its own CPU time,
+never its wait). Not the lowest: a thread that holds the interpreter lock must still get to run
+soon, or it would stall every other thread of the process."""
 
 
 def _yield_to_others() -> None:

@@ -108,7 +108,8 @@ def test_each_bomb_is_refused_over_both_transports(frugal_server: RunningServer,
 
 
 ATTACKER = """
-import sys, time
+import os, sys, time
+os.nice(19)  # the attacker's own CPU stands aside: on this machine it stands for another one
 from concurrent.futures import ThreadPoolExecutor
 import grpc
 from deepserve.v1 import vision_pb2 as vpb, vision_pb2_grpc as vpb_grpc
@@ -194,8 +195,8 @@ def test_bombs_cost_about_a_second_each_and_normal_calls_keep_answering(
     # each bomb is stopped at 0.25 s of CPU (the whole decode takes about 2.4 s)
     assert cpu < 8 * 0.75  # well under a second each, with room for a loaded runner
     assert rss_after <= rss_before * 1.1
-    # About 2x in the server (docs/security.md); the margin is for a busy shared machine,
-    # where a p99 of a few milliseconds moves by as much on its own.
+    # A few milliseconds more in the server (docs/security.md); the margin is for a busy
+    # shared machine, where a p99 of a few milliseconds moves by as much on its own.
     assert p99(served_during) < 3 * p99(served_quiet) + 20
     assert p99(during) < 8 * p99(quiet) + 0.1
 
