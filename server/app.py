@@ -66,6 +66,10 @@ class Server:
         self.vision = Vision(self.dataplane, self.models, settings)
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
+        # Request bytes the gRPC port holds at once; the memory returner reads it too.
+        self._request_bytes = RequestBytes(
+            settings.max_inflight_mb * MIB, settings.max_inflight_mb_per_connection * MIB
+        )
         self._health_sync: asyncio.Task[None] | None = None
         self._http: EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -112,9 +116,7 @@ class Server:
             interceptors=interceptors,
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
-        held = RequestBytes(
-            self.settings.max_inflight_mb * MIB, self.settings.max_inflight_mb_per_connection * MIB
-        )
+        held = self._request_bytes
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.dataplane, self.control, self.observer, held),
             server,
@@ -156,7 +158,10 @@ class Server:
         if self.settings.http_port:
             await self._start_http()
         self.host.start_background()
-        returner = MemoryReturner(self.settings.memory_return_mb * MIB)
+        request_bytes = self._request_bytes
+        returner = MemoryReturner(
+            self.settings.memory_return_mb * MIB, held=lambda: request_bytes.held
+        )
         self._memory_task = asyncio.create_task(returner.run())
 
     async def _start_http(self) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 1.0
-MAX_WAIT_S = 64.0
+MAX_WAIT_S = 8.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -44,20 +44,24 @@ class MemoryReturner:
     """Checks the resident size every second and gives freed memory back (on a worker thread:
     trimming a large heap takes milliseconds) while the process is more than `step_bytes` above
     the lowest size it has come back to. A trim that gives little back (the memory is in use)
-    doubles the wait before the next, up to a minute; growth by another step brings it back to
-    a second, so what a storm leaves is returned a moment after it ends. `step_bytes` 0: off."""
+    doubles the wait before the next, up to 8 s; growth by another step, or the requests that
+    held the memory at that trim (`held`: request bytes in flight) being gone, brings it back
+    to a second, so what a storm leaves is returned a moment after it ends. `step_bytes` 0: off."""
 
     def __init__(
         self,
         step_bytes: int,
         trim: Callable[[], None] | None = None,
         resident: Callable[[], int] = resident_bytes,
+        held: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._step = step_bytes
         self._trim = (trim or _malloc_trim()) if step_bytes > 0 else None
         self._resident = resident
         self._clock = clock
+        self._held = held
+        self._held_at_trim = 0
         self._base = self._last = resident()
         self._wait = CHECK_INTERVAL_S
         self._due = clock()
@@ -68,8 +72,9 @@ class MemoryReturner:
         """One check, and a trim when due: call off the event loop."""
         if self._trim is None:
             return
-        before, now = self._resident(), self._clock()
-        if before > self._last + self._step:  # growing again: something large is going on
+        before, now, held = self._resident(), self._clock(), self._held()
+        # Growing again (something large is going on), or what was in use is now free.
+        if before > self._last + self._step or held < self._held_at_trim - self._step:
             self._wait = CHECK_INTERVAL_S
             self._due = min(self._due, now)
         if now < self._due or before <= self._base + self._step:
@@ -80,7 +85,7 @@ class MemoryReturner:
         self.returned += given
         productive = given >= self._step // 2
         self._wait = CHECK_INTERVAL_S if productive else min(self._wait * 2, MAX_WAIT_S)
-        self._due, self._last = now + self._wait, after
+        self._due, self._last, self._held_at_trim = now + self._wait, after, held
         self._base = min(self._base, after)
         if productive:
             log.info("gave %d MiB of freed memory back", given >> 20)

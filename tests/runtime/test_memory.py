@@ -53,7 +53,29 @@ def test_memory_in_use_is_tried_less_and_less_often() -> None:
     for second in range(200):
         process.now = float(second)
         returner.check()
-    assert process.trims == 8  # at 0, 2, 6, 14, 30, 62, 126 and 190 s: waits double to 64 s
+    assert process.trims == 27  # at 0, 2, 6 and 14 s, then every 8 s: waits double to 8 s
+
+
+def test_the_requests_that_held_the_memory_leaving_brings_a_trim_at_once() -> None:
+    process = FakeProcess()
+    requests = [0]
+    returner = MemoryReturner(
+        64 * MIB,
+        trim=process.trim,
+        resident=lambda: process.resident,
+        held=lambda: requests[0],
+        clock=lambda: process.now,
+    )
+    process.resident = process.in_use = 600 * MIB  # a storm: its requests hold 500 MiB
+    requests[0] = 500 * MIB
+    for second in range(30):  # long enough for the waits to reach their longest
+        process.now = float(second)
+        returner.check()
+    trims = process.trims
+    process.now = 30.0
+    process.in_use, requests[0] = 100 * MIB, 0  # over: freed but held by the allocator
+    returner.check()
+    assert process.trims == trims + 1 and process.resident == 100 * MIB
 
 
 def test_growth_brings_the_checks_back_to_every_second() -> None:
@@ -82,6 +104,7 @@ def test_the_real_trim_returns_freed_memory() -> None:
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
+    libc.malloc_trim(0)  # what earlier tests freed would otherwise serve the blocks below
     before = resident_bytes()
     blocks = [libc.malloc(4096) for _ in range(50_000)]  # 200 MiB of small blocks: the heap
     for block in blocks:
