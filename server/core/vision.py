@@ -1,7 +1,7 @@
 """The Vision API's core, the same for gRPC and HTTP: find the model, check it does the task,
 open the images from their headers (limits first), decode and resize them on the Vision API's
-own threads (within a CPU budget, stopped when the caller goes away), batch them through the
-model's scheduler with tensor requests, post-process."""
+own threads, or its own processes for costly images (within a CPU budget, stopped when the
+caller goes away), batch them through the model's scheduler with tensor requests, post-process."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..tasks import Task
 from . import imaging
 from .dataplane import DataPlane
 from .decode_lanes import DecodeLanes, LaneSizes
+from .decode_processes import DecodeJob
 from .decode_work import DecodeBounds, Stop
 
 
@@ -55,7 +56,7 @@ class Vision:
         self._lanes = DecodeLanes(
             LaneSizes(
                 light_threads=settings.decode_threads or max(cores, 2),
-                heavy_threads=max(cores // 2, 1),
+                heavy_processes=max(cores // 2, 1),
                 heavy_waiting=settings.heavy_decodes_waiting,
                 light_waiting=settings.decodes_waiting,
                 heavy_ms=settings.heavy_decode_ms,
@@ -100,7 +101,8 @@ class Vision:
             return imaging.prepare(opened, spec.height, spec.width, spec.channels)
 
         async def prepare() -> tuple[np.ndarray, list[tuple[int, int]]]:
-            return await self._lanes.run(open_images, decode)
+            job = DecodeJob(images, limits, spec.height, spec.width, spec.channels)
+            return await self._lanes.run(open_images, decode, job)
 
         results = await self._dataplane.run_images(
             model,

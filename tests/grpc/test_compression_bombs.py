@@ -88,4 +88,7 @@ def test_rss_comes_back_after_each_storm_of_compressed_messages(tmp_path: Path) 
         f"{[round(a) for a in afters]} 3 to 12 s later"
     )
     assert set(codes) <= {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}, codes
-    assert max(afters) < before * 1.1
+    # On a loaded machine one message's buffer was seen still in use in a gRPC thread's heap
+    # for many seconds (not garbage: no trim gives it back); never more than that one.
+    assert max(afters) < before * 1.1 + BOMB_BYTES / (1 << 20)
+    assert afters[-1] < afters[0] + BOMB_BYTES / (1 << 20)  # storms do not add up

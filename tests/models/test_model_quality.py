@@ -27,7 +27,8 @@ def _card(model: str) -> dict:
 
 @pytest.fixture(scope="module")
 def client(bundled_server: RunningServer):
-    with Client(bundled_server.url, retries=0) as client:
+    # Retried as applications are: a slow machine may refuse a batch of 120 scenes at first.
+    with Client(bundled_server.url) as client:
         yield client
 
 

@@ -1,0 +1,121 @@
+"""Costly images in worker processes: the answer is the one a thread would give, limits are
+errors with their messages, a caller that goes away stops the worker, and a worker that dies
+costs its call only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepserve.server.core import imaging
+from deepserve.server.core.decode_processes import DecodeJob, DecodeProcesses
+from deepserve.server.core.decode_work import DecodeBounds
+from deepserve.server.protocol.errors import InvalidInput, LimitExceeded
+from deepserve.server.protocol.types import ImageSource
+
+from ..hostile_images import encoded, many_scans_jpeg
+
+LIMITS = imaging.ImageLimits(
+    max_pixels=40_000_000, max_request_bytes=1 << 30, formats=("PNG", "JPEG"),
+    work=DecodeBounds(max_scans=64, max_strips=64, cpu_ms=20_000),
+)  # fmt: skip
+BOMB = many_scans_jpeg(64, 6000, 6000)  # about 2.4 s of CPU to decode here
+
+
+def _job(data: bytes, limits: imaging.ImageLimits = LIMITS) -> DecodeJob:
+    return DecodeJob([ImageSource(data)], limits, 28, 28, 1)
+
+
+@pytest.fixture
+def workers() -> Iterator[DecodeProcesses]:
+    processes = DecodeProcesses(1, 4)
+    yield processes
+    processes.close()
+
+
+def _children_cpu_s() -> float:
+    """CPU time of this process's children (the decoding workers) so far."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[1]) == os.getpid() and b"spawn_main" in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_a_worker_gives_what_a_thread_gives(workers: DecodeProcesses) -> None:
+    image = encoded("PNG", 48, 32)
+    batch, sizes = asyncio.run(workers.decode(_job(image)))
+    opened = imaging.open_all([ImageSource(image)], LIMITS)
+    expected, expected_sizes = imaging.prepare(opened, 28, 28, 1)
+    assert np.array_equal(batch, expected) and sizes == expected_sizes == [(32, 48)]
+
+
+def test_limits_in_a_worker_are_the_same_errors(workers: DecodeProcesses) -> None:
+    tight = imaging.ImageLimits(
+        LIMITS.max_pixels, LIMITS.max_request_bytes, LIMITS.formats,
+        DecodeBounds(max_scans=64, max_strips=64, cpu_ms=50),
+    )  # fmt: skip
+    with pytest.raises(LimitExceeded, match=r"image 0: decoding took more .* 50 ms"):
+        asyncio.run(workers.decode(_job(BOMB, tight)))
+    with pytest.raises(InvalidInput, match=r"image 0: .* not an image"):
+        asyncio.run(workers.decode(_job(b"not an image at all")))
+
+
+def test_a_caller_that_goes_away_stops_the_worker(workers: DecodeProcesses) -> None:
+    asyncio.run(workers.decode(_job(encoded("PNG"))))  # the worker is up
+    before = _children_cpu_s()
+
+    async def give_up() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(workers.decode(_job(BOMB)), 0.3)
+
+    asyncio.run(give_up())
+    started = time.monotonic()
+    asyncio.run(workers.decode(_job(encoded("PNG"))))  # waits for the worker to be free
+    waited = time.monotonic() - started
+    spent = _children_cpu_s() - before
+    print(f"the bomb's worker: {spent:.2f} s of CPU; the next call waited {waited:.2f} s")
+    assert spent < 1.0  # the whole decode takes about 2.4 s
+
+
+def test_a_worker_that_dies_costs_its_call_only(workers: DecodeProcesses) -> None:
+    asyncio.run(workers.decode(_job(encoded("PNG"))))
+
+    async def killed() -> None:
+        call = asyncio.ensure_future(workers.decode(_job(BOMB)))
+        await asyncio.sleep(0.3)
+        for pid in _worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(InvalidInput, match="decoder ended without an answer"):
+            await call
+
+    asyncio.run(killed())
+    batch, _ = asyncio.run(workers.decode(_job(encoded("PNG"))))
+    assert batch.shape == (1, 28, 28, 1)
