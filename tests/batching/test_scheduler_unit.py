@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from deepserve.server.batching.instance import PlainInstance
-from deepserve.server.batching.pace import Pace
+from deepserve.server.batching.pace import STALE_S, Pace
 from deepserve.server.batching.queue import JobQueue
 from deepserve.server.batching.scheduler import Scheduler
 from deepserve.server.batching.stats import ModelStats
@@ -234,6 +234,31 @@ def test_pace_learns_from_batches_after_each_instances_first() -> None:
     for _ in range(50):
         pace.record(2, 4_000_000)  # small batches of 2 ms an item take over
     assert pace.wait_ns(10) == pytest.approx(10_000_000, rel=0.01)
+
+
+def test_a_pace_unrenewed_for_a_while_is_learned_anew() -> None:
+    now = [0.0]
+    pace = Pace(instances=1, clock=lambda: now[0])
+    pace.record(8, 900_000_000)  # the first batch, left out
+    for _ in range(20):
+        pace.record(8, 800_000_000)  # 100 ms an item: the cores were shared with a burst
+    assert pace.wait_ns(10) == pytest.approx(1e9)
+    now[0] = STALE_S + 1  # idle since: nothing is refused on that old figure
+    assert not pace.known and pace.wait_ns(10) == 0
+    pace.record(8, 8_000_000)  # the next batch sets the pace alone
+    assert pace.wait_ns(10) == pytest.approx(10_000_000)
+
+
+def test_a_pace_falls_faster_than_it_rises() -> None:
+    pace = Pace(instances=1)
+    pace.record(8, 1)  # the first batch, left out
+    pace.record(8, 800_000_000)  # 100 ms an item while the cores were shared
+    for _ in range(4):
+        pace.record(8, 8_000_000)  # then 1 ms an item
+    assert pace.wait_ns(10) < 0.1 * 1e9  # a tenth of the old figure after four batches
+    for _ in range(4):
+        pace.record(8, 800_000_000)
+    assert pace.wait_ns(10) < 0.7 * 1e9  # back up more slowly
 
 
 def test_a_request_the_queue_would_hold_too_long_is_refused_at_once(executor) -> None:
