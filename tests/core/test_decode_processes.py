@@ -21,6 +21,7 @@ from deepserve.server.protocol.errors import InvalidInput, LimitExceeded
 from deepserve.server.protocol.types import ImageSource
 
 from ..hostile_images import encoded, many_scans_jpeg
+from .test_decode_bombs import tree_cpu_seconds
 
 LIMITS = imaging.ImageLimits(
     max_pixels=40_000_000, max_request_bytes=1 << 30, formats=("PNG", "JPEG"),
@@ -38,21 +39,6 @@ def workers() -> Iterator[DecodeProcesses]:
     processes = DecodeProcesses(1, 4)
     yield processes
     processes.close()
-
-
-def _children_cpu_s() -> float:
-    """CPU time of this process's children (the decoding workers) so far."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def _worker_pids() -> list[int]:
@@ -90,7 +76,7 @@ def test_limits_in_a_worker_are_the_same_errors(workers: DecodeProcesses) -> Non
 
 def test_a_caller_that_goes_away_stops_the_worker(workers: DecodeProcesses) -> None:
     asyncio.run(workers.decode(_job(encoded("PNG"))))  # the worker is up
-    before = _children_cpu_s()
+    before = tree_cpu_seconds(os.getpid())
 
     async def give_up() -> None:
         with pytest.raises(TimeoutError):
@@ -100,7 +86,7 @@ def test_a_caller_that_goes_away_stops_the_worker(workers: DecodeProcesses) -> N
     started = time.monotonic()
     asyncio.run(workers.decode(_job(encoded("PNG"))))  # waits for the worker to be free
     waited = time.monotonic() - started
-    spent = _children_cpu_s() - before
+    spent = tree_cpu_seconds(os.getpid()) - before
     print(f"the bomb's worker: {spent:.2f} s of CPU; the next call waited {waited:.2f} s")
     assert spent < 1.0  # the whole decode takes about 2.4 s
 
