@@ -24,11 +24,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..observability import request_context, tracing
 from ..observability.histograms import VersionHistograms
-from ..protocol.errors import DeadlineExceeded, QueueTimeout, ServerBusy
+from ..protocol.errors import DeadlineExceeded, QueueTimeout
 from .instance import BatchRun, Instance
 from .pace import Pace
 from .queue import US, Job, JobQueue, feeds_signature
 from .stats import ModelStats
+from .wait_check import refuse_if_late, wait_limit
 
 
 @dataclass(frozen=True)
@@ -132,23 +133,19 @@ class Scheduler:
         ahead = self.queue.items_ahead(level) + self._reserved
         if not ahead:
             return  # nothing ahead: it runs as soon as an instance is free
-        bounds = []
-        if self._max_wait_ns:
-            bounds.append((self._max_wait_ns, "the longest queue wait (max_queue_wait_ms)"))
-        if timeout_us and not self.queue.policy(level).delay_on_timeout:
-            bounds.append((timeout_us * US, "its queue timeout"))
-        if deadline_s is not None:
-            bounds.append((deadline_s * 1e9, "its deadline"))
-        if not bounds:
-            return
-        limit_ns, what = min(bounds)
+        limit = wait_limit(self._max_wait_ns, self.queue.policy(level), timeout_us, deadline_s)
         wait_ns = self._pace.wait_ns(ahead + items)
-        if wait_ns > limit_ns:
-            raise ServerBusy(
-                f"model '{self.name}' cannot serve this request in time: {ahead} items are "
-                f"queued ahead of it, about {wait_ns / 1e6:.0f} ms of work, past {what} of "
-                f"{limit_ns / 1e6:.0f} ms; try again later"
-            )
+        refuse_if_late(self.name, f"{ahead} items are queued ahead of it", wait_ns, limit)
+
+    def backlog_ns(self) -> float:
+        """About how long what waits at the default level takes to get through (0 while the
+        pace is unknown): a split server's front ends judge new requests by it."""
+        ahead = self.queue.items_ahead(self.queue.default_level) + self._reserved
+        return self._pace.wait_ns(ahead) if ahead else 0.0
+
+    def item_ns(self) -> float:
+        """About how long one more item adds to the wait (0 while unknown)."""
+        return self._pace.wait_ns(1)
 
     def _ensure_started(self) -> asyncio.Event:
         if self._wakeup is None:

@@ -255,6 +255,7 @@ class Engine:
             return
         result = job.result()
         descriptors, frames = wire.describe(result.outputs)
+        scheduler = _own_scheduler(model)
         body = [
             result.queue_ns,
             result.batch_input_ns,
@@ -262,6 +263,8 @@ class Engine:
             result.batch_output_ns,
             result.batch_items,
             descriptors,
+            scheduler.backlog_ns(),
+            scheduler.item_ns(),
             model.stats.inference_count,
             model.stats.execution_count,
         ]

@@ -159,7 +159,13 @@ class EngineModels:
             name: dataclasses.replace(
                 newest,
                 scheduler=RemoteScheduler(
-                    self.client, name, newest.version, False, _remote(newest), newest.config
+                    self.client,
+                    name,
+                    newest.version,
+                    False,
+                    _remote(newest),
+                    newest.config,
+                    self.settings.max_queue_wait_ms,
                 ),
             )
             for name, entry in entries.items()
@@ -178,7 +184,9 @@ class EngineModels:
             config,
             number,
             labels,
-            RemoteScheduler(self.client, name, number, True, stats, config),
+            RemoteScheduler(
+                self.client, name, number, True, stats, config, self.settings.max_queue_wait_ms
+            ),
             stats,
             providers,
             EngineHistograms(),

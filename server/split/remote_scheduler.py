@@ -26,8 +26,9 @@ from typing import Protocol
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ..batching.queue import feeds_signature
+from ..batching.queue import JobQueue, feeds_signature
 from ..batching.scheduler import JobResult
+from ..batching.wait_check import refuse_if_late, wait_limit
 from ..protocol.errors import ErrorKind, ModelUnavailable, ServerBusy
 from . import wire
 from .engine_client import EngineClient
@@ -82,6 +83,7 @@ class RemoteScheduler:
         pinned: bool,
         stats: HoldsEngineCounts,
         config: mc.ModelConfig,
+        max_queue_wait_ms: float = 0.0,
     ) -> None:
         self._client = client
         self._stats = stats
@@ -97,17 +99,46 @@ class RemoteScheduler:
         self._sending: set[asyncio.Task[None]] = set()
         self._busy: tuple[float, str] | None = None
         """When the engine last refused a job as busy, and its words."""
+        queue = JobQueue(name, config.dynamic_batching if batches else None, 0)
+        self._policy = queue.policy(queue.default_level)
+        self._max_wait_ns = max_queue_wait_ms * 1e6
+        self._engine_backlog = (0.0, 0.0)
+        """The engine's queued work of this version (ns) as of its last answer, and when."""
+        self._item_ns = 0.0
+        """What one more item adds to the engine's queue (ns; 0 while it does not know)."""
+        self._reserved = 0
+        """Items of requests admitted here and still being prepared (images decoded)."""
 
     @contextlib.contextmanager
     def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
         """The engine's scheduler checks each job's wait; here a request is refused before
-        its images are decoded while the engine refused one of this version a moment ago."""
+        its images are decoded while the engine refused one of this version a moment ago, or
+        when the engine's queue as it last told (less what it has run since), with what this
+        front end holds back, is past the request's bounds."""
         if self._busy is not None:
             refused_at, message = self._busy
             if time.monotonic() - refused_at < BUSY_MEMORY_S:
                 raise ServerBusy(message)
             self._busy = None
-        yield
+        self._check_wait(items, deadline_s)
+        self._reserved += items
+        try:
+            yield
+        finally:
+            self._reserved -= items
+
+    def _check_wait(self, items: int, deadline_s: float | None) -> None:
+        backlog_ns, told_at = self._engine_backlog
+        engine_ns = max(0.0, backlog_ns - (time.monotonic() - told_at) * 1e9)
+        here = self._reserved + sum(kind.items for kind in self._kinds.values())
+        if not (engine_ns or here) or not self._item_ns:
+            return  # nothing ahead, or no pace known yet: the engine judges
+        limit = wait_limit(self._max_wait_ns, self._policy, self._policy.timeout_for(0), deadline_s)
+        wait_ns = engine_ns + self._item_ns * (here + items)
+        ahead = (
+            f"about {engine_ns / 1e6:.0f} ms of work is queued at the engine and {here} items here"
+        )
+        refuse_if_late(self._name, ahead, wait_ns, limit)
 
     async def submit(
         self,
@@ -209,8 +240,20 @@ class RemoteScheduler:
             priority, timeout_us, deadline_s, descriptors, len(feeds),
         ]  # fmt: skip
         body, received = await self._client.call(header, frames)
-        queue_ns, input_ns, infer_ns, output_ns, batch_items, outputs, *counts = body
+        (
+            queue_ns,
+            input_ns,
+            infer_ns,
+            output_ns,
+            batch_items,
+            outputs,
+            backlog_ns,
+            item_ns,
+            *counts,
+        ) = body
         self._stats.engine_counts = counts
+        self._engine_backlog = (backlog_ns, time.monotonic())
+        self._item_ns = item_ns
         arrays = wire.arrays(outputs, received)
         results, offset = [], 0
         for count in items:

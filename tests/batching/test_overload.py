@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import pytest
 import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -168,11 +166,6 @@ def test_vision_at_ten_times_capacity_refuses_before_decoding(tmp_path: Path) ->
     """One client floods a Vision model: what cannot be served within the queue's wait bound
     is refused when it arrives (before its image is decoded), calls one connection opens past
     its stream limit are refused by gRPC as never started, and nothing ends CANCELLED."""
-    if int(os.environ.get("DEEPSERVE_FRONTENDS") or 0):
-        pytest.skip(
-            "a split server's front ends decode before the engine's queue can refuse (they "
-            "refuse before decoding only for 50 ms after an engine refusal)"
-        )
     wait_ms = 500
     with run_server(
         MODELS, tmp_path, "--model", "ssd", "--max-queue-wait-ms", str(wait_ms),

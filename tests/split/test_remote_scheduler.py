@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from deepserve.server.protocol.errors import ErrorKind
+from deepserve.server.protocol.errors import ErrorKind, ServerBusy
 from deepserve.server.split import wire
 from deepserve.server.split.remote_scheduler import MAX_WAIT_S, RemoteScheduler
 
@@ -24,6 +24,8 @@ class RecordingEngine:
     def __init__(self, refuse: bool = False) -> None:
         self.jobs: list[dict[str, Any]] = []
         self.refuse = refuse
+        self.backlog_ns = 0.0  # what it says of its queue
+        self.item_ns = 0.0
         self.answering = asyncio.Event()
         self.answering.set()
 
@@ -37,7 +39,7 @@ class RecordingEngine:
         if self.refuse:  # as the engine client raises what the engine answered
             raise wire.EngineError(ErrorKind.RESOURCE_EXHAUSTED, "model 'm' queue is full")
         descriptors, frames = wire.describe({name: feeds["x"] * 2 for name in outputs})
-        return [1, 2, 3, 4, items, descriptors, 10, 5], frames
+        return [1, 2, 3, 4, items, descriptors, self.backlog_ns, self.item_ns, 10, 5], frames
 
 
 class Stats:
@@ -45,9 +47,11 @@ class Stats:
         self.engine_counts = [0, 0]
 
 
-def _scheduler(engine: RecordingEngine, batching: str = "dynamic_batching { }") -> RemoteScheduler:
+def _scheduler(
+    engine: RecordingEngine, batching: str = "dynamic_batching { }", max_wait_ms: float = 0.0
+) -> RemoteScheduler:
     config = text_format.Parse(f"max_batch_size: 8\n{batching}", mc.ModelConfig())
-    return RemoteScheduler(engine, "m", 1, True, Stats(), config)  # type: ignore[arg-type]
+    return RemoteScheduler(engine, "m", 1, True, Stats(), config, max_wait_ms)  # type: ignore[arg-type]
 
 
 def _x(value: float, items: int = 1) -> dict[str, np.ndarray]:
@@ -192,3 +196,37 @@ def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
     assert leaving.cancelled()
     with pytest.raises(asyncio.CancelledError):
         leaving.result()
+
+
+def test_a_request_the_engine_could_not_serve_in_time_is_refused_before_it_is_prepared() -> None:
+    """The engine's last answer says how much work waits there; with what waits here, a
+    request past its bound is refused on arrival (before its images are decoded), and the
+    engine's backlog counts less as the time it takes passes."""
+    engine = RecordingEngine()
+    engine.item_ns = 1e6  # 1 ms an item
+
+    async def scenario() -> list[str]:
+        scheduler = _scheduler(engine, max_wait_ms=500)
+        seen = []
+        with scheduler.reserve(400):  # nothing known of the engine's queue yet
+            seen.append("admitted before any answer")
+        engine.backlog_ns = 450e6
+        await scheduler.submit(_x(1), 1, ["y"])
+        with scheduler.reserve(10):
+            seen.append("450 + 10 ms admitted")
+            refusal = r"model 'm' cannot serve .* 10 items here, .* \(max_queue_wait_ms\)"
+            with pytest.raises(ServerBusy, match=refusal), scheduler.reserve(45):
+                pass  # 450 + 10 held here + 45
+        deadline = pytest.raises(ServerBusy, match="its deadline of 300 ms")
+        with deadline, scheduler.reserve(1, deadline_s=0.3):
+            pass
+        await asyncio.sleep(0.2)  # the engine's 450 ms are 250 ms or less by now
+        with scheduler.reserve(1, deadline_s=0.3):
+            seen.append("admitted once the engine's backlog has run")
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        "admitted before any answer",
+        "450 + 10 ms admitted",
+        "admitted once the engine's backlog has run",
+    ]
