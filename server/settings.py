@@ -205,7 +205,14 @@ class ServerSettings:
     heavy_decode_ms: float = setting(
         100.0,
         "requests whose images are estimated (from their headers) to take longer than this to "
-        "decode are decoded on separate threads (half the cores), so they never delay small ones",
+        "decode are decoded in worker processes of their own (half as many as cores, at a low "
+        "priority), so they never delay small ones",
+    )
+    decode_worker_cpus: str = setting(
+        "",
+        "CPUs the costly images' decode workers run on, e.g. '3' or '2-3' (then one worker a "
+        "CPU); empty: any. Kept off the cores that serve, a client sending costly images "
+        "slows no one else",
     )
     heavy_decodes_waiting: int = setting(
         32, "costly requests that may wait for those threads; past it RESOURCE_EXHAUSTED"

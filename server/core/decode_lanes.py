@@ -29,6 +29,8 @@ class LaneSizes:
     """A request whose images are estimated to take longer than this goes to the heavy lane."""
     light_waiting: int
     """Requests that may wait for the light lane; past it RESOURCE_EXHAUSTED."""
+    heavy_cpus: frozenset[int] = frozenset()
+    """CPUs the heavy lane's workers run on (empty: any)."""
 
 
 class _Costly:
@@ -41,7 +43,7 @@ class DecodeLanes:
         self._light = ThreadPoolExecutor(sizes.light_threads, thread_name_prefix="decode")
         # Calls that went away keep their worker's slot until it stops: one more a worker.
         self._heavy = DecodeProcesses(
-            sizes.heavy_processes, sizes.heavy_waiting + sizes.heavy_processes
+            sizes.heavy_processes, sizes.heavy_waiting + sizes.heavy_processes, sizes.heavy_cpus
         )
         self._heavy_queued = 0
         self._light_queued = 0

@@ -21,7 +21,7 @@ from ..tasks import Task
 from . import imaging
 from .dataplane import DataPlane
 from .decode_lanes import DecodeLanes, LaneSizes
-from .decode_processes import DecodeJob
+from .decode_processes import DecodeJob, worker_cpus
 from .decode_work import DecodeBounds, Stop
 
 
@@ -53,13 +53,15 @@ class Vision:
         )
         self.response_budget = settings.response_budget_bytes
         cores = os.cpu_count() or 1
+        heavy_cpus = worker_cpus(settings.decode_worker_cpus)
         self._lanes = DecodeLanes(
             LaneSizes(
                 light_threads=settings.decode_threads or max(cores, 2),
-                heavy_processes=max(cores // 2, 1),
+                heavy_processes=max(cores // 2, 1) if not heavy_cpus else len(heavy_cpus),
                 heavy_waiting=settings.heavy_decodes_waiting,
                 light_waiting=settings.decodes_waiting,
                 heavy_ms=settings.heavy_decode_ms,
+                heavy_cpus=heavy_cpus,
             )
         )
 

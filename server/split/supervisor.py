@@ -30,6 +30,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from ..core.auth import Authenticator, ConfigurationError, check_exposure
+from ..core.decode_processes import worker_cpus
 from ..settings import ServerSettings
 from .shared_port import shared_port
 
@@ -85,6 +86,7 @@ def run_split(settings: ServerSettings) -> int:
             f"--frontends must be 0 (one process) or more front ends, got {settings.frontends}"
         )
     check_exposure(settings, Authenticator(settings))
+    worker_cpus(settings.decode_worker_cpus)  # the front ends use it: refused here, once
     context = multiprocessing.get_context("spawn")
     # Held (bound, not listening) for the front ends, which bind the same ports.
     held = [shared_port(settings.host, settings.port)]

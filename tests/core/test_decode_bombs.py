@@ -5,6 +5,7 @@ Vision calls keep answering; a caller that gives up stops the work."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -37,10 +38,9 @@ from .test_limits import rss_mb
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and every process below it (front ends and engine alike)."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every process: its parent and CPU seconds."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -48,16 +48,26 @@ def tree_cpu_seconds(pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
+    return found
+
+
+def _tree(pid: int, processes: dict[int, tuple[int, float]]) -> set[int]:
+    """A process and every process below it (front ends, engine and decode workers alike)."""
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
-        for child, its_parent in parents.items():
+        for child, (its_parent, _) in processes.items():
             if its_parent == parent and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    return sum(times.get(p, 0.0) for p in tree)
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and every process below it."""
+    processes = _processes()
+    return sum(processes[p][1] for p in _tree(pid, processes) if p in processes)
 
 
 @pytest.fixture(scope="module")
@@ -145,63 +155,77 @@ what a core given to anything else costs normal calls on this machine, beside wh
 is judged."""
 
 
-def test_bombs_cost_about_a_second_each_and_normal_calls_keep_answering(
-    frugal_server: RunningServer, tmp_path: Path
-) -> None:
-    normal = encoded("PNG", 28, 28)
-    url, pid = frugal_server.url, frugal_server.process.pid
-    channel = grpc.insecure_channel(url)
-    stub = vpb_grpc.VisionStub(channel)
-    request = vpb.ClassifyRequest(model="mnist", images=[vpb.Image(encoded=normal)])
+class NormalCalls:
+    """Classify calls of a small PNG, one at a time, as an ordinary client makes them."""
 
-    def normal_latencies(seconds: float) -> list[float]:
+    def __init__(self, server: RunningServer) -> None:
+        self._server = server
+        self._channel = grpc.insecure_channel(server.url)
+        self._stub = vpb_grpc.VisionStub(self._channel)
+        normal = vpb.Image(encoded=encoded("PNG", 28, 28))
+        self._request = vpb.ClassifyRequest(model="mnist", images=[normal])
+
+    def measure(self, seconds: float) -> tuple[list[float], list[float]]:
+        """Calls for `seconds`: each one's latency as this client saw it (s), and the server's
+        own time for each (ms, from its access log)."""
+        mark = len(self._server.log().splitlines())
         latencies, end = [], time.perf_counter() + seconds
         while time.perf_counter() < end:
             started = time.perf_counter()
-            stub.Classify(request, timeout=10)
+            self._stub.Classify(self._request, timeout=10)
             latencies.append(time.perf_counter() - started)
-        return latencies
-
-    def served_ms(log_from: int) -> list[float]:
-        """The server's own time for each normal call since then (its access log)."""
-        lines = frugal_server.log().splitlines()[log_from:]
+        lines = self._server.log().splitlines()[mark:]
         records = [json.loads(line) for line in lines if line.startswith("{")]
-        return [
+        served = [
             r["duration_ms"] for r in records if r.get("rpc") == "Classify" and r["code"] == "OK"
         ]
+        return latencies, served
 
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def _attack(url: str, folder: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Another client sending the 36-Mpx JPEG bomb four at a time for `seconds`."""
+    (folder / "bomb.jpg").write_bytes(BOMBS["jpeg-64-scans-36-mpx"][0])
+    attacker = subprocess.Popen(
+        [sys.executable, "-c", ATTACKER, url, str(folder / "bomb.jpg"), str(seconds)]
+    )
+    time.sleep(0.5)  # the attack is under way
+    return attacker
+
+
+def test_bombs_cost_about_a_second_each_and_normal_calls_keep_answering(
+    frugal_server: RunningServer, tmp_path: Path
+) -> None:
+    url, pid = frugal_server.url, frugal_server.process.pid
     bomb = BOMBS["jpeg-64-scans-36-mpx"][0]  # decodes for seconds unless stopped
     cpu_before = tree_cpu_seconds(pid)
     with ThreadPoolExecutor(4) as pool:
         errors = list(pool.map(lambda _: _classify(url, bomb), range(8)))
     cpu = tree_cpu_seconds(pid) - cpu_before
     assert {e.code() for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}  # type: ignore[union-attr]
-    normal_latencies(0.5)  # warm
+    calls = NormalCalls(frugal_server)
+    calls.measure(0.5)  # warm
     rss_before = rss_mb(pid)
-    mark = len(frugal_server.log().splitlines())
-    quiet = normal_latencies(3.0)
-    served_quiet = served_ms(mark)
-    (tmp_path / "bomb.jpg").write_bytes(bomb)
-    attacker = subprocess.Popen(
-        [sys.executable, "-c", ATTACKER, url, str(tmp_path / "bomb.jpg"), "6"]
-    )
-    time.sleep(0.5)  # the attack is under way
-    mark = len(frugal_server.log().splitlines())
-    during = normal_latencies(5.0)
-    served_during = served_ms(mark)
+    quiet, served_quiet = calls.measure(3.0)
+    attacker = _attack(url, tmp_path, 6)
+    during, served_during = calls.measure(5.0)
     assert attacker.wait(timeout=60) == 0
     busy = subprocess.Popen([sys.executable, "-c", BUSY_PROCESS, "5.5"])
     time.sleep(0.5)
-    mark = len(frugal_server.log().splitlines())
-    beside_busy = normal_latencies(5.0)
-    served_beside_busy = served_ms(mark)
+    beside_busy, served_beside_busy = calls.measure(5.0)
     assert busy.wait(timeout=60) == 0
-    channel.close()
+    calls.close()
     rss_after, settled = rss_mb(pid), time.monotonic() + 5
     while rss_after > rss_before * 1.1 and time.monotonic() < settled:
         time.sleep(0.25)
         rss_after = rss_mb(pid)
-    p99 = lambda xs: statistics.quantiles(xs, n=100)[98]  # noqa: E731
+    p99 = _p99
     print(
         f"8 JPEG bombs (4 at once): server CPU {cpu:.1f} s. Normal calls, p99 quiet / with "
         f"bombs four at a time from another client: in the server {p99(served_quiet):.1f} / "
@@ -238,3 +262,43 @@ def test_a_caller_that_gives_up_stops_the_decode(frugal_server: RunningServer) -
     codes = {e.code() for e in errors}  # type: ignore[union-attr]
     assert codes <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert cpu < 8 * 0.25  # stopped soon after the deadline, before the budget
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a CPU to serve and one more")
+def test_with_decode_workers_on_a_cpu_of_their_own_an_attack_keeps_normal_p99_within_2x(
+    tmp_path: Path,
+) -> None:
+    """--decode-worker-cpus keeps the costly decodes off the cores that serve: the server, the
+    attacker's process and this client run on every CPU but the last (the same load on them in
+    both phases), the workers on that one."""
+    *serving, decoding = sorted(os.sched_getaffinity(0))
+    own = os.sched_getaffinity(0)
+    root = Path(__file__).resolve().parents[2]
+    os.sched_setaffinity(0, serving)  # this thread; a child starts with its parent thread's CPUs
+    try:
+        with run_server(
+            root / "models", tmp_path, "--max-image-decode-ms", "250",
+            "--decode-worker-cpus", str(decoding),
+            "--log-format", "json", "--access-log-ratio", "1",
+        ) as server:  # fmt: skip
+            calls = NormalCalls(server)
+            calls.measure(0.5)  # warm
+            quiet, served_quiet = calls.measure(3.0)
+            attacker = _attack(server.url, tmp_path, 6)
+            during, served_during = calls.measure(5.0)
+            assert attacker.wait(timeout=60) == 0
+            calls.close()
+            pinned = {}
+            for pid in _tree(server.process.pid, _processes()):
+                with contextlib.suppress(OSError):  # one may have ended since
+                    pinned[pid] = os.sched_getaffinity(pid)
+    finally:
+        os.sched_setaffinity(0, own)
+    print(
+        f"decode workers on CPU {decoding}, the server on {serving}: normal calls' p99 quiet / "
+        f"with bombs four at a time from another client: in the server "
+        f"{_p99(served_quiet):.1f} / {_p99(served_during):.1f} ms, as this client saw them "
+        f"{_p99(quiet) * 1000:.1f} / {_p99(during) * 1000:.1f} ms"
+    )
+    assert {decoding} in pinned.values(), pinned  # the workers ran where they were told
+    assert _p99(served_during) < 2 * _p99(served_quiet) + 1

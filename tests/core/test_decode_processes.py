@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from deepserve.server.core import imaging
-from deepserve.server.core.decode_processes import DecodeJob, DecodeProcesses
+from deepserve.server.core.auth import ConfigurationError
+from deepserve.server.core.decode_processes import DecodeJob, DecodeProcesses, worker_cpus
 from deepserve.server.core.decode_work import DecodeBounds
 from deepserve.server.protocol.errors import InvalidInput, LimitExceeded
 from deepserve.server.protocol.types import ImageSource
@@ -105,3 +106,28 @@ def test_a_worker_that_dies_costs_its_call_only(workers: DecodeProcesses) -> Non
     asyncio.run(killed())
     batch, _ = asyncio.run(workers.decode(_job(encoded("PNG"))))
     assert batch.shape == (1, 28, 28, 1)
+
+
+def test_decode_worker_cpus_are_read_and_checked_when_the_server_starts() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    assert worker_cpus("") == frozenset()
+    assert worker_cpus(f"{allowed[0]}") == {allowed[0]}
+    assert worker_cpus(f"{allowed[0]}-{allowed[-1]}") == set(allowed)
+    assert worker_cpus(f" {allowed[-1]}, {allowed[0]} ") == {allowed[0], allowed[-1]}
+    with pytest.raises(ConfigurationError, match="'two' is not a CPU number or a range"):
+        worker_cpus("two")
+    with pytest.raises(ConfigurationError, match=r"may not run on CPUs \[4096\].* it may run on"):
+        worker_cpus("4096")
+    assert os.sched_getaffinity(0) == set(allowed)  # checking changed nothing here
+
+
+def test_workers_given_cpus_start_and_run_on_them() -> None:
+    last = max(os.sched_getaffinity(0))
+    processes = DecodeProcesses(1, 2, frozenset({last}))
+    try:
+        batch, _ = asyncio.run(processes.decode(_job(encoded("PNG", 28, 28))))
+        assert batch.shape == (1, 28, 28, 1)
+        (worker,) = _worker_pids()
+        assert os.sched_getaffinity(worker) == {last}
+    finally:
+        processes.close()
