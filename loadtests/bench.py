@@ -7,6 +7,8 @@ For the model, at each concurrency level, a closed-loop gRPC load from this proc
   (b) `no_batching`: the same server with batching off,
   (d) `noop`:        the same server serving a no-op model of the same input / output sizes
                      (the transport ceiling N),
+  (e) `simple`:      the simplest server one writes in an afternoon (loadtests/simple_server.py:
+                     grpc.aio, one ONNX Runtime session, `session.run` in the handler),
 and (c) in-process ONNX Runtime at its best batch size gives the compute ceiling C. Client and
 server share the machine, so about 1 / (1/C + 1/N) is reachable. Prints a table, writes JSON and
 a PNG plot to --out.
@@ -36,9 +38,10 @@ from .gpu_sampler import GpuSampler
 from .grpc_floor import floor_server
 from .local_server import local_server
 from .models import bench_repository, read_config
+from .simple_server import simple_server
 from .spread_load import SpreadLoad
 
-MODES = ("batching", "no_batching", "noop")
+MODES = ("batching", "no_batching", "noop", "simple")
 _DATATYPES = {"TYPE_UINT8": ("UINT8", np.uint8), "TYPE_FP32": ("FP32", np.float32)}
 
 
@@ -119,6 +122,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "WARNING",
             "--frontends",
             str(args.frontends),
+            *(["--intra-op-spinning"] if args.intra_op_spinning else []),
         )
         spread = SpreadLoad(args.load_processes) if args.load_processes > 1 else None
 
@@ -128,10 +132,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             return asyncio.run(run_load(url, payloads, conc, args.duration, args.warmup))
 
         started = time.perf_counter()
+        served_modes = [mode for mode in args.modes if mode != "simple"]
         with local_server(scratch / "models", scratch / "server.log", *server_flags) as url:
             ready_s = time.perf_counter() - started
             client = triton.InferenceServerClient(url)
-            for mode in args.modes:
+            for mode in served_modes:
                 model = names[mode]
                 per_request = args.images_per_request
                 payloads = payloads_for(model, input_name, datatype, images, per_request)
@@ -141,33 +146,16 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                         result = load(url, payloads, conc)
                     after = _counts(client, model)
                     executions = after[1] - before[1]
-                    row = {
-                        "mode": mode,
-                        "concurrency": conc,
-                        # images per second: requests times the images each carries
-                        "infer_per_s": result.throughput * per_request,
-                        "requests_per_s": result.throughput,
-                        "p50_ms": result.percentile(50),
-                        "p90_ms": result.percentile(90),
-                        "p99_ms": result.percentile(99),
-                        "avg_batch": (after[0] - before[0]) / executions if executions else 0.0,
-                        "requests": result.requests,
-                        "errors": result.errors,
-                        "first_error": result.first_error,
-                        **(gpu.summary() or {}),
-                    }
-                    rows.append(row)
-                    print(
-                        f"  {mode:<12} c={conc:<4} {row['infer_per_s']:8.0f} infer/s  "
-                        f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
-                        f"avg batch {row['avg_batch']:.2f}  errors {row['errors']}"
-                        + (
-                            f"  GPU {row['gpu_util_mean_pct']:.0f} %"
-                            if "gpu_util_mean_pct" in row
-                            else ""
-                        ),
-                        flush=True,
-                    )
+                    avg_batch = (after[0] - before[0]) / executions if executions else 0.0
+                    rows.append(_row(mode, conc, result, per_request, avg_batch, gpu))
+        if "simple" in args.modes and args.device == "cpu":
+            per_request = args.images_per_request
+            payloads = payloads_for(args.model, input_name, datatype, images, per_request)
+            with simple_server(onnx_file) as url:
+                for conc in args.concurrency:
+                    with GpuSampler() as gpu:
+                        result = load(url, payloads, conc)
+                    rows.append(_row("simple", conc, result, per_request, 1.0, gpu))
         floor = None
         if 1 in args.concurrency and "noop" in args.modes:
             # The same requests at concurrency 1 to a gRPC server with no deepserve code.
@@ -190,6 +178,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "instances": args.instances,
             "queue_delay_us": args.queue_delay_us,
             "intra_op_threads": args.intra_op_threads,
+            "intra_op_spinning": args.intra_op_spinning,
             "frontends": args.frontends,
         },
         "load_processes": args.load_processes,
@@ -204,6 +193,34 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
     report["summary"] = summarize(report)
     return report
+
+
+def _row(
+    mode: str, conc: int, result: LoadResult, per_request: int, avg_batch: float, gpu: GpuSampler
+) -> dict[str, Any]:
+    row = {
+        "mode": mode,
+        "concurrency": conc,
+        # images per second: requests times the images each carries
+        "infer_per_s": result.throughput * per_request,
+        "requests_per_s": result.throughput,
+        "p50_ms": result.percentile(50),
+        "p90_ms": result.percentile(90),
+        "p99_ms": result.percentile(99),
+        "avg_batch": avg_batch,
+        "requests": result.requests,
+        "errors": result.errors,
+        "first_error": result.first_error,
+        **(gpu.summary() or {}),
+    }
+    print(
+        f"  {mode:<12} c={conc:<4} {row['infer_per_s']:8.0f} infer/s  "
+        f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
+        f"avg batch {row['avg_batch']:.2f}  errors {row['errors']}"
+        + (f"  GPU {row['gpu_util_mean_pct']:.0f} %" if "gpu_util_mean_pct" in row else ""),
+        flush=True,
+    )
+    return row
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="ONNX Runtime threads of the server (0: its default); the compute ceiling always "
         "uses ONNX Runtime's default, all cores",
+    )
+    parser.add_argument(
+        "--intra-op-spinning",
+        action="store_true",
+        help="the server's ONNX Runtime threads spin-wait between runs (its --intra-op-spinning)",
     )
     parser.add_argument(
         "--ceiling-seconds",

@@ -34,6 +34,11 @@ def format_table(report: dict[str, Any]) -> str:
                 f"p50 batching - no batching = {summary['p50_delta_ms']:+.3f} ms"
             )
         lines.append(line + ("" if "vs_no_batching" in summary else ")"))
+        if "vs_simple" in summary:
+            lines.append(
+                f"  against the simple server: {summary['vs_simple']:.2f} x its throughput, "
+                f"p50 {summary['p50_minus_simple_ms']:+.3f} ms"
+            )
         if "p50_above_in_process_ms" in summary:
             lines.append(
                 f"  p50 {summary['p50_ms']:.3f} ms = in-process run "
@@ -57,6 +62,7 @@ def summarize(report: dict[str, Any]) -> dict[str, dict[str, float]]:
         batching = by_key.get(("batching", conc))
         plain = by_key.get(("no_batching", conc))
         noop = by_key.get(("noop", conc))
+        simple = by_key.get(("simple", conc))
         if not (batching and noop):
             continue
         transport = noop["infer_per_s"]
@@ -72,6 +78,9 @@ def summarize(report: dict[str, Any]) -> dict[str, dict[str, float]]:
                 batching["infer_per_s"] / plain["infer_per_s"] if plain["infer_per_s"] else math.nan
             )
             point["p50_delta_ms"] = batching["p50_ms"] - plain["p50_ms"]
+        if simple and simple["infer_per_s"]:
+            point["vs_simple"] = batching["infer_per_s"] / simple["infer_per_s"]
+            point["p50_minus_simple_ms"] = batching["p50_ms"] - simple["p50_ms"]
         point |= _latency_parts(report, conc, batching, noop)
     return summary
 
@@ -117,7 +126,12 @@ def _plot(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = {"batching": "tab:blue", "no_batching": "tab:orange", "noop": "tab:green"}
+    colors = {
+        "batching": "tab:blue",
+        "no_batching": "tab:orange",
+        "noop": "tab:green",
+        "simple": "tab:red",
+    }
     for mode, color in colors.items():
         rows = [r for r in report["rows"] if r["mode"] == mode]
         if not rows:

@@ -52,6 +52,12 @@ class Pace:
     def known(self) -> bool:
         return self._batch_items > 0.0 and self.clock() - self._last_s < STALE_S
 
+    def run_ns(self, items: int) -> float:
+        """About how long one instance takes to run a batch of `items`; 0 while unknown."""
+        if not self.known:
+            return 0.0
+        return items * self._batch_ns / self._batch_items
+
     def wait_ns(self, items: int) -> float:
         """About how long `items` take to get through the instances; 0 while unknown."""
         if not self.known:

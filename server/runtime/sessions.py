@@ -129,12 +129,15 @@ def intra_op_threads(config: mc.ModelConfig, default: int) -> int:
 def create_session(
     path: Path, choice: ProviderChoice, threads: int, spinning: bool = False
 ) -> ort.InferenceSession:
-    """`spinning`: the intra-op threads spin-wait for work after a run (ONNX Runtime's own
-    default), which burns cores the server's event loop and front ends need between batches."""
+    """The intra-op threads spin-wait between a run's operators (a wake-up for each of them
+    cost mnist 0.16 ms a run here) and stop when the run ends, so they do not burn the cores
+    the event loop and front ends need between batches; `spinning`: they go on spinning after
+    a run too (ONNX Runtime's own default)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "0" if spinning else "1")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
     except Exception as exc:  # ORT raises several unrelated types for bad files

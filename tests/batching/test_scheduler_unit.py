@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from deepserve.server.batching.instance import PlainInstance
 from deepserve.server.batching.pace import STALE_S, Pace
 from deepserve.server.batching.queue import JobQueue
-from deepserve.server.batching.scheduler import Scheduler
+from deepserve.server.batching.scheduler import INLINE_MAX_RUN_NS, Scheduler
 from deepserve.server.batching.stats import ModelStats
 from deepserve.server.protocol.errors import DeadlineExceeded, QueueTimeout, ServerBusy
 
@@ -27,6 +27,7 @@ class FakeSession:
     def __init__(self, seconds: float = 0.0) -> None:
         self.seconds = seconds
         self.batches: list[int] = []
+        self.threads: list[int] = []
         self.release = threading.Event()
         self.release.set()
 
@@ -34,6 +35,7 @@ class FakeSession:
         self.release.wait(5)
         time.sleep(self.seconds)
         self.batches.append(len(feeds["x"]))
+        self.threads.append(threading.get_ident())
         return [feeds["x"] * 2 for _ in names]
 
 
@@ -301,3 +303,31 @@ def test_a_request_the_queue_would_hold_too_long_is_refused_at_once(executor) ->
     served, refused = asyncio.run(scenario())
     assert len(served) == 5  # 40 items: about 100 ms; 48 would be about 120 ms
     assert len(refused) == 1 and "max_queue_wait_ms" in str(refused[0])
+
+
+@pytest.mark.parametrize("run_s", [0.0, 0.01])
+def test_a_quiet_version_runs_a_short_request_at_once_on_the_loop_thread(executor, run_s) -> None:
+    """One caller at a time: a short run goes straight in on the event loop's thread (no hand-off
+    to an inference thread and back). A request right after another one's run, or a model
+    whose runs are long (10 ms here, past INLINE_MAX_RUN_NS), goes through the batcher."""
+    session = FakeSession(run_s)
+    loop_thread = threading.get_ident()
+
+    async def scenario() -> tuple[bool, bool]:
+        scheduler = _scheduler("dynamic_batching { }", session, executor)
+        for value in range(3):  # the pace is learned from the batches after the first
+            await scheduler.submit(_feeds(value), 1, ["y"])
+        at_once = scheduler.enqueue(_feeds(7), 1, ["y"])  # the loop has not slept since
+        answered_at_once = at_once.done()
+        assert (await at_once).outputs["y"][0, 0] == 14
+        await asyncio.sleep(0.01)  # the loop sleeps: nothing else is waiting
+        quiet = scheduler.enqueue(_feeds(8), 1, ["y"])
+        answered_quiet = quiet.done()
+        assert (await quiet).outputs["y"][0, 0] == 16
+        return answered_at_once, answered_quiet
+
+    answered_at_once, answered_quiet = asyncio.run(scenario())
+    assert not answered_at_once and session.threads[3] != loop_thread
+    short = run_s < INLINE_MAX_RUN_NS / 1e9
+    assert answered_quiet == short
+    assert (session.threads[4] == loop_thread) == short

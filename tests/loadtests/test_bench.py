@@ -37,7 +37,7 @@ def test_bench_measures_every_mode_and_writes_json_and_png(tmp_path: Path) -> No
     report = json.loads((tmp_path / "bench-mnist-cpu.json").read_text())
     assert (tmp_path / "bench-mnist-cpu.png").stat().st_size > 10_000
     modes = {(row["mode"], row["concurrency"]) for row in report["rows"]}
-    assert modes == {(m, c) for m in ("batching", "no_batching", "noop") for c in (1, 4)}
+    assert modes == {(m, c) for m in ("batching", "no_batching", "noop", "simple") for c in (1, 4)}
     for row in report["rows"]:
         assert row["errors"] == 0 and row["requests"] > 0 and row["infer_per_s"] > 0
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
@@ -48,4 +48,6 @@ def test_bench_measures_every_mode_and_writes_json_and_png(tmp_path: Path) -> No
     assert 0 < report["grpc_floor"]["p50_ms"] == parts["grpc_floor_p50_ms"]
     assert parts["deepserve_ms"] > 0  # deepserve's no-op is more work than the floor's answer
     assert "gRPC floor" in result.stdout
+    # The simple server (one session, run in its handler) is measured beside deepserve.
+    assert parts["vs_simple"] > 0 and "against the simple server" in result.stdout
     assert "1/(1/C+1/N)" in result.stdout

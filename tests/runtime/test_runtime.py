@@ -226,4 +226,7 @@ def test_intra_op_spinning_is_the_servers_choice(tmp_path: Path, spinning: bool)
     path.write_bytes(int_negate())
     session = create_session(path, choose_providers(mc.ModelConfig(), "cpu"), 1, spinning)
     options = session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
+    # Spinning between a run's operators always; after a run only when the server asks for it.
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    stops = options.get_session_config_entry("session.force_spinning_stop")
+    assert stops == ("0" if spinning else "1")
