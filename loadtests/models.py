@@ -75,7 +75,7 @@ def noop_model(config: mc.ModelConfig) -> bytes:
     return model.SerializeToString()
 
 
-def _write(repo: Path, name: str, onnx_bytes: bytes | Path, config: mc.ModelConfig) -> None:
+def write_model(repo: Path, name: str, onnx_bytes: bytes | Path, config: mc.ModelConfig) -> None:
     model_dir = repo / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     target = model_dir / "1" / "model.onnx"
@@ -111,8 +111,8 @@ def bench_repository(
         "no_batching": f"{model}_no_batching",
         "noop": f"{model}_noop",
     }
-    _write(scratch, names["no_batching"], onnx_file, config)
+    write_model(scratch, names["no_batching"], onnx_file, config)
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
-    _write(scratch, names["batching"], onnx_file, config)
-    _write(scratch, names["noop"], noop_model(config), config)
+    write_model(scratch, names["batching"], onnx_file, config)
+    write_model(scratch, names["noop"], noop_model(config), config)
     return names

@@ -20,6 +20,7 @@ from .core.auth import Authenticator, ConfigurationError, check_exposure
 from .core.certificates import check_certificate_names
 from .core.control import Control
 from .core.dataplane import DataPlane, RequestLimits
+from .core.response_cache import ResponseCache
 from .core.vision import Vision
 from .drain import drain
 from .grpc.admission import MIB, RequestBytes
@@ -60,7 +61,12 @@ class Server:
             check_certificate_names(settings, settings.tls_cert)
         self.host = model_host(settings, self._executor, self._health_changed, engine)
         self.models = self.host.catalog
-        self.dataplane = DataPlane(self.models, RequestLimits.from_settings(settings))
+        cache_bytes = int(settings.response_cache_mb * MIB)
+        self.dataplane = DataPlane(
+            self.models,
+            RequestLimits.from_settings(settings),
+            ResponseCache(cache_bytes) if cache_bytes > 0 else None,
+        )
         self.control = Control(self.models, settings.server_name)
         self.observer = Observer(settings)
         self.vision = Vision(self.dataplane, self.models, settings)

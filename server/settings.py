@@ -208,6 +208,12 @@ class ServerSettings:
         "decode are decoded in worker processes of their own (half as many as cores, at a low "
         "priority), so they never delay small ones",
     )
+    response_cache_mb: float = setting(
+        0.0,
+        "bytes of answers kept for requests seen before, for models whose config says "
+        "response_cache { enable: true } (least recently used go first; in each front end of "
+        "a split server); 0: none",
+    )
     decode_worker_cpus: str = setting(
         "",
         "CPUs the costly images' decode workers run on, e.g. '3' or '2-3' (then one worker a "

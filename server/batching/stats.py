@@ -59,6 +59,10 @@ class ModelStats:
         self.compute_input = Duration()
         self.compute_infer = Duration()
         self.compute_output = Duration()
+        self.cache_hit = Duration()
+        """Requests answered from the response cache, and the time their lookups took."""
+        self.cache_miss = Duration()
+        """Lookups that found nothing, with the time they and keeping the answer took."""
         self.batches: dict[int, BatchDurations] = {}
 
     def record_execution(
@@ -83,6 +87,16 @@ class ModelStats:
             self.compute_infer.add(timing.compute_infer_ns)
             self.compute_output.add(timing.compute_output_ns)
 
+    def record_cache_hit(self, total_ns: int, lookup_ns: int) -> None:
+        """One request answered from the response cache: a success with no queue or run."""
+        with self._lock:
+            self.success.add(total_ns)
+            self.cache_hit.add(lookup_ns)
+
+    def record_cache_miss(self, ns: int) -> None:
+        with self._lock:
+            self.cache_miss.add(ns)
+
     def record_failure(self, total_ns: int) -> None:
         with self._lock:
             self.fail.add(total_ns)
@@ -90,7 +104,7 @@ class ModelStats:
     def _request_durations(self) -> tuple[Duration, ...]:
         return (
             self.success, self.fail, self.queue, self.compute_input, self.compute_infer,
-            self.compute_output,
+            self.compute_output, self.cache_hit, self.cache_miss,
         )  # fmt: skip
 
     def request_totals(self) -> list[list[int]]:

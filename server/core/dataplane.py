@@ -4,6 +4,7 @@ request, runs it through the model's scheduler, encodes the answer and keeps the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from ..protocol.types import (
     RequestedOutput,
 )
 from ..settings import MIB, ServerSettings
+from .response_cache import ResponseCache
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -220,6 +224,27 @@ def _timing(result: JobResult, before_ns: int, after_ns: int) -> RequestTiming:
     )
 
 
+def _response(
+    model: ModelVersion,
+    request: InferRequest,
+    wanted: list[RequestedOutput],
+    arrays: dict[str, np.ndarray],
+) -> InferResponse:
+    outputs = []
+    for output in wanted:
+        array = arrays[output.name]
+        if output.classification:
+            array = top_k(
+                array,
+                output.classification,
+                model.max_batch_size > 0,
+                model.labels.get(output.name),
+                output.name,
+            )
+        outputs.append(OutputTensor(output.name, codecs.datatype_of(array), array, output.binary))
+    return InferResponse(model.name, str(model.version), request.id, outputs)
+
+
 def _record_success(model: ModelVersion, total_ns: int, timing: RequestTiming) -> None:
     model.stats.record_success(total_ns, timing)
     model.histograms.observe_request(total_ns, timing.queue_ns, timing.batch_items)
@@ -228,9 +253,17 @@ def _record_success(model: ModelVersion, total_ns: int, timing: RequestTiming) -
 
 
 class DataPlane:
-    def __init__(self, manager: ModelCatalog, limits: RequestLimits = UNLIMITED) -> None:
+    def __init__(
+        self,
+        manager: ModelCatalog,
+        limits: RequestLimits = UNLIMITED,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.manager = manager
         self.limits = limits
+        self.cache = cache
+        self._uncached: set[str] = set()
+        """Models that ask for the response cache on a server without one (told once)."""
 
     async def infer(self, request: InferRequest, deadline_s: float | None = None) -> InferResponse:
         """Run one request. `deadline_s`: seconds the caller still waits (its deadline)."""
@@ -242,12 +275,28 @@ class DataPlane:
         except BaseException:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
-        _record_success(model, time.perf_counter_ns() - started, timing)
+        if isinstance(timing, RequestTiming):
+            _record_success(model, time.perf_counter_ns() - started, timing)
+        else:  # answered from the response cache: the lookup's time
+            model.stats.record_cache_hit(time.perf_counter_ns() - started, timing)
         return response
+
+    def _cache_for(self, model: ModelVersion) -> ResponseCache | None:
+        if not model.config.response_cache.enable:
+            return None
+        if self.cache is None and model.name not in self._uncached:
+            self._uncached.add(model.name)
+            log.warning(
+                "model '%s' asks for the response cache, but this server keeps none "
+                "(--response-cache-mb is 0): its requests all run",
+                model.name,
+            )
+        return self.cache
 
     async def _infer(
         self, model: ModelVersion, request: InferRequest, deadline_s: float | None
-    ) -> tuple[InferResponse, RequestTiming]:
+    ) -> tuple[InferResponse, RequestTiming | int]:
+        """The answer, and where its time went (or, from the cache, the lookup's ns)."""
         t0 = time.perf_counter_ns()
         feeds, batch = decode_inputs(model, request, self.limits)
         wanted = _requested_outputs(model, request)
@@ -255,26 +304,22 @@ class DataPlane:
         names = list(dict.fromkeys(output.name for output in wanted))
         priority = _int_parameter(request, "priority")
         timeout_us = _int_parameter(request, "timeout")
+        cache = self._cache_for(model)
+        if cache is not None:
+            key = cache.key(model.name, model.version, feeds, names)
+            kept = cache.get(key, model.scheduler)
+            lookup_ns = time.perf_counter_ns() - t0
+            if kept is not None:
+                return _response(model, request, wanted, kept), lookup_ns
         t1 = time.perf_counter_ns()
         result = await model.scheduler.submit(
             feeds, batch, names, priority=priority, timeout_us=timeout_us, deadline_s=deadline_s
         )
         t2 = time.perf_counter_ns()
-        outputs = []
-        for output in wanted:
-            array = result.outputs[output.name]
-            if output.classification:
-                array = top_k(
-                    array,
-                    output.classification,
-                    model.max_batch_size > 0,
-                    model.labels.get(output.name),
-                    output.name,
-                )
-            outputs.append(
-                OutputTensor(output.name, codecs.datatype_of(array), array, output.binary)
-            )
-        response = InferResponse(model.name, str(model.version), request.id, outputs)
+        if cache is not None:
+            cache.put(key, model.scheduler, {name: result.outputs[name] for name in names})
+            model.stats.record_cache_miss(lookup_ns + time.perf_counter_ns() - t2)
+        response = _response(model, request, wanted, result.outputs)
         return response, _timing(result, t1 - t0, time.perf_counter_ns() - t2)
 
     async def run_images(

@@ -89,7 +89,10 @@ class ImageSource:
 Pair = tuple[int, int]
 """A duration's (count, nanoseconds)."""
 
-REQUEST_DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+REQUEST_DURATIONS = (
+    "success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit",
+    "cache_miss",
+)  # fmt: skip
 BATCH_DURATIONS = ("compute_input", "compute_infer", "compute_output")
 
 

@@ -62,6 +62,14 @@ class RemoteStats(ModelStats):
         super().record_failure(total_ns)
         self._hold()
 
+    def record_cache_hit(self, total_ns: int, lookup_ns: int) -> None:
+        super().record_cache_hit(total_ns, lookup_ns)
+        self._hold()
+
+    def record_cache_miss(self, ns: int) -> None:
+        super().record_cache_miss(ns)
+        self._hold()
+
     def _hold(self) -> None:
         if not self._held:
             self._held = True

@@ -51,3 +51,20 @@ def test_bench_measures_every_mode_and_writes_json_and_png(tmp_path: Path) -> No
     # The simple server (one session, run in its handler) is measured beside deepserve.
     assert parts["vs_simple"] > 0 and "against the simple server" in result.stdout
     assert "1/(1/C+1/N)" in result.stdout
+
+
+def test_cache_bench_serves_repeated_inputs_from_the_cache_only_where_enabled(
+    tmp_path: Path,
+) -> None:
+    command = [
+        sys.executable, "-m", "loadtests.cache_bench", "--model", "mnist",
+        "--model-repository", str(ROOT / "models"), "--distinct", "4", "--concurrency", "1",
+        "--duration", "0.5", "--warmup", "0.2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "response-cache-mnist-cpu.json").read_text())
+    rows = {row["cache"]: row for row in report["rows"]}
+    assert rows["off"]["cache_hits"] == 0 and rows["off"]["executions"] > 4
+    assert rows["on"]["executions"] == 4  # each distinct input ran once
+    assert rows["on"]["cache_hits"] > 4 and rows["on"]["requests_per_s"] > 0
