@@ -21,6 +21,7 @@ from .core.certificates import check_certificate_names
 from .core.control import Control
 from .core.dataplane import DataPlane, RequestLimits
 from .core.response_cache import ResponseCache
+from .core.shared_memory import SharedMemory, shared_memory_on
 from .core.vision import Vision
 from .drain import drain
 from .grpc.admission import MIB, RequestBytes
@@ -66,6 +67,7 @@ class Server:
             self.models,
             RequestLimits.from_settings(settings),
             ResponseCache(cache_bytes) if cache_bytes > 0 else None,
+            SharedMemory() if shared_memory_on(settings.shared_memory, self.auth.enabled) else None,
         )
         self.control = Control(self.models, settings.server_name)
         self.observer = Observer(settings)
@@ -229,6 +231,8 @@ class Server:
         cut = self.observer.cancelled_while_draining
         self.host.close()
         self.vision.close()
+        if self.dataplane.shared_memory is not None:
+            self.dataplane.shared_memory.close()  # every region's mapping released
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info(
             "drained in %.2f s: %s; stopped",

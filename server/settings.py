@@ -208,6 +208,14 @@ class ServerSettings:
         "decode are decoded in worker processes of their own (half as many as cores, at a low "
         "priority), so they never delay small ones",
     )
+    shared_memory: str = setting(
+        "auto",
+        "system shared memory (clients on this host register /dev/shm regions and name them "
+        "instead of sending tensors): auto: on when tokens are configured (registering then "
+        "needs the admin scope), off without them, as any local user could otherwise map this "
+        "server's user's shared memory; on: always; off: never",
+        choices=("auto", "on", "off"),
+    )
     response_cache_mb: float = setting(
         0.0,
         "bytes of answers kept for requests seen before, for models whose config says "

@@ -31,7 +31,11 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with run_server(repository, tmp_path_factory.mktemp("logs")) as running:
+    # Shared memory on without tokens (the default turns it on only with them): the fuzz
+    # tests send regions.
+    with run_server(
+        repository, tmp_path_factory.mktemp("logs"), "--shared-memory", "on"
+    ) as running:
         yield running
 
 

@@ -24,6 +24,7 @@ EXTENSIONS = (
     "model_repository",
     "statistics",
     "binary_tensor_data",
+    "system_shared_memory",
 )
 """The protocol's extensions this server speaks, on both transports."""
 

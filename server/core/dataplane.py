@@ -28,6 +28,7 @@ from ..protocol.types import (
 )
 from ..settings import MIB, ServerSettings
 from .response_cache import ResponseCache
+from .shared_memory import OFF, SharedMemory, SharedMemoryOff
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,10 @@ def _check_bytes_lengths(spec: TensorSpec, array: np.ndarray, limit: int) -> Non
 
 
 def decode_inputs(
-    model: ModelVersion, request: InferRequest, limits: RequestLimits = UNLIMITED
+    model: ModelVersion,
+    request: InferRequest,
+    limits: RequestLimits = UNLIMITED,
+    shared_memory: SharedMemory | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Validated input arrays by name, and the request's batch size."""
     feeds: dict[str, np.ndarray] = {}
@@ -135,6 +139,13 @@ def decode_inputs(
             raise LimitExceeded(
                 f"input '{tensor.name}': the request's inputs hold {elements} or more elements, "
                 f"above this server's limit of {limits.max_elements} (max_request_elements)"
+            )
+        if tensor.region is not None:
+            tensor.raw = _shared(shared_memory).read(
+                f"input '{tensor.name}'",
+                tensor.region.region,
+                tensor.region.offset,
+                tensor.region.byte_size,
             )
         array = codecs.decode_input(tensor)
         if spec.datatype == "BYTES":
@@ -191,6 +202,8 @@ def _check_response_size(
     total = 0
     for output in wanted:
         spec = model.outputs[output.name]
+        if output.region is not None:
+            continue  # written into shared memory, not the answer
         if output.classification or spec.datatype == "BYTES" or not spec.static:
             continue
         items = batch if model.max_batch_size > 0 else 1
@@ -224,11 +237,18 @@ def _timing(result: JobResult, before_ns: int, after_ns: int) -> RequestTiming:
     )
 
 
+def _shared(shared_memory: SharedMemory | None) -> SharedMemory:
+    if shared_memory is None:
+        raise SharedMemoryOff(OFF)
+    return shared_memory
+
+
 def _response(
     model: ModelVersion,
     request: InferRequest,
     wanted: list[RequestedOutput],
     arrays: dict[str, np.ndarray],
+    shared_memory: SharedMemory | None,
 ) -> InferResponse:
     outputs = []
     for output in wanted:
@@ -241,7 +261,19 @@ def _response(
                 model.labels.get(output.name),
                 output.name,
             )
-        outputs.append(OutputTensor(output.name, codecs.datatype_of(array), array, output.binary))
+        datatype = codecs.datatype_of(array)
+        if output.region is not None:
+            where = output.region
+            _shared(shared_memory).write(
+                f"output '{output.name}'",
+                where.region,
+                where.offset,
+                where.byte_size,
+                codecs.serialize_bytes(array)
+                if datatype == "BYTES"
+                else np.ascontiguousarray(array, codecs.numpy_dtype(datatype)).tobytes(),
+            )
+        outputs.append(OutputTensor(output.name, datatype, array, output.binary, output.region))
     return InferResponse(model.name, str(model.version), request.id, outputs)
 
 
@@ -258,10 +290,12 @@ class DataPlane:
         manager: ModelCatalog,
         limits: RequestLimits = UNLIMITED,
         cache: ResponseCache | None = None,
+        shared_memory: SharedMemory | None = None,
     ) -> None:
         self.manager = manager
         self.limits = limits
         self.cache = cache
+        self.shared_memory = shared_memory
         self._uncached: set[str] = set()
         """Models that ask for the response cache on a server without one (told once)."""
 
@@ -298,7 +332,7 @@ class DataPlane:
     ) -> tuple[InferResponse, RequestTiming | int]:
         """The answer, and where its time went (or, from the cache, the lookup's ns)."""
         t0 = time.perf_counter_ns()
-        feeds, batch = decode_inputs(model, request, self.limits)
+        feeds, batch = decode_inputs(model, request, self.limits, self.shared_memory)
         wanted = _requested_outputs(model, request)
         _check_response_size(model, wanted, batch, self.limits.max_response_bytes)
         names = list(dict.fromkeys(output.name for output in wanted))
@@ -310,7 +344,7 @@ class DataPlane:
             kept = cache.get(key, model.scheduler)
             lookup_ns = time.perf_counter_ns() - t0
             if kept is not None:
-                return _response(model, request, wanted, kept), lookup_ns
+                return _response(model, request, wanted, kept, self.shared_memory), lookup_ns
         t1 = time.perf_counter_ns()
         result = await model.scheduler.submit(
             feeds, batch, names, priority=priority, timeout_us=timeout_us, deadline_s=deadline_s
@@ -319,7 +353,7 @@ class DataPlane:
         if cache is not None:
             cache.put(key, model.scheduler, {name: result.outputs[name] for name in names})
             model.stats.record_cache_miss(lookup_ns + time.perf_counter_ns() - t2)
-        response = _response(model, request, wanted, result.outputs)
+        response = _response(model, request, wanted, result.outputs, self.shared_memory)
         return response, _timing(result, t1 - t0, time.perf_counter_ns() - t2)
 
     async def run_images(

@@ -19,6 +19,7 @@ from ..protocol.types import (
     RequestedOutput,
     TensorMetadata,
     VersionStatistics,
+    region_ref,
 )
 
 
@@ -33,15 +34,24 @@ def parameters(message_map) -> dict[str, Parameter]:
 
 def infer_request(message: pb.ModelInferRequest) -> InferRequest:
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    regions = [
+        region_ref(f"input '{tensor.name}'", parameters(tensor.parameters))
+        for tensor in message.inputs
+    ]
+    carried = sum(region is None for region in regions)  # inputs not in shared memory
+    if raw and len(raw) != carried:
         raise InvalidInput(
-            f"request has {len(message.inputs)} inputs but {len(raw)} raw_input_contents; "
-            "either every input is raw or none is"
+            f"request has {carried} inputs outside shared memory but {len(raw)} "
+            "raw_input_contents; either every such input is raw or none is"
         )
-    inputs = []
-    for position, tensor in enumerate(message.inputs):
-        values = None
-        if not raw:
+    inputs, next_raw = [], 0
+    for tensor, region in zip(message.inputs, regions, strict=True):
+        values, content = None, None
+        if region is not None:
+            pass  # the data plane reads it from the region
+        elif raw:
+            content, next_raw = raw[next_raw], next_raw + 1
+        else:
             field = codecs.contents_field(tensor.datatype)
             if tensor.datatype == "FP16":  # a protocol datatype without a contents field
                 raise InvalidInput(
@@ -55,8 +65,9 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
                 name=tensor.name,
                 datatype=tensor.datatype,
                 shape=tuple(tensor.shape),
-                raw=raw[position] if raw else None,
+                raw=content,
                 values=values,
+                region=region,
             )
         )
     outputs = []
@@ -70,7 +81,8 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
                     f"output '{output.name}': the classification parameter must be a positive "
                     "int64 class count"
                 )
-        outputs.append(RequestedOutput(output.name, k))
+        region = region_ref(f"output '{output.name}'", parameters(output.parameters))
+        outputs.append(RequestedOutput(output.name, k, region=region))
     return InferRequest(
         model=message.model_name,
         version=message.model_version,
@@ -87,8 +99,14 @@ def infer_response(response: InferResponse) -> pb.ModelInferResponse:
     )
     for output in response.outputs:
         array = output.array
-        message.outputs.add(name=output.name, datatype=output.datatype, shape=array.shape)
-        if output.datatype == "BYTES":
+        tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=array.shape)
+        if output.region is not None:  # written there; an empty entry keeps the order
+            tensor.parameters["shared_memory_region"].string_param = output.region.region
+            tensor.parameters["shared_memory_byte_size"].int64_param = output.region.byte_size
+            if output.region.offset:
+                tensor.parameters["shared_memory_offset"].int64_param = output.region.offset
+            message.raw_output_contents.append(b"")
+        elif output.datatype == "BYTES":
             message.raw_output_contents.append(codecs.serialize_bytes(array))
         else:
             dtype = codecs.numpy_dtype(output.datatype)

@@ -14,6 +14,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ..core.control import Control
 from ..core.dataplane import DataPlane
+from ..core.shared_memory import OFF, SharedMemory, SharedMemoryOff
 from ..observability import request_context
 from ..observability.observe import Observer
 from . import convert as grpc_convert
@@ -143,6 +144,32 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._control.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
+    # ---- system shared memory --------------------------------------------------------------
+
+    def _shared_memory(self) -> SharedMemory:
+        if self._dataplane.shared_memory is None:
+            raise SharedMemoryOff(OFF)
+        return self._dataplane.shared_memory
+
+    @observed
+    async def SystemSharedMemoryRegister(self, request, context):
+        self._shared_memory().register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @observed
+    async def SystemSharedMemoryStatus(self, request, context):
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self._shared_memory().status(request.name):
+            status = response.regions[region.name]
+            status.name, status.key = region.name, region.key
+            status.offset, status.byte_size = region.offset, region.byte_size
+        return response
+
+    @observed
+    async def SystemSharedMemoryUnregister(self, request, context):
+        self._shared_memory().unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
     # ---- not implemented: answer clearly rather than with the generated stub's text ---------
 
     async def _unimplemented(self, context, what: str):
@@ -151,15 +178,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             grpc.StatusCode.UNIMPLEMENTED,
             f"deepserve does not implement {what}; send tensors in the request itself",
         )
-
-    async def SystemSharedMemoryStatus(self, request, context):
-        await self._unimplemented(context, "system shared memory")
-
-    async def SystemSharedMemoryRegister(self, request, context):
-        await self._unimplemented(context, "system shared memory")
-
-    async def SystemSharedMemoryUnregister(self, request, context):
-        await self._unimplemented(context, "system shared memory")
 
     async def CudaSharedMemoryStatus(self, request, context):
         await self._unimplemented(context, "CUDA shared memory")

@@ -21,6 +21,7 @@ from ..protocol.types import (
     Pair,
     RequestedOutput,
     VersionStatistics,
+    region_ref,
 )
 from .calls import MAX_JSON_BYTES, parse_json
 
@@ -97,7 +98,10 @@ def infer_request(
             raise InvalidInput(f"input '{name}': shape must be a list of integers")
         parameters = _object(spec.get("parameters") or {}, f"input '{name}' parameters")
         size = parameters.get("binary_data_size")
-        if size is not None:
+        region = region_ref(f"input '{name}'", parameters)
+        if region is not None:
+            raw, values = None, None  # the data plane reads it from the region
+        elif size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise InvalidInput(
                     f"input '{name}': binary_data_size {size} does not fit the "
@@ -109,9 +113,8 @@ def infer_request(
             if "data" not in spec:
                 raise InvalidInput(f"input '{name}': no 'data' and no binary_data_size")
             raw, values = None, _flatten(spec["data"])
-        inputs.append(
-            InputTensor(name, str(spec.get("datatype", "")), tuple(shape), raw=raw, values=values)
-        )
+        datatype = str(spec.get("datatype", ""))
+        inputs.append(InputTensor(name, datatype, tuple(shape), raw, values, region))
     if offset != len(binary):
         raise InvalidInput(
             f"the binary part holds {len(binary)} bytes but the inputs claim {offset}"
@@ -129,7 +132,8 @@ def infer_request(
             )
         binary_output = bool(parameters.get("binary_data", all_binary))
         name = _name(spec.get("name", ""), f"outputs[{position}]")
-        outputs.append(RequestedOutput(name, k, binary_output))
+        region = region_ref(f"output '{name}'", parameters)
+        outputs.append(RequestedOutput(name, k, binary_output, region))
     request = InferRequest(
         model=model,
         version=version,
@@ -162,7 +166,14 @@ def infer_response(response: InferResponse, all_binary: bool = False) -> tuple[b
             "datatype": output.datatype,
             "shape": list(output.array.shape),
         }
-        if output.binary or all_binary:
+        if output.region is not None:  # written there: the answer says where
+            entry["parameters"] = {
+                "shared_memory_region": output.region.region,
+                "shared_memory_byte_size": output.region.byte_size,
+            }
+            if output.region.offset:
+                entry["parameters"]["shared_memory_offset"] = output.region.offset
+        elif output.binary or all_binary:
             if output.datatype == "BYTES":
                 data = codecs.serialize_bytes(output.array)
             else:

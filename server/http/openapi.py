@@ -81,6 +81,45 @@ def _vision(paths: dict) -> None:
             }
 
 
+def _shared_memory(paths: dict) -> None:
+    region = {"name": "region", "in": "path", "required": True, "schema": {"type": "string"}}
+    base = "/v2/systemsharedmemory"
+    statuses = _json(
+        "Registered regions: name, key, offset, byte_size",
+        {"type": "array", "items": {"type": "object"}},
+    )
+    for prefix, parameters, which in (
+        (base, [], "every region"),
+        (f"{base}/region/{{region}}", [region], "one region"),
+    ):
+        paths[f"{prefix}/status"] = {
+            "get": _operation(
+                f"Shared memory status of {which} (admin)",
+                "KServe v2",
+                statuses,
+                parameters=parameters,
+            )
+        }
+        paths[f"{prefix}/unregister"] = {
+            "post": _operation(
+                f"Unregister {which} (admin)",
+                "KServe v2",
+                _json("Unregistered"),
+                parameters=parameters,
+            )
+        }
+    register = _operation(
+        'Register a region of a POSIX shared memory object (admin); body {"key": "/name", '
+        '"offset": 0, "byte_size": N}',
+        "KServe v2",
+        _json("Registered"),
+        parameters=[region],
+        requestBody={"required": True, "content": {"application/json": {}}},
+    )
+    register["responses"]["409"] = ERROR  # a region of that name is registered already
+    paths[f"{base}/region/{{region}}/register"] = {"post": register}
+
+
 def spec() -> dict:
     paths: dict[str, Any] = {
         "/v2/health/live": {"get": _operation("Liveness (open)", "Health", _json("Live"))},
@@ -148,6 +187,7 @@ def spec() -> dict:
         "/stats",
         {"get": _operation("Model statistics (admin)", "KServe v2", _json("Stats"))},
     )
+    _shared_memory(paths)
     _vision(paths)
     return {
         "openapi": "3.1.0",

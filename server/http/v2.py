@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from ..core.auth import Scope
 from ..core.control import Control
 from ..core.dataplane import DataPlane
+from ..core.shared_memory import OFF, SharedMemory, SharedMemoryOff
 from ..observability.observe import Observer
 from ..protocol.errors import InvalidInput
 from ..settings import ServerSettings
@@ -46,6 +47,14 @@ class V2Routes:
         self._settings = settings
         self._observer = observer
         self.calls = calls
+
+    @property
+    def dataplane(self) -> DataPlane:
+        return self._dataplane
+
+    @property
+    def settings(self) -> ServerSettings:
+        return self._settings
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -129,6 +138,47 @@ class V2Routes:
         return json_response({})
 
 
+class SharedMemoryRoutes:
+    """System shared memory over HTTP, as Triton's extension has it (admin calls)."""
+
+    def __init__(self, dataplane: DataPlane, settings: ServerSettings) -> None:
+        self._dataplane = dataplane
+        self._settings = settings
+
+    def _regions(self) -> SharedMemory:
+        if self._dataplane.shared_memory is None:
+            raise SharedMemoryOff(OFF)
+        return self._dataplane.shared_memory
+
+    async def register(self, request: Request) -> Response:
+        body = await read_body(request, 1 << 16)
+        document = _document(body, self._settings.max_json_bytes)
+        key, offset, size = (
+            document.get("key"),
+            document.get("offset", 0),
+            document.get("byte_size"),
+        )
+        if not isinstance(key, str) or type(offset) is not int or type(size) is not int:
+            raise InvalidInput(
+                'register takes {"key": string, "offset": integer, "byte_size": integer}'
+            )
+        self._regions().register(request.path_params["region"], key, offset, size)
+        return json_response({})
+
+    async def status(self, request: Request) -> Response:
+        regions = self._regions().status(request.path_params.get("region", ""))
+        return json_response(
+            [
+                {"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
+                for r in regions
+            ]
+        )
+
+    async def unregister(self, request: Request) -> Response:
+        self._regions().unregister(request.path_params.get("region", ""))
+        return json_response({})
+
+
 def _model(request: Request) -> tuple[str, str]:
     return request.path_params["model"], request.path_params.get("version", "")
 
@@ -166,6 +216,27 @@ def build_app(routes: V2Routes, extra: Sequence[BaseRoute] = ()) -> Starlette:
             "POST",
         ),
     ]
+    shared = SharedMemoryRoutes(routes.dataplane, routes.settings)
+    for base in ("/v2/systemsharedmemory", "/v2/systemsharedmemory/region/{region}"):
+        table += [
+            add(f"{base}/status", shared.status, "SystemSharedMemoryStatus", admin, "GET"),
+            add(
+                f"{base}/unregister",
+                shared.unregister,
+                "SystemSharedMemoryUnregister",
+                admin,
+                "POST",
+            ),
+        ]
+    table.append(
+        add(
+            "/v2/systemsharedmemory/region/{region}/register",
+            shared.register,
+            "SystemSharedMemoryRegister",
+            admin,
+            "POST",
+        )
+    )
     for base in model_paths:
         table += [
             add(base, routes.model_metadata, "ModelMetadata", inference, "GET"),

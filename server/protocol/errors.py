@@ -11,6 +11,7 @@ class ErrorKind(StrEnum):
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     UNAVAILABLE = "UNAVAILABLE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -36,6 +37,10 @@ class ModelNotFound(ServingError):
 
 class InvalidInput(ServingError):
     kind = ErrorKind.INVALID_ARGUMENT
+
+
+class AlreadyExists(ServingError):
+    kind = ErrorKind.ALREADY_EXISTS
 
 
 class ModelUnavailable(ServingError):

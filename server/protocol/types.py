@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InvalidInput
+
 Parameter = bool | int | float | str
+
+
+@dataclass(frozen=True, slots=True)
+class RegionRef:
+    """Where a tensor's bytes lie in a registered shared memory region."""
+
+    region: str
+    byte_size: int
+    offset: int = 0
 
 
 @dataclass(slots=True)
@@ -20,6 +31,8 @@ class InputTensor:
     """Little-endian bytes (BYTES: each element as a 4-byte length and its bytes)."""
     values: Sequence | None = None
     """Typed values, flattened in row-major order (gRPC typed contents, JSON data)."""
+    region: RegionRef | None = None
+    """The bytes are in shared memory: the data plane reads them into `raw`."""
 
 
 @dataclass(slots=True)
@@ -29,6 +42,8 @@ class RequestedOutput:
     """Top-k classes as 'score:index[:label]' strings instead of the tensor (0: the tensor)."""
     binary: bool = False
     """HTTP only: send this output in the binary part of the answer."""
+    region: RegionRef | None = None
+    """Write it into shared memory instead of the answer."""
 
 
 @dataclass(slots=True)
@@ -48,6 +63,8 @@ class OutputTensor:
     datatype: str
     array: np.ndarray
     binary: bool = False
+    region: RegionRef | None = None
+    """Written into this shared memory: the answer carries its shape, not its bytes."""
 
 
 @dataclass(slots=True)
@@ -127,3 +144,20 @@ class ServerMetadata:
     name: str
     version: str
     extensions: tuple[str, ...]
+
+
+def region_ref(tensor: str, parameters: dict[str, Parameter]) -> RegionRef | None:
+    """A tensor's shared memory parameters (shared_memory_region, _byte_size, _offset), or
+    None when it has none. `tensor` names it in errors ("input 'x'")."""
+    region = parameters.get("shared_memory_region")
+    if region is None:
+        return None
+    size = parameters.get("shared_memory_byte_size")
+    offset = parameters.get("shared_memory_offset", 0)
+    if not isinstance(region, str) or not region:
+        raise InvalidInput(f"{tensor}: shared_memory_region must be a region's name")
+    if type(size) is not int or size < 0:
+        raise InvalidInput(f"{tensor}: shared_memory_byte_size must be a byte count >= 0")
+    if type(offset) is not int or offset < 0:
+        raise InvalidInput(f"{tensor}: shared_memory_offset must be a byte offset >= 0")
+    return RegionRef(region, size, offset)

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import tritonclient.utils.shared_memory as shm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
@@ -117,7 +118,11 @@ def near_valid_tensors(draw: st.DrawFn, request: pb.ModelInferRequest, model: st
         else:
             data = draw(st.binary(min_size=count * ITEM_SIZE[datatype],
                                   max_size=count * ITEM_SIZE[datatype]))  # fmt: skip
-        flaw = draw(st.sampled_from(["none", "none", "length", "dtype", "shape", "name"]))
+        flaw = draw(st.sampled_from(["none", "none", "length", "dtype", "shape", "name", "shm"]))
+        if flaw == "shm":  # in shared memory: a registered region or not, in bounds or not
+            tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
+            shared_memory_parameters(draw, tensor.parameters, len(data))
+            continue
         if flaw == "length":
             data = data[: draw(st.integers(0, len(data)))] + draw(st.binary(max_size=8))
         elif flaw == "dtype":
@@ -128,6 +133,24 @@ def near_valid_tensors(draw: st.DrawFn, request: pb.ModelInferRequest, model: st
             name = draw(st.sampled_from(["nope", "", name.upper()]))
         request.inputs.add(name=name, datatype=datatype, shape=shape)
         request.raw_input_contents.append(data)
+
+
+REGION, REGION_BYTES = "fuzz-region", 4096
+
+
+def shared_memory_parameters(draw: st.DrawFn, parameters, size: int) -> None:
+    """A tensor's shared memory parameters: the registered region or another name, sizes and
+    offsets in and out of bounds, now and then a parameter of the wrong type."""
+    region = draw(st.sampled_from([REGION, REGION, "absent", ""]))
+    parameters["shared_memory_region"].string_param = region
+    if draw(st.integers(0, 5)):
+        sizes = st.sampled_from([size, size, 0, REGION_BYTES + 1, 1 << 40, -4])
+        parameters["shared_memory_byte_size"].int64_param = draw(sizes)
+    else:
+        parameters["shared_memory_byte_size"].string_param = "64"
+    if draw(st.booleans()):
+        offsets = st.sampled_from([0, 8, REGION_BYTES - 4, REGION_BYTES, -1, 1 << 50])
+        parameters["shared_memory_offset"].int64_param = draw(offsets)
 
 
 @st.composite
@@ -156,6 +179,8 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
         output = request.outputs.add(name=draw(st.sampled_from(["OUTPUT0", "logits", "y", "z"])))
         if draw(st.booleans()):
             output.parameters["classification"].int64_param = draw(st.integers(-3, 1 << 40))
+        if draw(st.integers(0, 3)) == 0:
+            shared_memory_parameters(draw, output.parameters, draw(st.integers(0, 64)))
     for key in draw(st.lists(st.sampled_from(["priority", "timeout", "sequence_id"]), max_size=2)):
         if draw(st.booleans()):
             request.parameters[key].int64_param = draw(st.integers(-(1 << 62), 1 << 62))
@@ -177,7 +202,17 @@ def test_model_infer_never_fails_inside(server: RunningServer, examples: int) ->
         def send(request: pb.ModelInferRequest) -> None:
             _call(stubs[request.ByteSize() % 2].ModelInfer, request, codes)
 
-        run_property(examples, infer_requests(), send)
+        key = f"/deepserve-fuzz-{os.getpid()}"
+        region = shm.create_shared_memory_region(REGION, key, REGION_BYTES)
+        try:
+            register = pb.SystemSharedMemoryRegisterRequest(
+                name=REGION, key=key, byte_size=REGION_BYTES
+            )
+            stub.SystemSharedMemoryRegister(register)
+            run_property(examples, infer_requests(), send)
+        finally:
+            stub.SystemSharedMemoryUnregister(pb.SystemSharedMemoryUnregisterRequest(name=REGION))
+            shm.destroy_shared_memory_region(region)
         print(f"ModelInfer fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
         request = pb.ModelInferRequest(model_name="negate")
         request.inputs.add(name="x", datatype="INT32", shape=[1, 3])

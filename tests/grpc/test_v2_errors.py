@@ -155,7 +155,7 @@ def test_tritonclient_sees_the_status(client) -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda s: s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
+        lambda s: s.CudaSharedMemoryStatus(pb.CudaSharedMemoryStatusRequest()),
         lambda s: s.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(name="r")),
         lambda s: s.TraceSetting(pb.TraceSettingRequest()),
         lambda s: s.LogSettings(pb.LogSettingsRequest()),

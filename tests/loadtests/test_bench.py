@@ -68,3 +68,20 @@ def test_cache_bench_serves_repeated_inputs_from_the_cache_only_where_enabled(
     assert rows["off"]["cache_hits"] == 0 and rows["off"]["executions"] > 4
     assert rows["on"]["executions"] == 4  # each distinct input ran once
     assert rows["on"]["cache_hits"] > 4 and rows["on"]["requests_per_s"] > 0
+
+
+def test_shm_bench_measures_both_ways_without_errors(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "loadtests.shm_bench", "--model-repository", str(ROOT / "models"),
+        "--concurrency", "2", "--duration", "0.5", "--warmup", "0.2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((tmp_path / "shared-memory-cpu.json").read_text())["rows"]
+    measured = {(row["model"], row["tensors"]) for row in rows}
+    assert measured == {
+        (model, way)
+        for model in ("resnet50_sizes", "segmentation")
+        for way in ("in the request", "shared memory")
+    }
+    assert all(row["errors"] == 0 and row["requests_per_s"] > 0 for row in rows)
