@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from deepserve.server.event_loop import run
 
-from .local_server import free_port, wait_until_up
+from .local_server import module_server
 
 SERVICE = "inference.GRPCInferenceService"
 
@@ -55,26 +50,9 @@ async def serve(host: str, port: int) -> None:
     await server.wait_for_termination()
 
 
-@contextlib.contextmanager
-def floor_server(timeout: float = 30) -> Iterator[str]:
+def floor_server(timeout: float = 30) -> contextlib.AbstractContextManager[str]:
     """The floor server in a subprocess on a free port; yields its address."""
-    port = free_port()
-    url = f"127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as scratch:
-        log_path = Path(scratch) / "floor.log"
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "loadtests.grpc_floor", "--port", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-        try:
-            wait_until_up(url, process, log_path, ready=False, timeout=timeout, credentials=None)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(10)
+    return module_server("loadtests.grpc_floor", timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

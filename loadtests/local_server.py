@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,3 +128,26 @@ def local_server(repository: Path, log: Path, *args: str, timeout: float = 120) 
     """A ready server on `repository` (extra flags in `args`): its gRPC address."""
     with run_server(repository, log.parent, *args, timeout=timeout, log_path=log) as server:
         yield server.url
+
+
+@contextlib.contextmanager
+def module_server(module: str, *args: str, timeout: float = 30) -> Iterator[str]:
+    """`python -m MODULE --port PORT ARGS...` (a gRPC server that answers ServerLive) in a
+    subprocess on a free port, until it is live; yields its address, stops it after."""
+    port = free_port()
+    url = f"127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as scratch:
+        log_path = Path(scratch) / "server.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, "--port", str(port), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+        try:
+            wait_until_up(url, process, log_path, ready=False, timeout=timeout, credentials=None)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,7 +20,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from deepserve.server.event_loop import run
 
-from .local_server import free_port, wait_until_up
+from .local_server import module_server
 
 _NUMPY = {"UINT8": np.uint8, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32}
 _TRITON = {np.dtype(v).str: k for k, v in _NUMPY.items()}
@@ -63,34 +59,9 @@ async def serve(model: Path, host: str, port: int) -> None:
     await server.wait_for_termination()
 
 
-@contextlib.contextmanager
-def simple_server(model: Path, timeout: float = 60) -> Iterator[str]:
+def simple_server(model: Path, timeout: float = 60) -> contextlib.AbstractContextManager[str]:
     """The simple server on `model` in a subprocess on a free port; yields its address."""
-    port = free_port()
-    url = f"127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as scratch:
-        log_path = Path(scratch) / "simple.log"
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "loadtests.simple_server",
-                    "--model",
-                    str(model),
-                    "--port",
-                    str(port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-        try:
-            wait_until_up(url, process, log_path, ready=False, timeout=timeout, credentials=None)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(10)
+    return module_server("loadtests.simple_server", "--model", str(model), timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

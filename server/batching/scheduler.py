@@ -249,13 +249,13 @@ class Scheduler:
             self._finish(job, exc)
             return
         finally:
-            self._in_flight -= 1
-            self._idle.append(instance)
-            self._note_run_ended()
+            self._run_ended(instance)
         self._completed([job], run)
 
-    def _note_run_ended(self) -> None:
-        """On the event loop's thread, as a run ends."""
+    def _run_ended(self, instance: Instance) -> None:
+        """On the event loop's thread, as a run ends: the instance is free again."""
+        self._in_flight -= 1
+        self._idle.append(instance)
         self._ran_at = (time.perf_counter_ns(), time.thread_time_ns())
 
     # ---- forming batches ---------------------------------------------------------------------
@@ -384,9 +384,7 @@ class Scheduler:
                 self._finish(job, exc)
             return
         finally:
-            self._in_flight -= 1
-            self._idle.append(instance)
-            self._note_run_ended()
+            self._run_ended(instance)
             assert self._wakeup is not None
             self._wakeup.set()
         self._completed(batch, run)
