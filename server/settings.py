@@ -241,7 +241,7 @@ class ServerSettings:
     )
     max_bytes_element_kb: int = setting(4096, "longest element of a BYTES input tensor, in KiB")
     max_item_activation_mb: int = setting(
-        256,
+        128,
         "most memory the intermediate tensors of one item of a request may take, estimated "
         "from the model's graph (a free height and width otherwise turn 32 MB of pixels into "
         "1.5 GB); 0: no bound",

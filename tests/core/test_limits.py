@@ -141,7 +141,7 @@ def test_a_tensor_whose_intermediates_would_take_gigabytes_is_refused_before_the
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = caught.value.details()
     assert "model 'segmentation' would need about" in details
-    assert "limit of 256 MiB (max_item_activation_mb)" in details
+    assert "limit of 128 MiB (max_item_activation_mb)" in details
     assert list(answer.outputs[0].shape) == [1, 1024, 1024]
     # the estimate is in the model's config, where an operator can also give a figure
     assert float(config.parameters["activation_bytes_per_element"].string_value) > 1
