@@ -63,11 +63,15 @@ class Server:
         self.host = model_host(settings, self._executor, self._health_changed, engine)
         self.models = self.host.catalog
         cache_bytes = int(settings.response_cache_mb * MIB)
+        memory = (
+            SharedMemory() if shared_memory_on(settings.shared_memory, self.auth.enabled) else None
+        )
         self.dataplane = DataPlane(
             self.models,
             RequestLimits.from_settings(settings),
             ResponseCache(cache_bytes) if cache_bytes > 0 else None,
-            SharedMemory() if shared_memory_on(settings.shared_memory, self.auth.enabled) else None,
+            memory,
+            self.host.regions(memory) if memory is not None else None,
         )
         self.control = Control(self.models, settings.server_name)
         self.observer = Observer(settings)

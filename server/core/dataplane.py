@@ -28,7 +28,7 @@ from ..protocol.types import (
 )
 from ..settings import MIB, ServerSettings
 from .response_cache import ResponseCache
-from .shared_memory import OFF, SharedMemory, SharedMemoryOff
+from .shared_memory import OFF, RegionRegistry, SharedMemory, SharedMemoryOff
 
 log = logging.getLogger(__name__)
 
@@ -291,11 +291,15 @@ class DataPlane:
         limits: RequestLimits = UNLIMITED,
         cache: ResponseCache | None = None,
         shared_memory: SharedMemory | None = None,
+        regions: RegionRegistry | None = None,
     ) -> None:
         self.manager = manager
         self.limits = limits
         self.cache = cache
         self.shared_memory = shared_memory
+        """Where regions are mapped for reading inputs and writing outputs (None: off)."""
+        self.regions = regions
+        """Where they are registered (with the engine, in a split server's front end)."""
         self._uncached: set[str] = set()
         """Models that ask for the response cache on a server without one (told once)."""
 

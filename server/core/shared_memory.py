@@ -12,14 +12,18 @@ unregister and when the server stops."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..protocol.errors import AlreadyExists, ErrorKind, InvalidInput, ServerBusy, ServingError
+
+log = logging.getLogger(__name__)
 
 SHM_ROOT = Path("/dev/shm")
 MAX_REGIONS = 256
@@ -134,6 +138,20 @@ class SharedMemory:
     def close(self) -> None:
         self.unregister()
 
+    def mirror(self, regions: list[RegionStatus]) -> None:
+        """Hold exactly `regions` (a split server's engine's list): map the new ones, release
+        those gone or changed. One that cannot be mapped here is left out and logged."""
+        wanted = {region.name: region for region in regions}
+        for name, region in list(self._regions.items()):
+            if wanted.get(name) != region.status:
+                self.unregister(name)
+        for name, status in wanted.items():
+            if name not in self._regions:
+                try:
+                    self.register(*astuple(status))
+                except ServingError as exc:
+                    log.warning("shared memory region '%s' not mapped here: %s", name, exc.message)
+
     def _region(self, name: str) -> _Region:
         region = self._regions.get(name)
         if region is None:
@@ -169,3 +187,30 @@ class SharedMemory:
             )
         region, start = self._span(tensor, name, offset, byte_size)
         region.mapping[start : start + len(data)] = data
+
+
+class RegionRegistry(Protocol):
+    """Registering, listing and releasing regions: here, or through a split server's engine
+    so that every front end maps them."""
+
+    async def register(self, name: str, key: str, offset: int, byte_size: int) -> None: ...
+
+    async def unregister(self, name: str = "") -> None: ...
+
+    def status(self, name: str = "") -> list[RegionStatus]: ...
+
+
+class LocalRegions:
+    """The regions of this process."""
+
+    def __init__(self, memory: SharedMemory) -> None:
+        self._memory = memory
+
+    async def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self._memory.register(name, key, offset, byte_size)
+
+    async def unregister(self, name: str = "") -> None:
+        self._memory.unregister(name)
+
+    def status(self, name: str = "") -> list[RegionStatus]:
+        return self._memory.status(name)

@@ -14,7 +14,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ..core.control import Control
 from ..core.dataplane import DataPlane
-from ..core.shared_memory import OFF, SharedMemory, SharedMemoryOff
+from ..core.shared_memory import OFF, RegionRegistry, SharedMemoryOff
 from ..observability import request_context
 from ..observability.observe import Observer
 from . import convert as grpc_convert
@@ -146,20 +146,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # ---- system shared memory --------------------------------------------------------------
 
-    def _shared_memory(self) -> SharedMemory:
-        if self._dataplane.shared_memory is None:
+    def _regions(self) -> RegionRegistry:
+        if self._dataplane.regions is None:
             raise SharedMemoryOff(OFF)
-        return self._dataplane.shared_memory
+        return self._dataplane.regions
 
     @observed
     async def SystemSharedMemoryRegister(self, request, context):
-        self._shared_memory().register(request.name, request.key, request.offset, request.byte_size)
+        await self._regions().register(request.name, request.key, request.offset, request.byte_size)
         return pb.SystemSharedMemoryRegisterResponse()
 
     @observed
     async def SystemSharedMemoryStatus(self, request, context):
         response = pb.SystemSharedMemoryStatusResponse()
-        for region in self._shared_memory().status(request.name):
+        for region in self._regions().status(request.name):
             status = response.regions[region.name]
             status.name, status.key = region.name, region.key
             status.offset, status.byte_size = region.offset, region.byte_size
@@ -167,7 +167,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @observed
     async def SystemSharedMemoryUnregister(self, request, context):
-        self._shared_memory().unregister(request.name)
+        await self._regions().unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
     # ---- not implemented: answer clearly rather than with the generated stub's text ---------

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from ..core.auth import Scope
 from ..core.control import Control
 from ..core.dataplane import DataPlane
-from ..core.shared_memory import OFF, SharedMemory, SharedMemoryOff
+from ..core.shared_memory import OFF, RegionRegistry, SharedMemoryOff
 from ..observability.observe import Observer
 from ..protocol.errors import InvalidInput
 from ..settings import ServerSettings
@@ -145,10 +145,10 @@ class SharedMemoryRoutes:
         self._dataplane = dataplane
         self._settings = settings
 
-    def _regions(self) -> SharedMemory:
-        if self._dataplane.shared_memory is None:
+    def _regions(self) -> RegionRegistry:
+        if self._dataplane.regions is None:
             raise SharedMemoryOff(OFF)
-        return self._dataplane.shared_memory
+        return self._dataplane.regions
 
     async def register(self, request: Request) -> Response:
         body = await read_body(request, 1 << 16)
@@ -162,7 +162,7 @@ class SharedMemoryRoutes:
             raise InvalidInput(
                 'register takes {"key": string, "offset": integer, "byte_size": integer}'
             )
-        self._regions().register(request.path_params["region"], key, offset, size)
+        await self._regions().register(request.path_params["region"], key, offset, size)
         return json_response({})
 
     async def status(self, request: Request) -> Response:
@@ -175,7 +175,7 @@ class SharedMemoryRoutes:
         )
 
     async def unregister(self, request: Request) -> Response:
-        self._regions().unregister(request.path_params.get("region", ""))
+        await self._regions().unregister(request.path_params.get("region", ""))
         return json_response({})
 
 

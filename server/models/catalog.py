@@ -5,10 +5,13 @@ written against this, so neither knows which one it has."""
 from __future__ import annotations
 
 import socket
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol.types import IndexEntry, VersionStatistics
 from .model import ModelVersion
+
+if TYPE_CHECKING:  # the core holds the regions; this only names them
+    from ..core.shared_memory import RegionRegistry, SharedMemory
 
 
 class ModelCatalog(Protocol):
@@ -64,6 +67,10 @@ class ModelHost(Protocol):
 
     def stop_background(self) -> None:
         """At the drain's start: no more loading or watching."""
+        ...
+
+    def regions(self, memory: SharedMemory) -> RegionRegistry:
+        """Where shared memory regions are registered (`memory` maps them here)."""
         ...
 
     def close(self) -> None: ...

@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from ..batching.scheduler import JobResult, Scheduler
+from ..core.shared_memory import SharedMemory
 from ..models import repository
 from ..models.manager import ModelManager
 from ..models.model import ModelVersion
@@ -53,6 +54,8 @@ class Engine:
         self.address = address
         self._executor = runtime.inference_executor()
         self.manager = ModelManager(settings, self._executor, on_change=self._changed)
+        self.shared_memory = SharedMemory()
+        """The split server's shared memory registrations: every front end maps the same."""
         self._context = zmq.Context()
         self._pump: Pump | None = None
         self._frontends: set[bytes] = set()
@@ -76,7 +79,11 @@ class Engine:
             "names": repository.model_names(self.settings.model_repository),
             "entries": entries,
             "index": self._index_rows(),
+            "regions": self._region_rows(),
         }
+
+    def _region_rows(self) -> list[list[Any]]:
+        return [list(dataclasses.astuple(region)) for region in self.shared_memory.status()]
 
     def _index_rows(self, ready_only: bool = False) -> list[tuple[str, ...]]:
         return [dataclasses.astuple(row) for row in self.manager.index(ready_only)]
@@ -139,6 +146,7 @@ class Engine:
         while (self._in_flight or self._tasks) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._pump.close()
+        self.shared_memory.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- messages ----------------------------------------------------------------------------
@@ -297,6 +305,15 @@ class Engine:
                 await self.manager.control_load(*args)
             elif kind == "unload":
                 await self.manager.control_unload(*args)
+            elif kind in ("shm_register", "shm_unregister"):
+                # Kept here and pushed to every front end before the answer, so that a client's
+                # next call, whichever front end takes it, finds the region mapped.
+                if kind == "shm_register":
+                    self.shared_memory.register(*args)
+                else:
+                    self.shared_memory.unregister(*args)
+                self._push_table()
+                body = self._region_rows()
             else:
                 raise ModelNotFound(f"the engine has no call '{kind}'")
         except ServingError as exc:

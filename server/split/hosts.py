@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from ..core.shared_memory import LocalRegions, RegionRegistry, SharedMemory
 from ..models.catalog import ModelCatalog, ModelHost
 from ..models.manager import ModelManager
 from ..models.watch import watch_repository
@@ -57,6 +58,9 @@ class LocalModels:
 
     def http_sockets(self, host: str, port: int) -> list[socket.socket] | None:
         return None
+
+    def regions(self, memory: SharedMemory) -> RegionRegistry:
+        return LocalRegions(memory)
 
     def stop_background(self) -> None:
         for task in (self._loading, self._watching):

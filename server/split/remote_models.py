@@ -13,6 +13,7 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..batching.stats import ModelStats, RequestTiming
+from ..core.shared_memory import RegionRegistry, RegionStatus, SharedMemory
 from ..models.catalog import ModelCatalog
 from ..models.manager import ModelEntry, State, find_version, not_in_repository, serves
 from ..models.model import ModelVersion, assemble_version
@@ -115,6 +116,28 @@ class CallCounts:
         return ["calls", rows]
 
 
+class EngineRegions:
+    """Shared memory registrations made at the engine; this front end maps what it lists."""
+
+    def __init__(self, client: EngineClient, memory: SharedMemory) -> None:
+        self._client = client
+        self._memory = memory
+
+    async def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        body, _ = await self._client.call(["shm_register", name, key, offset, byte_size])
+        self.take(body)
+
+    async def unregister(self, name: str = "") -> None:
+        body, _ = await self._client.call(["shm_unregister", name])
+        self.take(body)
+
+    def status(self, name: str = "") -> list[RegionStatus]:
+        return self._memory.status(name)
+
+    def take(self, rows: list[list[Any]]) -> None:
+        self._memory.mirror([RegionStatus(*row) for row in rows])
+
+
 class EngineHistograms:
     """The engine observes the histograms (from the statistics sent to it)."""
 
@@ -146,11 +169,21 @@ class EngineModels:
         """Per model, its newest version sent unpinned: the engine answers with its newest,
         which a swap may have changed since this front end's table was pushed."""
         self._first_table = asyncio.Event()
+        self._regions: EngineRegions | None = None
 
     # ---- the engine's table ------------------------------------------------------------------
 
+    def regions(self, memory: SharedMemory) -> RegionRegistry:
+        """Registrations go through the engine, which every front end mirrors."""
+        self._regions = EngineRegions(self.client, memory)
+        return self._regions
+
     def _take_table(self, table: dict[str, Any]) -> None:
         self._first_table.set()
+        table = dict(table)
+        regions = table.pop("regions", [])
+        if self._regions is not None:
+            self._regions.take(regions)
         if table == self._table:
             return  # the heartbeat: nothing changed
         self._table = table

@@ -5,7 +5,6 @@ clear error, never INTERNAL."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,11 +76,6 @@ def _status(client, transport: str, name: str = ""):
 def test_inputs_and_outputs_travel_through_shared_memory(
     server: RunningServer, regions, transport: str
 ) -> None:
-    if transport == "http" and int(os.environ.get("DEEPSERVE_FRONTENDS") or 0):
-        pytest.skip(
-            "a split server's front ends each keep their own registrations, and tritonclient.http "
-            "may send the register and the infer over connections to different front ends"
-        )
     tag, outputs = regions
     module = triton if transport == "grpc" else triton_http
     url = server.url if transport == "grpc" else f"127.0.0.1:{server.http_port}"

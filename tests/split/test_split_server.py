@@ -211,3 +211,57 @@ def test_a_negative_front_end_count_is_a_clear_start_error(repo: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "--frontends must be 0 (one process) or more front ends, got -1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_shared_memory_region_registered_once_serves_every_front_end(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The engine keeps the registrations and every front end maps them, so a client's calls
+    find the region whichever front end its connection reaches."""
+    import tritonclient.utils.shared_memory as shm
+
+    args = ("--frontends", "2", "--shared-memory", "on", "--access-log-ratio", "1")
+    key = f"/deepserve-split-{os.getpid()}"
+    region = shm.create_shared_memory_region("values", key, 24)
+    shm.set_shared_memory_region(region, [np.array([[4, 5, 6]], np.int32)])
+    try:
+        with run_server(repo, tmp_path, *args, "--log-format", "json") as server:
+            _all_connected(server, 2)
+            triton.InferenceServerClient(server.url).register_system_shared_memory(
+                "values", key, 24
+            )
+            request = pb.ModelInferRequest(model_name="negate")
+            tensor = request.inputs.add(name="x", datatype="INT32", shape=[1, 3])
+            tensor.parameters["shared_memory_region"].string_param = "values"
+            tensor.parameters["shared_memory_byte_size"].int64_param = 12
+            output = request.outputs.add(name="y")
+            output.parameters["shared_memory_region"].string_param = "values"
+            output.parameters["shared_memory_byte_size"].int64_param = 12
+            output.parameters["shared_memory_offset"].int64_param = 12
+
+            def call(_: int) -> list[int]:
+                own = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+                with grpc.insecure_channel(server.url, options=own) as channel:
+                    pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+                answer = shm.get_contents_as_numpy(region, np.int32, [1, 3], offset=12)
+                return answer.tolist()
+
+            with ThreadPoolExecutor(4) as pool:
+                assert list(pool.map(call, range(12))) == [[[-4, -5, -6]]] * 12
+            access = r'"process": "(frontend-\d)".*"rpc": "ModelInfer"'
+            assert set(re.findall(access, server.log())) == {"frontend-0", "frontend-1"}
+            triton.InferenceServerClient(server.url).unregister_system_shared_memory("values")
+            with ThreadPoolExecutor(4) as pool:
+                refusals = list(pool.map(lambda i: _refusal(server.url, request), range(8)))
+            assert refusals == ["NOT_FOUND"] * 8  # gone from every front end
+    finally:
+        shm.destroy_shared_memory_region(region)
+
+
+def _refusal(url: str, request: pb.ModelInferRequest) -> str:
+    with grpc.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        try:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        except grpc.RpcError as error:
+            return error.code().name
+    return "OK"
