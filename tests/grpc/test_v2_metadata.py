@@ -20,6 +20,7 @@ def test_live_ready_and_server_metadata(client: triton.InferenceServerClient) ->
         "model_repository",
         "statistics",
         "binary_tensor_data",
+        "system_shared_memory",
     }
 
 
