@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import tritonclient.grpc as triton
 
 from .bench import make_images, payloads_for
 from .closed_loop import run_load
-from .figures import int_list
+from .figures import int_list, write_json
 from .local_server import local_server
 from .models import read_config, write_model
 
@@ -84,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"response-cache-{args.model}-cpu.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
+        write_json(report, args.out / f"response-cache-{args.model}-cpu.json")
     return 1 if any(row["errors"] for row in report["rows"]) else 0
 
 

@@ -25,6 +25,13 @@ def int_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
 
+def write_json(report: dict[str, Any], path: Path) -> None:
+    """A tool's figures as JSON (its folder made), and where they went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def write_report(
     report: dict[str, Any],
     stem: Path,

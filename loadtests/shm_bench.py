@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from .closed_loop import run_load
-from .figures import int_list
+from .figures import int_list, write_json
 from .local_server import local_server
 from .models import noop_model, read_config, write_model
 
@@ -148,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / "shared-memory-cpu.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
+        write_json(report, args.out / "shared-memory-cpu.json")
     return 1 if any(row["errors"] for row in report["rows"]) else 0
 
 

@@ -269,9 +269,7 @@ def _response(
                 where.region,
                 where.offset,
                 where.byte_size,
-                codecs.serialize_bytes(array)
-                if datatype == "BYTES"
-                else np.ascontiguousarray(array, codecs.numpy_dtype(datatype)).tobytes(),
+                codecs.tensor_bytes(array, datatype),
             )
         outputs.append(OutputTensor(output.name, datatype, array, output.binary, output.region))
     return InferResponse(model.name, str(model.version), request.id, outputs)

@@ -3,7 +3,6 @@ passed on without a copy; outputs always go back in raw_output_contents."""
 
 from __future__ import annotations
 
-import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from ..protocol import codecs
@@ -16,6 +15,7 @@ from ..protocol.types import (
     ModelMetadata,
     Pair,
     Parameter,
+    RegionRef,
     RequestedOutput,
     TensorMetadata,
     VersionStatistics,
@@ -32,12 +32,16 @@ def parameters(message_map) -> dict[str, Parameter]:
     return values
 
 
+def _region(tensor: str, message_map) -> RegionRef | None:
+    """Its shared memory parameters, read only where it names a region (most tensors don't)."""
+    if "shared_memory_region" not in message_map:
+        return None
+    return region_ref(tensor, parameters(message_map))
+
+
 def infer_request(message: pb.ModelInferRequest) -> InferRequest:
     raw = message.raw_input_contents
-    regions = [
-        region_ref(f"input '{tensor.name}'", parameters(tensor.parameters))
-        for tensor in message.inputs
-    ]
+    regions = [_region(f"input '{tensor.name}'", tensor.parameters) for tensor in message.inputs]
     carried = sum(region is None for region in regions)  # inputs not in shared memory
     if raw and len(raw) != carried:
         raise InvalidInput(
@@ -81,7 +85,7 @@ def infer_request(message: pb.ModelInferRequest) -> InferRequest:
                     f"output '{output.name}': the classification parameter must be a positive "
                     "int64 class count"
                 )
-        region = region_ref(f"output '{output.name}'", parameters(output.parameters))
+        region = _region(f"output '{output.name}'", output.parameters)
         outputs.append(RequestedOutput(output.name, k, region=region))
     return InferRequest(
         model=message.model_name,
@@ -106,11 +110,8 @@ def infer_response(response: InferResponse) -> pb.ModelInferResponse:
             if output.region.offset:
                 tensor.parameters["shared_memory_offset"].int64_param = output.region.offset
             message.raw_output_contents.append(b"")
-        elif output.datatype == "BYTES":
-            message.raw_output_contents.append(codecs.serialize_bytes(array))
         else:
-            dtype = codecs.numpy_dtype(output.datatype)
-            message.raw_output_contents.append(np.ascontiguousarray(array, dtype=dtype).tobytes())
+            message.raw_output_contents.append(codecs.tensor_bytes(array, output.datatype))
     return message
 
 

@@ -174,11 +174,7 @@ def infer_response(response: InferResponse, all_binary: bool = False) -> tuple[b
             if output.region.offset:
                 entry["parameters"]["shared_memory_offset"] = output.region.offset
         elif output.binary or all_binary:
-            if output.datatype == "BYTES":
-                data = codecs.serialize_bytes(output.array)
-            else:
-                dtype = codecs.numpy_dtype(output.datatype)
-                data = np.ascontiguousarray(output.array, dtype=dtype).tobytes()
+            data = codecs.tensor_bytes(output.array, output.datatype)
             entry["parameters"] = {"binary_data_size": len(data)}
             parts.append(data)
         else:

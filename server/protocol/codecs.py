@@ -110,6 +110,13 @@ def element_count(shape: Sequence[int]) -> int:
     return count
 
 
+def tensor_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """An output's raw form, as every transport and shared memory carry it."""
+    if datatype == "BYTES":
+        return serialize_bytes(array)
+    return np.ascontiguousarray(array, dtype=numpy_dtype(datatype)).tobytes()
+
+
 def serialize_bytes(array: np.ndarray) -> bytes:
     """BYTES tensor -> the protocol's raw form: each element as <uint32 LE length><bytes>."""
     parts: list[bytes] = []
