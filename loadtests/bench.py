@@ -151,17 +151,17 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if "simple" in args.modes and args.device == "cpu":
             per_request = args.images_per_request
             payloads = payloads_for(args.model, input_name, datatype, images, per_request)
-            with simple_server(onnx_file) as url:
+            with simple_server(onnx_file) as simple:
                 for conc in args.concurrency:
                     with GpuSampler() as gpu:
-                        result = load(url, payloads, conc)
+                        result = load(simple.url, payloads, conc)
                     rows.append(_row("simple", conc, result, per_request, 1.0, gpu))
         floor = None
         if 1 in args.concurrency and "noop" in args.modes:
             # The same requests at concurrency 1 to a gRPC server with no deepserve code.
             payloads = payloads_for("floor", input_name, datatype, images, args.images_per_request)
-            with floor_server() as url:
-                result = load(url, payloads, 1)
+            with floor_server() as floor_process:
+                result = load(floor_process.url, payloads, 1)
             floor = {"p50_ms": result.percentile(50), "p99_ms": result.percentile(99)}
             print(f"  gRPC floor   c=1    p50 {floor['p50_ms']:.3f} ms", flush=True)
         if spread is not None:

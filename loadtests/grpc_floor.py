@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from deepserve.server.event_loop import run
 
-from .local_server import module_server
+from .local_server import RunningServer, module_server
 
 SERVICE = "inference.GRPCInferenceService"
 
@@ -50,8 +50,8 @@ async def serve(host: str, port: int) -> None:
     await server.wait_for_termination()
 
 
-def floor_server(timeout: float = 30) -> contextlib.AbstractContextManager[str]:
-    """The floor server in a subprocess on a free port; yields its address."""
+def floor_server(timeout: float = 30) -> contextlib.AbstractContextManager[RunningServer]:
+    """The floor server in a subprocess on a free port."""
     return module_server("loadtests.grpc_floor", timeout=timeout)
 
 

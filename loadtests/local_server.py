@@ -131,9 +131,9 @@ def local_server(repository: Path, log: Path, *args: str, timeout: float = 120) 
 
 
 @contextlib.contextmanager
-def module_server(module: str, *args: str, timeout: float = 30) -> Iterator[str]:
+def module_server(module: str, *args: str, timeout: float = 30) -> Iterator[RunningServer]:
     """`python -m MODULE --port PORT ARGS...` (a gRPC server that answers ServerLive) in a
-    subprocess on a free port, until it is live; yields its address, stops it after."""
+    subprocess on a free port, until it is live; yields it, stops it after."""
     port = free_port()
     url = f"127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as scratch:
@@ -147,7 +147,7 @@ def module_server(module: str, *args: str, timeout: float = 30) -> Iterator[str]
             )
         try:
             wait_until_up(url, process, log_path, ready=False, timeout=timeout, credentials=None)
-            yield url
+            yield RunningServer(url=url, process=process, log_path=log_path)
         finally:
             process.terminate()
             process.wait(10)

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from deepserve.server.event_loop import run
 
-from .local_server import module_server
+from .local_server import RunningServer, module_server
 
 _NUMPY = {"UINT8": np.uint8, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32}
 _TRITON = {np.dtype(v).str: k for k, v in _NUMPY.items()}
@@ -59,8 +59,10 @@ async def serve(model: Path, host: str, port: int) -> None:
     await server.wait_for_termination()
 
 
-def simple_server(model: Path, timeout: float = 60) -> contextlib.AbstractContextManager[str]:
-    """The simple server on `model` in a subprocess on a free port; yields its address."""
+def simple_server(
+    model: Path, timeout: float = 60
+) -> contextlib.AbstractContextManager[RunningServer]:
+    """The simple server on `model` in a subprocess on a free port."""
     return module_server("loadtests.simple_server", "--model", str(model), timeout=timeout)
 
 

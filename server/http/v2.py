@@ -158,10 +158,21 @@ class SharedMemoryRoutes:
             document.get("offset", 0),
             document.get("byte_size"),
         )
-        if not isinstance(key, str) or type(offset) is not int or type(size) is not int:
-            raise InvalidInput(
-                'register takes {"key": string, "offset": integer, "byte_size": integer}'
+        wrong = [
+            f"{name} must be {kind}, got {json.dumps(value)[:40]}"
+            for name, value, kind, fits in (
+                ("key", key, "a string", isinstance(key, str)),
+                ("offset", offset, "an integer", type(offset) is int),
+                ("byte_size", size, "an integer", type(size) is int),
             )
+            if not fits
+        ]
+        if wrong:
+            raise InvalidInput(
+                f'register takes {{"key": string, "offset": integer, "byte_size": '
+                f"integer}}: {'; '.join(wrong)}"
+            )
+        assert isinstance(key, str) and isinstance(offset, int) and isinstance(size, int)
         await self._regions().register(request.path_params["region"], key, offset, size)
         return json_response({})
 

@@ -5,6 +5,8 @@ clear error, never INTERNAL."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +127,35 @@ def test_registering_what_is_not_a_region_is_refused(server: RunningServer, tmp_
         assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
         assert str(tmp_path) not in str(refused.value)
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"key": 5, "byte_size": 64}', "key must be a string, got 5"),
+        (b'{"key": "/deepserve-x", "byte_size": "64"}', 'byte_size must be an integer, got "64"'),
+        (b'{"key": "/deepserve-x", "byte_size": 64, "offset": 1.5}', "offset must be an integer"),
+        (b'{"key": "/deepserve-x", "byte_size": true}', "byte_size must be an integer, got true"),
+        (b'{"key": "/deepserve-x"}', "byte_size must be an integer, got null"),
+        (b'["/deepserve-x", 64]', "must be a JSON object"),
+        (b"not json", "not JSON"),
+    ],
+)
+def test_an_http_register_body_of_the_wrong_shape_is_a_400(
+    server: RunningServer, body: bytes, words: str
+):
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    connection.request(
+        "POST",
+        "/v2/systemsharedmemory/region/r/register",
+        body=body,
+        headers={"Content-Type": "application/json"},
+    )
+    answer = connection.getresponse()
+    error = json.loads(answer.read())["error"]
+    connection.close()
+    assert answer.status == 400, error
+    assert words in error, error
 
 
 def test_without_tokens_shared_memory_is_off_unless_asked_for(

@@ -1,5 +1,6 @@
 """Property-based fuzzing of the HTTP port: random JSON and binary infer bodies, random headers,
-random images and query strings for the Vision API. Never a 500, never a server path, and the
+random images and query strings for the Vision API, shared memory calls and the regions infer
+requests name. Never a 500, never a server path, and the
 server answers correctly afterwards. `pytest -m fuzz_long` runs thousands of examples."""
 
 from __future__ import annotations
@@ -7,16 +8,20 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.utils.shared_memory as shm
 from hypothesis import strategies as st
 
 from ..grpc.test_fuzz import CI_EXAMPLES, EXAMPLES, run_property
 from ..hostile_images import FORMATS, encoded
-from ..server_process import RunningServer
+from ..server_process import RunningServer, free_port, run_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DATATYPES = ["UINT8", "INT32", "FP32", "FP16", "BYTES", "BOOL", "INT64", "nope", ""]
@@ -161,3 +166,104 @@ def test_http_never_fails_inside(bundled_server: RunningServer, examples: int) -
         {"Content-Type": "image/png"},
     )  # fmt: skip
     assert status == 200 and json.loads(body)["results"][0]["labels"][0]["label"] == "7"
+
+
+# ---- system shared memory ---------------------------------------------------------------------
+
+DIGIT_BYTES = 28 * 28
+LOGITS_BYTES = 10 * 4
+
+
+@pytest.fixture(scope="module")
+def shm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str]]:
+    """The bundled models with shared memory on, and a real POSIX region's key: an input
+    region (a digit) and room for the logits after it."""
+    http_port = free_port()
+    with run_server(
+        ROOT / "models",
+        tmp_path_factory.mktemp("shm-fuzz"),
+        "--http-port",
+        str(http_port),
+        "--shared-memory",
+        "on",
+    ) as running:
+        running.http_port = http_port
+        key = f"/deepserve-fuzz-{uuid.uuid4().hex[:8]}"
+        handle = shm.create_shared_memory_region("fuzz", key, DIGIT_BYTES + LOGITS_BYTES)
+        try:
+            shm.set_shared_memory_region(handle, [np.zeros((1, 28, 28, 1), np.uint8)])
+            yield running, key
+        finally:
+            shm.destroy_shared_memory_region(handle)
+
+
+def _json_or(draw: st.DrawFn, usual: list[Any]) -> Any:
+    """Mostly a value the protocol might see, sometimes any JSON value at all."""
+    return draw(st.sampled_from(usual) | json_values)
+
+
+@st.composite
+def shm_calls(draw: st.DrawFn, key: str) -> tuple[str, bytes, dict[str, str]]:
+    """Register, unregister and infer calls that name regions, sizes and offsets."""
+    headers = {"Content-Type": "application/json"}
+    region = draw(st.sampled_from(["fuzz", "fuzz", "absent", "", "a" * 300, "x%2F..%2Fy"]))
+    kind = draw(st.sampled_from(["register", "register", "unregister", "infer", "infer"]))
+    if kind == "register":
+        document: Any = {
+            "key": _json_or(draw, [key, "/deepserve-absent", "/../../etc/passwd", "", "x"]),
+            "offset": _json_or(draw, [0, 1, -1, 1 << 40]),
+            "byte_size": _json_or(draw, [DIGIT_BYTES, 0, -1, 1 << 40, 1 << 62]),
+        }
+        if draw(st.integers(0, 5)) == 0:
+            document = draw(json_values)
+        name = region or "r"
+        return (
+            f"/v2/systemsharedmemory/region/{name}/register",
+            json.dumps(document).encode(),
+            headers,
+        )
+    if kind == "unregister":  # never every region, nor the fuzzed one: later calls need them
+        name = draw(st.sampled_from(["absent", "other", "a" * 300]))
+        return f"/v2/systemsharedmemory/region/{name}/unregister", b"", headers
+    image: dict[str, Any] = {"name": "image", "datatype": "UINT8", "shape": [1, 28, 28, 1]}
+    image["parameters"] = {
+        "shared_memory_region": _json_or(draw, [region]),
+        "shared_memory_byte_size": _json_or(draw, [DIGIT_BYTES, DIGIT_BYTES - 1, 0, -1, 1 << 62]),
+    }
+    if draw(st.booleans()):
+        image["parameters"]["shared_memory_offset"] = _json_or(draw, [0, 1, -8, 1 << 63])
+    document = {"inputs": [image]}
+    if draw(st.booleans()):
+        document["outputs"] = [
+            {"name": "logits", "parameters": {
+                "shared_memory_region": _json_or(draw, ["fuzz", "absent"]),
+                "shared_memory_byte_size": _json_or(draw, [LOGITS_BYTES, LOGITS_BYTES - 1, 0]),
+                "shared_memory_offset": _json_or(draw, [DIGIT_BYTES, 0, 1 << 40, -4]),
+            }}
+        ]  # fmt: skip
+    return "/v2/models/mnist/infer", json.dumps(document).encode(), headers
+
+
+def test_http_shared_memory_never_fails_inside(shm_server: tuple[RunningServer, str]) -> None:
+    server, key = shm_server
+    port = server.http_port
+    codes: Counter = Counter()
+    run_property(CI_EXAMPLES, shm_calls(key), lambda call: _check(port, call, codes))
+    print(f"HTTP shared memory fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
+    # The region still works: registered (again, if a fuzzed call replaced it), then used.
+    _post(port, "/v2/systemsharedmemory/region/fuzz/unregister", b"", {})
+    register = {"key": key, "offset": 0, "byte_size": DIGIT_BYTES + LOGITS_BYTES}
+    status, body = _post(
+        port, "/v2/systemsharedmemory/region/fuzz/register", json.dumps(register).encode(), {}
+    )
+    assert status == 200, body
+    document = {
+        "inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 28, 28, 1], "parameters": {
+            "shared_memory_region": "fuzz", "shared_memory_byte_size": DIGIT_BYTES}}],
+        "outputs": [{"name": "logits", "parameters": {
+            "shared_memory_region": "fuzz", "shared_memory_byte_size": LOGITS_BYTES,
+            "shared_memory_offset": DIGIT_BYTES}}],
+    }  # fmt: skip
+    status, body = _post(port, "/v2/models/mnist/infer", json.dumps(document).encode(), {})
+    assert status == 200, body
+    assert json.loads(body)["outputs"][0]["parameters"]["shared_memory_region"] == "fuzz"
