@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with floor_server() as server:
         measured("gRPC floor", server, "floor")
     print("in process, one call's CPU by stage (loadtests.handler_cost):", flush=True)
-    stages = handler_cost.run(args.model, args.model_repository, 5000, "noop")
+    stages = handler_cost.run(args.model, args.model_repository, args.handler_calls, "noop")
     handler_cost.print_report(stages)
     return {"model": args.model, "duration_s": args.duration, "rows": rows, "handler": stages}
 
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="mnist")
     parser.add_argument("--model-repository", type=Path, default=Path("models"))
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per server")
+    parser.add_argument("--handler-calls", type=int, default=5000, help="in process, per step")
     parser.add_argument(
         "--server-flag", action="append", default=[], help="a flag for deepserve (repeatable)"
     )

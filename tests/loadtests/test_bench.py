@@ -85,3 +85,29 @@ def test_shm_bench_measures_both_ways_without_errors(tmp_path: Path) -> None:
         for way in ("in the request", "shared memory")
     }
     assert all(row["errors"] == 0 and row["requests_per_s"] > 0 for row in rows)
+
+
+def test_call_cost_reads_each_servers_cpu_per_call_and_splits_deepserves_handler(
+    tmp_path: Path,
+) -> None:
+    command = [
+        *(sys.executable, "-m", "loadtests.call_cost", "--model", "mnist"),
+        *("--model-repository", str(ROOT / "models"), "--duration", "0.5", "--out", str(tmp_path)),
+        *("--handler-calls", "500"),
+    ]
+    subprocess.run(command, check=True, cwd=ROOT, timeout=600)
+    report = json.loads((tmp_path / "call-cost-mnist-cpu.json").read_text())
+    rows = report["rows"]
+    assert set(rows) == {
+        "deepserve, no-op model",
+        "deepserve",
+        "simple server, no-op model",
+        "simple server",
+        "gRPC floor",
+    }
+    for label, row in rows.items():
+        assert row["calls"] > 10 and row["errors"] == 0, label
+        assert row["server_cpu_us_per_call"] > 0, label
+    measured = report["handler"]["us_per_call"]
+    # Nested steps: each does all the one inside it and more.
+    assert 0 < measured["onnxruntime_run"] < measured["data_plane"] < measured["handler"]
