@@ -101,6 +101,62 @@ def add_constant(value: float) -> bytes:
     )
 
 
+def accumulator(corrid: int = TensorProto.UINT64) -> bytes:
+    """A stateful model for the sequence batcher: ACC_OUT = (1 - START) * ACC_IN + INPUT (a
+    sequence's running sum, reset by START), OUTPUT = ACC_OUT, and CORRID_OUT echoes the
+    CORRID control (the server's id for the row; `corrid`: its type), READY_OUT the READY one.
+    Batches of [B, 1]."""
+    f32 = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 1])  # noqa: E731
+    i32 = lambda n: helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", 1])  # noqa: E731
+    u64 = helper.make_tensor_value_info("CORRID", corrid, ["batch", 1])
+    u64_out = helper.make_tensor_value_info("CORRID_OUT", corrid, ["batch", 1])
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    return _model(
+        [
+            helper.make_node("Cast", ["START"], ["start"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["one", "start"], ["keep"]),
+            helper.make_node("Mul", ["ACC_IN", "keep"], ["kept"]),
+            helper.make_node("Add", ["kept", "INPUT"], ["ACC_OUT"]),
+            helper.make_node("Identity", ["ACC_OUT"], ["OUTPUT"]),
+            helper.make_node("Identity", ["CORRID"], ["CORRID_OUT"]),
+            helper.make_node("Identity", ["READY"], ["READY_OUT"]),
+            helper.make_node("Identity", ["END"], ["END_OUT"]),
+        ],
+        [f32("INPUT"), i32("START"), i32("END"), i32("READY"), u64, f32("ACC_IN")],
+        [f32("OUTPUT"), u64_out, i32("READY_OUT"), i32("END_OUT"), f32("ACC_OUT")],
+        [one],
+    )
+
+
+def accumulator_config(
+    max_batch_size: int = 4,
+    idle_us: int = 5_000_000,
+    strategy: str = "direct { }",
+    corrid: str = "TYPE_UINT64",
+) -> str:
+    return f"""
+max_batch_size: {max_batch_size}
+input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+output [
+  {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 1 ] }},
+  {{ name: "CORRID_OUT" data_type: {corrid} dims: [ 1 ] }},
+  {{ name: "READY_OUT" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "END_OUT" data_type: TYPE_INT32 dims: [ 1 ] }}
+]
+sequence_batching {{
+  max_sequence_idle_microseconds: {idle_us}
+  {strategy}
+  control_input [
+    {{ name: "START" control [ {{ kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] }} ] }},
+    {{ name: "END" control [ {{ kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] }} ] }},
+    {{ name: "READY" control [ {{ kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] }} ] }},
+    {{ name: "CORRID" control [ {{ kind: CONTROL_SEQUENCE_CORRID data_type: {corrid} }} ] }}
+  ]
+  state [ {{ input_name: "ACC_IN" output_name: "ACC_OUT" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+}}
+"""
+
+
 def write_model(
     repository: Path,
     name: str,

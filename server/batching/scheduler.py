@@ -25,6 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ..observability import request_context, tracing
 from ..observability.histograms import VersionHistograms
 from ..protocol.errors import DeadlineExceeded, QueueTimeout
+from ..protocol.sequence_config import SequenceStep
 from .instance import BatchRun, Instance
 from .pace import Pace
 from .queue import US, Job, JobQueue, feeds_signature
@@ -67,6 +68,7 @@ class JobScheduler(Protocol):
         priority: int = 0,
         timeout_us: int = 0,
         deadline_s: float | None = None,
+        sequence: SequenceStep | None = None,
     ) -> JobResult: ...
 
     def reserve(
@@ -174,8 +176,10 @@ class Scheduler:
         priority: int = 0,
         timeout_us: int = 0,
         deadline_s: float | None = None,
+        sequence: SequenceStep | None = None,
     ) -> JobResult:
-        """Queue one request and wait for its own slice of a batch's outputs."""
+        """Queue one request and wait for its own slice of a batch's outputs. A model without
+        sequence batching ignores the request's sequence, as Triton does."""
         return await self.enqueue(feeds, items, output_names, priority, timeout_us, deadline_s)
 
     def enqueue(

@@ -20,6 +20,7 @@ from ..observability import request_context
 from ..protocol import codecs
 from ..protocol.classification import top_k
 from ..protocol.errors import InvalidInput, LimitExceeded
+from ..protocol.sequence_config import sequence_step
 from ..protocol.types import (
     InferRequest,
     InferResponse,
@@ -318,8 +319,8 @@ class DataPlane:
         return response
 
     def _cache_for(self, model: ModelVersion) -> ResponseCache | None:
-        if not model.config.response_cache.enable:
-            return None
+        if not model.config.response_cache.enable or model.config.HasField("sequence_batching"):
+            return None  # a sequence's answer depends on its state, not only on its inputs
         if self.cache is None and model.name not in self._uncached:
             self._uncached.add(model.name)
             log.warning(
@@ -340,6 +341,7 @@ class DataPlane:
         names = list(dict.fromkeys(output.name for output in wanted))
         priority = _int_parameter(request, "priority")
         timeout_us = _int_parameter(request, "timeout")
+        sequence = sequence_step(request.parameters)
         cache = self._cache_for(model)
         if cache is not None:
             key = cache.key(model.name, model.version, feeds, names)
@@ -349,7 +351,13 @@ class DataPlane:
                 return _response(model, request, wanted, kept, self.shared_memory), lookup_ns
         t1 = time.perf_counter_ns()
         result = await model.scheduler.submit(
-            feeds, batch, names, priority=priority, timeout_us=timeout_us, deadline_s=deadline_s
+            feeds,
+            batch,
+            names,
+            priority=priority,
+            timeout_us=timeout_us,
+            deadline_s=deadline_s,
+            sequence=sequence,
         )
         t2 = time.perf_counter_ns()
         if cache is not None:

@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..protocol.codecs import config_type_from_datatype, datatype_from_config, datatype_from_ort
 from ..protocol.errors import ModelLoadError
+from ..protocol.sequence_config import SequenceConfig, sequence_config
 from .repository import ONNX_BACKEND, ONNX_PLATFORM
 
 Dim = int | str | None
@@ -62,10 +63,14 @@ def complete_config(
     if unspecified and graph_batches(inputs, outputs):
         completed.max_batch_size = default_max_batch_size
     batch_offset = 1 if completed.max_batch_size > 0 else 0
+    sequences = sequence_config(completed)
+    hidden = (sequences.hidden_inputs | sequences.hidden_outputs) if sequences else set()
     for tensors, args in ((completed.input, inputs), (completed.output, outputs)):
         if tensors:
             continue  # written in the config: checked below, not overwritten
         for arg in args:
+            if arg.name in hidden:
+                continue  # a sequence control or state: the server fills it, not the client
             tensors.add(
                 name=arg.name,
                 data_type=config_type_from_datatype(_graph_datatype(arg)),
@@ -73,7 +78,7 @@ def complete_config(
             )
     if not completed.instance_group:
         completed.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_AUTO)
-    _check_against_graph(completed, inputs, outputs)
+    _check_against_graph(completed, inputs, outputs, sequences)
     return completed
 
 
@@ -109,12 +114,48 @@ def _check_tensor(
         )
 
 
+def _check_sequence_tensors(
+    sequences: SequenceConfig, graph_inputs: dict[str, NodeArg], graph_outputs: dict[str, NodeArg]
+) -> None:
+    """Every control and state the config names is a tensor of the graph, of its type."""
+    named = [
+        (f"control input '{c.name}'", c.name, c.datatype, graph_inputs) for c in sequences.controls
+    ]
+    for state in sequences.states:
+        named.append(
+            (f"state input '{state.input_name}'", state.input_name, state.datatype, graph_inputs)
+        )
+        named.append(
+            (
+                f"state output '{state.output_name}'",
+                state.output_name,
+                state.datatype,
+                graph_outputs,
+            )
+        )
+    for label, name, datatype, graph in named:
+        if name not in graph:
+            raise ModelLoadError(
+                f"sequence_batching {label} is not a tensor of the model; it has {sorted(graph)}"
+            )
+        graph_type = _graph_datatype(graph[name])
+        if graph_type != datatype:
+            raise ModelLoadError(
+                f"sequence_batching {label}: the config says {datatype}, the model has {graph_type}"
+            )
+
+
 def _check_against_graph(
-    config: mc.ModelConfig, inputs: Sequence[NodeArg], outputs: Sequence[NodeArg]
+    config: mc.ModelConfig,
+    inputs: Sequence[NodeArg],
+    outputs: Sequence[NodeArg],
+    sequences: SequenceConfig | None = None,
 ) -> None:
     batching = config.max_batch_size > 0
     graph_inputs = {a.name: a for a in inputs}
     graph_outputs = {a.name: a for a in outputs}
+    if sequences is not None:
+        _check_sequence_tensors(sequences, graph_inputs, graph_outputs)
     for tensor in config.input:
         if tensor.name not in graph_inputs:
             raise ModelLoadError(
@@ -122,7 +163,7 @@ def _check_against_graph(
                 f"{sorted(graph_inputs)}"
             )
         _check_tensor("input", tensor, graph_inputs[tensor.name], batching)
-    named = {t.name for t in config.input}
+    named = {t.name for t in config.input} | (sequences.hidden_inputs if sequences else set())
     missing = sorted(set(graph_inputs) - named)
     if missing:
         raise ModelLoadError(f"config lists no entry for model inputs {missing}")

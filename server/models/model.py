@@ -14,10 +14,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 from .. import tasks
 from ..batching.instance import Instance, make_instance
 from ..batching.scheduler import JobScheduler, Scheduler
+from ..batching.sequences import SequenceScheduler
 from ..batching.stats import ModelStats
 from ..observability.histograms import RequestHistograms, VersionHistograms
 from ..protocol.codecs import datatype_from_config
 from ..protocol.errors import ModelLoadError, TaskNotSupported
+from ..protocol.sequence_config import sequence_config
 from ..runtime import gpu_options
 from ..runtime import sessions as runtime
 from ..settings import ServerSettings
@@ -169,25 +171,40 @@ def load_version(
     labels = repository.read_labels(model_dir, completed)
     stats = ModelStats()
     histograms = VersionHistograms.of(config.name, version)
-    scheduler = Scheduler(
-        config.name,
-        completed,
-        instances,
-        executor,
-        stats,
-        settings.default_max_queue_size,
-        histograms,
-        settings.max_queue_wait_ms,
-    )
-    log.info(
-        "%s: %s, %d instance(s): %s",
-        label,
-        f"dynamic batching up to {completed.max_batch_size}"
-        if scheduler.batching
-        else "no dynamic batching",
-        len(instances),
-        instances[0].describe(),
-    )
+    sequences = sequence_config(completed, len(instances))
+    scheduler: JobScheduler
+    if sequences is not None:
+        scheduler = SequenceScheduler(
+            config.name,
+            completed,
+            sequences,
+            instances,
+            executor,
+            stats,
+            settings.default_max_queue_size,
+            histograms,
+        )
+        batching = (
+            f"sequence batching ({sequences.strategy}, {sequences.max_sequences} sequences "
+            f"at once, up to {completed.max_batch_size} a batch)"
+        )
+    else:
+        scheduler = Scheduler(
+            config.name,
+            completed,
+            instances,
+            executor,
+            stats,
+            settings.default_max_queue_size,
+            histograms,
+            settings.max_queue_wait_ms,
+        )
+        batching = (
+            f"dynamic batching up to {completed.max_batch_size}"
+            if scheduler.batching
+            else "no dynamic batching"
+        )
+    log.info("%s: %s, %d instance(s): %s", label, batching, len(instances), instances[0].describe())
     return assemble_version(completed, version, labels, scheduler, stats, providers, histograms)
 
 

@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ..protocol.codecs import datatype_from_config, numpy_dtype
 from ..protocol.errors import ModelLoadError
 from ..protocol.numbers import decimal
+from ..protocol.sequence_config import sequence_config
 from . import gpu_options
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,14 @@ def warmup_inputs(config: mc.ModelConfig) -> tuple[dict[str, np.ndarray], bool]:
     if height is not None and width is not None:
         size = (height, width)
         exact = exact or len(config.input) == 1
-    return {t.name: _warmup_value(t, batching, size) for t in config.input}, exact
+    feeds = {t.name: _warmup_value(t, batching, size) for t in config.input}
+    sequences = sequence_config(config)
+    if sequences is not None:  # the tensors the server fills for a sequence model
+        for control in sequences.controls:
+            feeds[control.name] = control.values([1] if control.kind == "corrid" else [False])
+        for state in sequences.states:
+            feeds[state.input_name] = state.initial()
+    return feeds, exact
 
 
 def warmup_batches(config: mc.ModelConfig, providers: list[str]) -> list[int]:

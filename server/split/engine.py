@@ -27,7 +27,7 @@ from ..models.watch import watch_repository
 from ..observability import histograms
 from ..observability.histograms import VersionHistograms
 from ..observability.metrics import serve_metrics
-from ..protocol.errors import InferenceFailed, ModelNotFound, ServingError
+from ..protocol.errors import InferenceFailed, InvalidInput, ModelNotFound, ServingError
 from ..runtime import gpu_options
 from ..runtime import sessions as runtime
 from ..settings import ServerSettings
@@ -44,7 +44,10 @@ def _own_scheduler(model: ModelVersion) -> Scheduler:
     """The engine's versions run in it: their schedulers are the batchers themselves."""
     scheduler = model.scheduler
     if not isinstance(scheduler, Scheduler):
-        raise InferenceFailed(f"model '{model.name}' is not run by this engine")
+        raise InvalidInput(
+            f"model '{model.name}' is a sequence model, which a split server (--frontends) "
+            "does not serve yet: its state lives in one process; serve it without front ends"
+        )
     return scheduler
 
 

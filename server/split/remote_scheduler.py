@@ -29,7 +29,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ..batching.queue import JobQueue, feeds_signature
 from ..batching.scheduler import JobResult
 from ..batching.wait_check import refuse_if_late, wait_limit
-from ..protocol.errors import ErrorKind, ModelUnavailable, ServerBusy
+from ..protocol.errors import ErrorKind, InvalidInput, ModelUnavailable, ServerBusy
+from ..protocol.sequence_config import SequenceStep
 from . import wire
 from .engine_client import EngineClient
 
@@ -91,6 +92,7 @@ class RemoteScheduler:
         self._version = version
         self._pinned = pinned
         self.batching = True
+        self._sequences = config.HasField("sequence_batching")
         batches = config.HasField("dynamic_batching") and config.max_batch_size > 0
         self._group_items = config.max_batch_size if batches else 0
         instances = sum(max(group.count, 1) for group in config.instance_group) or 1
@@ -148,7 +150,13 @@ class RemoteScheduler:
         priority: int = 0,
         timeout_us: int = 0,
         deadline_s: float | None = None,
+        sequence: SequenceStep | None = None,
     ) -> JobResult:
+        if self._sequences:
+            raise InvalidInput(
+                f"model '{self._name}' is a sequence model, which a split server (--frontends) "
+                "does not serve yet: its state lives in one process; serve it without front ends"
+            )
         if items >= self._group_items:
             (result,) = await self._send(
                 [feeds], [items], list(output_names), priority, timeout_us, deadline_s

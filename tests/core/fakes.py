@@ -35,6 +35,7 @@ class FunctionScheduler:
         priority: int = 0,
         timeout_us: int = 0,
         deadline_s: float | None = None,
+        sequence: object = None,
     ) -> JobResult:
         self.jobs.append((items, list(output_names), priority, timeout_us))
         if self.failure is not None:
