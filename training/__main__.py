@@ -17,6 +17,7 @@ FAMILIES = {
     "resnet_transfer": "resnet_transfer",
     "ssd": "ssd",
     "segmentation": "segmentation",
+    "lstm_reader": "lstm_reader",
 }
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
@@ -38,6 +39,7 @@ _TAKES = {
     },
     "ssd": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
     "segmentation": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
+    "lstm_reader": {"--data", "--out", "--seed", "--threads", "--quick"},
 }
 
 

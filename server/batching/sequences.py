@@ -115,6 +115,12 @@ class SequenceScheduler:
     def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
         yield  # the Vision API's images are not sequences: nothing to hold back
 
+    def backlog_ns(self) -> float:
+        return 0.0  # sequences are not refused by the wait ahead of them: they wait for slots
+
+    def item_ns(self) -> float:
+        return 0.0
+
     def waiting_requests(self) -> int:
         sequences = [*self._active.values(), *self._waiting.values()]
         return sum(len(s.pending) for s in sequences)

@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from ..batching.scheduler import JobResult, Scheduler
+from ..batching.sequences import SequenceScheduler
 from ..core.shared_memory import SharedMemory
 from ..models import repository
 from ..models.manager import ModelManager
@@ -27,7 +28,8 @@ from ..models.watch import watch_repository
 from ..observability import histograms
 from ..observability.histograms import VersionHistograms
 from ..observability.metrics import serve_metrics
-from ..protocol.errors import InferenceFailed, InvalidInput, ModelNotFound, ServingError
+from ..protocol.errors import InferenceFailed, ModelNotFound, ServingError
+from ..protocol.sequence_config import SequenceStep
 from ..runtime import gpu_options
 from ..runtime import sessions as runtime
 from ..settings import ServerSettings
@@ -40,14 +42,11 @@ TABLE_INTERVAL_S = 1.0
 FLUSH_WAIT_S = 0.5
 
 
-def _own_scheduler(model: ModelVersion) -> Scheduler:
+def _own_scheduler(model: ModelVersion) -> Scheduler | SequenceScheduler:
     """The engine's versions run in it: their schedulers are the batchers themselves."""
     scheduler = model.scheduler
-    if not isinstance(scheduler, Scheduler):
-        raise InvalidInput(
-            f"model '{model.name}' is a sequence model, which a split server (--frontends) "
-            "does not serve yet: its state lives in one process; serve it without front ends"
-        )
+    if not isinstance(scheduler, Scheduler | SequenceScheduler):
+        raise InferenceFailed(f"model '{model.name}' is not run by this engine")
     return scheduler
 
 
@@ -228,20 +227,29 @@ class Engine:
         self, identity: bytes, request_id: int, fields: list[Any], buffers: list[zmq.Frame]
     ) -> None:
         # `requests`: how many of a front end's requests this one job carries
-        name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds, requests = (
-            fields
-        )
+        # `sequence`: a sequence model's step, [id, start, end]
+        (name, version, pinned, items, outputs, priority, timeout_us, deadline_s, feeds, requests,
+         sequence) = fields  # fmt: skip
         try:
             model = self.manager.get(name, str(version) if pinned else "")
-            job = _own_scheduler(model).enqueue(
-                wire.arrays(feeds, buffers),
-                items,
-                outputs,
-                priority=priority,
-                timeout_us=timeout_us,
-                deadline_s=deadline_s,
-                requests=requests,
-            )
+            scheduler = _own_scheduler(model)
+            arrays = wire.arrays(feeds, buffers)
+            job: asyncio.Future[JobResult]
+            if isinstance(scheduler, SequenceScheduler):
+                step = SequenceStep(*sequence) if sequence is not None else None
+                job = asyncio.ensure_future(
+                    scheduler.submit(arrays, items, outputs, deadline_s=deadline_s, sequence=step)
+                )
+            else:
+                job = scheduler.enqueue(
+                    arrays,
+                    items,
+                    outputs,
+                    priority=priority,
+                    timeout_us=timeout_us,
+                    deadline_s=deadline_s,
+                    requests=requests,
+                )
         except ServingError as exc:
             self._reply(identity, wire.error_reply(request_id, exc))
             return

@@ -29,7 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ..batching.queue import JobQueue, feeds_signature
 from ..batching.scheduler import JobResult
 from ..batching.wait_check import refuse_if_late, wait_limit
-from ..protocol.errors import ErrorKind, InvalidInput, ModelUnavailable, ServerBusy
+from ..protocol.errors import ErrorKind, ModelUnavailable, ServerBusy
 from ..protocol.sequence_config import SequenceStep
 from . import wire
 from .engine_client import EngineClient
@@ -152,11 +152,12 @@ class RemoteScheduler:
         deadline_s: float | None = None,
         sequence: SequenceStep | None = None,
     ) -> JobResult:
-        if self._sequences:
-            raise InvalidInput(
-                f"model '{self._name}' is a sequence model, which a split server (--frontends) "
-                "does not serve yet: its state lives in one process; serve it without front ends"
+        if self._sequences:  # the engine keeps every sequence's state: each step goes alone
+            step = (sequence.id, sequence.start, sequence.end) if sequence is not None else None
+            (result,) = await self._send(
+                [feeds], [items], list(output_names), priority, timeout_us, deadline_s, step
             )
+            return result
         if items >= self._group_items:
             (result,) = await self._send(
                 [feeds], [items], list(output_names), priority, timeout_us, deadline_s
@@ -235,8 +236,10 @@ class RemoteScheduler:
         priority: int,
         timeout_us: int,
         deadline_s: float | None = None,
+        sequence: tuple[int | str, bool, bool] | None = None,
     ) -> list[JobResult]:
-        """One engine job for these requests; each request's rows of its outputs."""
+        """One engine job for these requests; each request's rows of its outputs. `sequence`:
+        a sequence model's step (id, start, end)."""
         merged = (
             feeds[0]
             if len(feeds) == 1
@@ -245,7 +248,7 @@ class RemoteScheduler:
         descriptors, frames = wire.describe(merged)
         header = [
             "submit", self._name, self._version, self._pinned, sum(items), output_names,
-            priority, timeout_us, deadline_s, descriptors, len(feeds),
+            priority, timeout_us, deadline_s, descriptors, len(feeds), sequence,
         ]  # fmt: skip
         body, received = await self._client.call(header, frames)
         (

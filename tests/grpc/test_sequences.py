@@ -314,3 +314,20 @@ def test_fuzzed_sequence_controls_never_fail_inside_nor_mix_states(server: Runni
     run_property(CI_EXAMPLES // 2, steps, check)
     print(f"sequence fuzz: {dict(codes.most_common())}")
     channel.close()
+
+
+def test_an_unload_ends_open_sequences_and_a_reload_does_not_revive_them(tmp_path: Path):
+    models = tmp_path / "models"
+    write_model(models, "accumulate", accumulator(), accumulator_config())
+    with run_server(models, tmp_path, "--model-control-mode", "explicit") as running:
+        client = triton.InferenceServerClient(running.url)
+        client.load_model("accumulate")
+        assert _step(client, "accumulate", 5, 2, start=True)["sum"] == 2
+        assert _step(client, "accumulate", 5, 3)["sum"] == 5
+        client.unload_model("accumulate")
+        client.load_model("accumulate")
+        with pytest.raises(InferenceServerException, match="unloaded or replaced") as ended:
+            _step(client, "accumulate", 5, 1)
+        assert "sequence 5 is not active" in ended.value.message()
+        assert _step(client, "accumulate", 5, 1, start=True, end=True)["sum"] == 1  # anew
+        client.close()

@@ -24,7 +24,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ..onnx_models import int_negate, slow_matmul, write_model
+from ..onnx_models import accumulator, accumulator_config, int_negate, slow_matmul, write_model
 from ..server_process import RunningServer, free_port, run_server
 
 SLOW_ITEMS = 1024  # with 2048 MatMuls: seconds of compute, time to kill a process under it
@@ -265,3 +265,43 @@ def _refusal(url: str, request: pb.ModelInferRequest) -> str:
         except grpc.RpcError as error:
             return error.code().name
     return "OK"
+
+
+def test_a_sequence_keeps_its_state_whichever_front_end_each_step_reaches(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The engine holds every sequence's state: each step on a new connection (so the kernel
+    spreads them over the front ends) still continues its own sequence."""
+    write_model(repo, "accumulate", accumulator(), accumulator_config(max_batch_size=8))
+    args = ("--frontends", "2", "--access-log-ratio", "1", "--log-format", "json")
+    with run_server(repo, tmp_path, *args) as server:
+        _all_connected(server, 2)
+
+        def step(sequence_id: int, value: float, start: bool = False, end: bool = False) -> float:
+            own = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(server.url, options=own) as channel:
+                request = pb.ModelInferRequest(model_name="accumulate")
+                tensor = request.inputs.add(name="INPUT", datatype="FP32", shape=[1, 1])
+                tensor.contents.fp32_contents.append(value)
+                request.parameters["sequence_id"].uint64_param = sequence_id
+                request.parameters["sequence_start"].bool_param = start
+                request.parameters["sequence_end"].bool_param = end
+                answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+            names = [o.name for o in answer.outputs]
+            raw = answer.raw_output_contents[names.index("OUTPUT")]
+            return float(np.frombuffer(raw, np.float32)[0])
+
+        def walk(sequence_id: int) -> list[float]:
+            sums = [step(sequence_id, sequence_id, start=True)]
+            sums += [step(sequence_id, 1) for _ in range(8)]
+            sums.append(step(sequence_id, 1, end=True))
+            return sums
+
+        with ThreadPoolExecutor(6) as pool:
+            walks = dict(zip(range(1, 7), pool.map(walk, range(1, 7)), strict=True))
+        for sequence_id, sums in walks.items():
+            assert sums == [sequence_id + k for k in range(10)], (sequence_id, sums)
+        access = r'"process": "(frontend-\d)".*"rpc": "ModelInfer"'
+        assert set(re.findall(access, server.log())) == {"frontend-0", "frontend-1"}
+        with pytest.raises(grpc.RpcError, match="sequence 1 is not active"):
+            step(1, 1)

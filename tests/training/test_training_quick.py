@@ -175,3 +175,25 @@ def test_resnet50_benchmark_model_is_made_by_one_command_and_served(tmp_path: Pa
         assert len(result.labels) == 5 and result.label.startswith("class ")
         logits = client.infer("resnet50", {"image": np.zeros((2, 224, 224, 3), np.uint8)})
         assert logits["logits"].shape == (2, 1000)
+
+
+def test_the_lstm_reader_is_exported_as_a_sequence_model_and_served(
+    quick_repo: Path, quick_server: RunningServer
+) -> None:
+    model_dir = quick_repo / "lstm_reader"
+    onnx.checker.check_model(onnx.load(str(model_dir / "1" / "model.onnx")), full_check=True)
+    config = (model_dir / "config.pbtxt").read_text()
+    assert "sequence_batching" in config and 'input_name: "h_in"' in config
+    report = json.loads((model_dir / "training_report.json").read_text())
+    assert max(report["streamed_vs_whole_max_abs_diff"].values()) <= 1e-5
+    client = triton.InferenceServerClient(quick_server.url)
+    image = digits()[0][0]
+    for first in range(0, 28, 7):
+        rows = triton.InferInput("rows", [1, 7, 28], "UINT8")
+        rows.set_data_from_numpy(image[None, first : first + 7])
+        start, end = first == 0, first == 21
+        result = client.infer(
+            "lstm_reader", [rows], sequence_id=7, sequence_start=start, sequence_end=end
+        )
+        assert result.as_numpy("logits").shape == (1, 10)
+    client.close()
