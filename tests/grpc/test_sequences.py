@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -23,6 +24,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from ..core.test_decode_bombs import _processes, _tree
+from ..core.test_limits import rss_mb
 from ..onnx_models import accumulator, accumulator_config, write_model
 from ..server_process import RunningServer, free_port, run_server
 from .test_fuzz import CI_EXAMPLES, run_property
@@ -331,3 +334,75 @@ def test_an_unload_ends_open_sequences_and_a_reload_does_not_revive_them(tmp_pat
         assert "sequence 5 is not active" in ended.value.message()
         assert _step(client, "accumulate", 5, 1, start=True, end=True)["sum"] == 1  # anew
         client.close()
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """The server's memory, front ends and engine included when it is split."""
+    return sum(rss_mb(p) for p in _tree(pid, _processes()))
+
+
+def test_ten_thousand_abandoned_sequences_leave_no_memory_behind(tmp_path: Path):
+    """Sequences started and never ended, by clients that go away: each is released at the
+    idle timeout, and the server's memory comes back to where it was."""
+    models = tmp_path / "models"
+    config = accumulator_config(
+        max_batch_size=64, idle_us=300_000, strategy="oldest { max_candidate_sequences: 2500 }"
+    )
+    write_model(models, "accumulate", accumulator(), config)
+    with run_server(models, tmp_path) as running:
+        channel = grpc.insecure_channel(running.url)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        def abandon(first_id: int, count: int) -> None:
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: _raw_step(stub, "uint64", i, True, False, 1, None),
+                              range(first_id, first_id + count)))  # fmt: skip
+            time.sleep(0.8)  # past the idle timeout: all released
+
+        abandon(1, 2000)  # warm: allocators and caches reach their working size
+        baseline = _tree_rss_mb(running.process.pid)
+        for wave in range(5):
+            abandon(10_000 + wave * 2000, 2000)
+        after = _tree_rss_mb(running.process.pid)
+        print(
+            f"RSS {baseline:.1f} MB after 2,000 abandoned sequences, {after:.1f} after 10,000 more"
+        )
+        assert after <= baseline * 1.10
+        # And they are gone: continuing one says it is not active.
+        with pytest.raises(grpc.RpcError, match="is not active"):
+            _raw_step(stub, "uint64", 10_001, False, False, 1, None)
+        channel.close()
+
+
+def test_sequences_over_one_stream_keep_their_order_and_state(server: RunningServer):
+    """tritonclient's stream (ModelStreamInfer): two sequences' steps sent back to back on
+    one stream, without waiting for answers, run in order, each with its own state."""
+    answers: list = []
+    done = threading.Event()
+
+    def callback(result, error) -> None:
+        answers.append(error or result)
+        if len(answers) == 12:
+            done.set()
+
+    client = triton.InferenceServerClient(server.url)
+    client.start_stream(callback=callback)
+    for step in range(6):
+        for sequence_id, value in ((3001, 1.0), (3002, 10.0)):
+            client.async_stream_infer(
+                "accumulate",
+                _value(value),
+                request_id=f"{sequence_id}-{step}",
+                sequence_id=sequence_id,
+                sequence_start=step == 0,
+                sequence_end=step == 5,
+            )
+    assert done.wait(30)
+    client.stop_stream()
+    client.close()
+    sums: dict[str, list[float]] = {"3001": [], "3002": []}
+    for answer in answers:
+        assert not isinstance(answer, InferenceServerException), answer
+        sequence_id = answer.get_response().id.split("-")[0]
+        sums[sequence_id].append(float(answer.as_numpy("OUTPUT")[0, 0]))
+    assert sums == {"3001": [1, 2, 3, 4, 5, 6], "3002": [10, 20, 30, 40, 50, 60]}
