@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         UnavailableError,
     )
     from .results import Box, Classification, Detection, Label, ModelInfo, Segmentation
+    from .sequences import AsyncSequenceSession, SequenceSession
 
 # Loaded on first use, so `deepserve.server` and the command line do not load the client.
 _LAZY = {
@@ -50,6 +51,7 @@ _LAZY = {
     **dict.fromkeys(
         ("Box", "Classification", "Detection", "Label", "ModelInfo", "Segmentation"), "results"
     ),
+    **dict.fromkeys(("AsyncSequenceSession", "SequenceSession"), "sequences"),
 }
 
 
@@ -68,6 +70,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsyncClient",
+    "AsyncSequenceSession",
     "AuthenticationError",
     "Box",
     "Classification",
@@ -81,6 +84,7 @@ __all__ = [
     "ModelNotFoundError",
     "PermissionDeniedError",
     "Segmentation",
+    "SequenceSession",
     "ServerBusyError",
     "UnavailableError",
     "__version__",

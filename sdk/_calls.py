@@ -105,14 +105,23 @@ def mask_encoding(png: bool) -> int:
 
 
 def infer(
-    model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, version: str
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None,
+    version: str,
+    sequence: tuple[int | str, bool, bool] | None = None,
 ) -> Call:
-    return Call(
-        TENSORS,
-        "ModelInfer",
-        _convert.infer_request(model, inputs, outputs, version),
-        _convert.infer_outputs,
-    )
+    """`sequence`: (id, start, end) of a stateful model's sequence."""
+    request = _convert.infer_request(model, inputs, outputs, version)
+    if sequence is not None:
+        sequence_id, start, end = sequence
+        if isinstance(sequence_id, str):
+            request.parameters["sequence_id"].string_param = sequence_id
+        else:
+            request.parameters["sequence_id"].uint64_param = sequence_id
+        request.parameters["sequence_start"].bool_param = start
+        request.parameters["sequence_end"].bool_param = end
+    return Call(TENSORS, "ModelInfer", request, _convert.infer_outputs)
 
 
 def list_models() -> Call:

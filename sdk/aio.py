@@ -15,6 +15,7 @@ from ._connection import Connections
 from ._convert import ImageLike
 from .errors import DeepserveError, from_rpc_error
 from .results import Classification, Detection, ModelInfo, Segmentation
+from .sequences import AsyncSequenceSession
 
 
 class AsyncClient(Connections):
@@ -109,6 +110,20 @@ class AsyncClient(Connections):
         version: str = "",
     ) -> dict[str, np.ndarray]:
         return await self._run(_calls.infer(model, inputs, outputs, version))
+
+    def sequence(
+        self,
+        model: str,
+        sequence_id: int | str | None = None,
+        *,
+        version: str = "",
+        started: bool = False,
+    ) -> AsyncSequenceSession:
+        """Like :meth:`deepserve.Client.sequence`: `async with client.sequence(m) as s:` and
+        `await s.send(...)`."""
+        return AsyncSequenceSession(
+            self._run, self.model_info, model, sequence_id, version, started
+        )
 
     async def models(self) -> list[ModelInfo]:
         return await self._run(_calls.list_models())

@@ -15,6 +15,7 @@ from ._connection import Connections
 from ._convert import ImageLike
 from .errors import DeepserveError, from_rpc_error
 from .results import Classification, Detection, ModelInfo, Segmentation
+from .sequences import SequenceSession
 
 
 class Client(Connections):
@@ -136,6 +137,24 @@ class Client(Connections):
         (8, 10)
         """
         return self._run(_calls.infer(model, inputs, outputs, version))
+
+    def sequence(
+        self,
+        model: str,
+        sequence_id: int | str | None = None,
+        *,
+        version: str = "",
+        started: bool = False,
+    ) -> SequenceSession:
+        """A session for one sequence of a stateful model (`sequence_batching`): each `send`
+        is its next request, the server keeps the model's state between them (a random id
+        unless given). `started=True` continues a sequence already started (by id).
+
+        >>> with client.sequence("lstm_reader") as reading:
+        ...     for row in range(28):
+        ...         logits = reading.send(digit[None, row : row + 1], end=row == 27)["logits"]
+        """
+        return SequenceSession(self._run, self.model_info, model, sequence_id, version, started)
 
     def models(self) -> list[ModelInfo]:
         """Every model the server holds, with its task, input size and labels."""
