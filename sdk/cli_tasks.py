@@ -87,7 +87,7 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:
     classify = commands.add_parser("classify", help="top labels of images")
     _common(classify)
     classify.add_argument("--top-k", type=int, default=3, help="labels per image")
-    classify.set_defaults(run=_guarded(_run_classify))
+    classify.set_defaults(run=guarded(_run_classify))
 
     detect = commands.add_parser("detect", help="labelled boxes in images")
     _common(detect)
@@ -103,7 +103,7 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="PNG with the boxes drawn (a folder when several images)",
     )
-    detect.set_defaults(run=_guarded(_run_detect))
+    detect.set_defaults(run=guarded(_run_detect))
 
     segment = commands.add_parser("segment", help="a class per pixel of images")
     _common(segment)
@@ -113,10 +113,10 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="PNG with the mask coloured over the image (a folder when several)",
     )
-    segment.set_defaults(run=_guarded(_run_segment))
+    segment.set_defaults(run=guarded(_run_segment))
 
 
-def _guarded(run):
+def guarded(run):
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return run(args)

@@ -115,3 +115,17 @@ def test_detect_command_draws_boxes(bundled_server: RunningServer, tmp_path: Pat
     from PIL import Image
 
     assert Image.open(out).size == Image.open(scene).size
+
+
+def test_read_command_shows_the_readers_belief_row_by_row(bundled_server: RunningServer) -> None:
+    digit = Path(__file__).resolve().parents[2] / "docs" / "images" / "digit-7.png"
+    result = _run("read", str(digit), "--rows", "7", "--url", bundled_server.url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{digit}:"
+    assert [line.split(":")[0].strip() for line in lines[1:5]] == [
+        "rows  0- 6", "rows  7-13", "rows 14-20", "rows 21-27",
+    ]  # fmt: skip
+    assert lines[-1] == "  read: 7"
+    refused = _run("read", str(digit), "--rows", "0", "--url", bundled_server.url)
+    assert refused.returncode == 2 and "rows a request must be 1 to 28" in refused.stderr
