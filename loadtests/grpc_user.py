@@ -44,7 +44,8 @@ class GrpcUser(User):
     def on_stop(self) -> None:
         self._channel.close()
 
-    def request(self, call: _calls.Call, name: str, check: Callable[[Any], None]) -> None:
+    def request(self, call: _calls.Call, name: str, check: Callable[[Any], None]) -> bool:
+        """Sends it, reports it; whether it succeeded."""
         started = time.perf_counter()
         size = 0
         exception: Exception | None = None
@@ -65,3 +66,4 @@ class GrpcUser(User):
             exception=exception,
             context={},
         )
+        return exception is None

@@ -4,7 +4,9 @@
         --csv results/load --html results/load.html
 
 Users: `TensorUser` (ModelInfer with MNIST digits), `VisionUser` (Classify MNIST digits,
-Detect and Segment digit scenes) over gRPC. The HTTP port has its own locustfile,
+Detect and Segment digit scenes) over gRPC, and with --sequence-model lstm_reader
+`SequenceUser` (a digit read --sequence-rows rows a request, each step a request and the
+whole digit timed from its first row to its answer). The HTTP port has its own locustfile,
 loadtests/locustfile_http.py, with the same options and checks.
 Which models and how often: --classify-model, --infer-model,
 --detect-model, --segment-model (empty skips that task) and --task-weights
@@ -20,12 +22,15 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import ClassVar
 
 import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()  # grpc's sync API cooperates with Locust's gevent loop from here on
 
+import gevent  # noqa: E402
+import numpy as np  # noqa: E402
 from locust import between, events, task  # noqa: E402
 
 from deepserve import Client, _calls  # noqa: E402
@@ -39,6 +44,9 @@ DEFAULTS = {
     "infer_model": "mnist",
     "detect_model": "ssd",
     "segment_model": "segmentation",
+    # A sequence model reading digits row by row (lstm_reader); empty: SequenceUser idles.
+    "sequence_model": "",
+    "sequence_rows": "4",
     "task_weights": "classify=3,infer=3,detect=1,segment=1",
     "images": "",
     "http_url": "",
@@ -61,6 +69,7 @@ class Payloads:
     """Filled once per process at test start (the reference pass)."""
 
     digits: ClassVar[list[Payload]] = []
+    sequence_digits: ClassVar[list[Payload]] = []
     scenes: ClassVar[list[Payload]] = []
     segment_scenes: ClassVar[list[Payload]] = []
     weights: ClassVar[dict[str, int]] = {}
@@ -109,6 +118,13 @@ def _prepare(environment, **_) -> None:
             segment_scenes,
             lambda p: client.segment(p.pixels, model=options.segment_model),
             checks.check_segmentation,
+        )
+    if options.sequence_model:
+        rows = int(options.sequence_rows)
+        Payloads.sequence_digits = _reference(
+            digits[:64],
+            lambda p: _read_digit(client, options.sequence_model, p, rows),
+            lambda p, logits: _raise(_wrong_digit(p, logits)),
         )
     Payloads.digits, Payloads.scenes, Payloads.segment_scenes = digits, scenes, segment_scenes
     RestUser.digits = digits  # for loadtests/locustfile_http.py
@@ -185,3 +201,63 @@ class TensorUser(GrpcUser):
             f"ModelInfer {options.infer_model}",
             lambda outputs: checks.check_logits(payload, outputs["logits"]),
         )
+
+
+class SequenceUser(GrpcUser):
+    """A stateful model's sequence: one digit read a few rows a request, the server keeping the
+    reader's state; each step reported, and the whole digit from its first row to its answer
+    (checked against the digit's label)."""
+
+    wait_time = between(0, 0.01)
+
+    @task
+    def read(self) -> None:
+        options = self.environment.parsed_options
+        if not options.sequence_model or not Payloads.sequence_digits:
+            gevent.sleep(1)  # not asked for: idle
+            return
+        payload = random.choice(Payloads.sequence_digits)
+        rows, model = int(options.sequence_rows), options.sequence_model
+        sequence_id = random.getrandbits(63) or 1
+        started = time.perf_counter()
+        last: dict = {}
+        for first in range(0, 28, rows):
+            end = first + rows >= 28
+            call = _calls.infer(
+                model, {"rows": payload.pixels[None, first : first + rows]}, None, "",
+                sequence=(sequence_id, first == 0, end),
+            )  # fmt: skip
+            if not self.request(call, f"Sequence step {model}", last.update):
+                return
+        self.environment.events.request.fire(
+            request_type="sequence",
+            name=f"Sequence {model} (a digit)",
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=_wrong_digit(payload, last.get("logits")),
+            context={},
+        )
+
+
+def _read_digit(client: Client, model: str, payload: Payload, rows: int) -> np.ndarray:
+    with client.sequence(model) as reading:
+        for first in range(0, 28, rows):
+            rows_in = payload.pixels[None, first : first + rows]
+            logits = reading.send({"rows": rows_in}, end=first + rows >= 28)["logits"]
+    return logits
+
+
+def _raise(error: Exception | None) -> None:
+    if error is not None:
+        raise error
+
+
+def _wrong_digit(payload: Payload, logits) -> Exception | None:
+    if payload.digits is None or logits is None:
+        return None
+    read = int(np.argmax(logits[0]))
+    return (
+        None
+        if read == payload.digits[0]
+        else ValueError(f"read {read}, expected {payload.digits[0]}")
+    )

@@ -14,7 +14,9 @@ from ..server_process import RunningServer, run_server
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    url: str, out: Path, *extra: str, locust: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
@@ -35,6 +37,7 @@ def _run(url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         "",
         "--segment-model",
         "",
+        *locust,
     ]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
@@ -49,10 +52,18 @@ def test_short_load_test_has_no_failures_and_writes_reports(
 ) -> None:
     out = tmp_path / "load"
     metrics = f"127.0.0.1:{bundled_server.metrics_port}"
-    result = _run(bundled_server.url, out, "--p99-ms", "5000", "--metrics-url", metrics)
+    result = _run(
+        bundled_server.url,
+        out,
+        *("--p99-ms", "5000", "--metrics-url", metrics),
+        locust=("--sequence-model", "lstm_reader"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stats = _stats(out)
     assert {"Classify mnist", "ModelInfer mnist", "Aggregated"} <= set(stats)
+    # The sequence user: its steps, and whole digits read right (a wrong one is a failure).
+    assert int(stats["Sequence lstm_reader (a digit)"]["Request Count"]) > 0
+    assert int(stats["Sequence step lstm_reader"]["Request Count"]) >= 7
     assert int(stats["Aggregated"]["Request Count"]) > 20
     assert int(stats["Aggregated"]["Failure Count"]) == 0
     html = Path(f"{out}.html").read_text()
