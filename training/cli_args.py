@@ -25,6 +25,14 @@ def add_common(parser: argparse.ArgumentParser, quick_help: str) -> None:
     add_fp16(parser)
 
 
+def add_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the public MNIST files into --data first (needs internet)",
+    )
+
+
 def add_fp16(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fp16",

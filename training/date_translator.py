@@ -21,9 +21,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from . import dates
+from .fit import fit
 from .model_files import onnx_size_mb, write_model_card, write_report
 
 NAME = "date_translator"
@@ -150,26 +150,14 @@ def train(pairs: list[tuple[str, str]], epochs: int, seed: int) -> Translator:
     model = Translator()
     text = torch.from_numpy(encode_texts([t for t, _ in pairs]))
     answer = torch.from_numpy(encode_answers([a for _, a in pairs]))
-    batch_size = 128
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = epochs * ((len(text) + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps)
-    for epoch in tqdm(range(epochs), desc=NAME, unit="epoch"):
-        model.train()
-        order = torch.randperm(len(text), generator=generator)
-        total = 0.0
-        for start in range(0, len(text), batch_size):
-            index = order[start : start + batch_size]
-            logits = model(text[index], answer[index])
-            loss = F.cross_entropy(logits.reshape(-1, len(TOKENS)), answer[index].reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(index)
-        tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total / len(text):.4f}")
-    return model.eval()
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        logits = model(text[index], answer[index])
+        return F.cross_entropy(logits.reshape(-1, len(TOKENS)), answer[index].reshape(-1))
+
+    fit(model, len(text), batch_loss, epochs=epochs, generator=generator, batch_size=128,
+        max_lr=4e-3, name=NAME)  # fmt: skip
+    return model
 
 
 def export(model: Translator, out: Path) -> tuple[Path, Path]:

@@ -19,9 +19,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
-from .cli_args import add_common, parse
+from .cli_args import add_common, add_download, parse
+from .fit import fit
 from .mnist_data import download_mnist, load_split
 from .model_files import onnx_size_mb, write_model_card, write_report
 
@@ -84,26 +84,14 @@ def train(images: np.ndarray, labels: np.ndarray, epochs: int, seed: int) -> Row
     model = RowReader()
     x = torch.from_numpy(images.copy())
     y = torch.from_numpy(labels.astype(np.int64))
-    batch_size = 64
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps)
-    for epoch in tqdm(range(epochs), desc=NAME, unit="epoch"):
-        model.train()
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            index = order[start : start + batch_size]
-            batch = _shift(x[index], 2, generator)
-            loss = F.cross_entropy(model(batch), y[index], label_smoothing=0.05)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(index)
-        tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}")
-    return model.eval()
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        batch = _shift(x[index], 2, generator)
+        return F.cross_entropy(model(batch), y[index], label_smoothing=0.05)
+
+    fit(model, len(x), batch_loss, epochs=epochs, generator=generator, batch_size=64,
+        max_lr=4e-3, name=NAME)  # fmt: skip
+    return model
 
 
 def accuracy(model: RowReader, images: np.ndarray, labels: np.ndarray) -> float:
@@ -180,11 +168,7 @@ def streamed_parity(model: RowReader, path: Path, images: np.ndarray) -> tuple[f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common(parser, "one epoch on 512 digits, for tests")
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        help="download the public MNIST files into --data first (needs internet)",
-    )
+    add_download(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--max-batch-size", type=int, default=64)
     args = parse(parser, argv)

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import fp16
-from .cli_args import add_common, parse
+from .cli_args import add_common, add_download, parse
 from .export import UInt8ImageInput, export_onnx, image_classifier_spec, parity
 from .mnist_data import download_mnist, load_split
 from .model_files import (
@@ -117,11 +117,7 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common(parser, "one epoch on 512 digits, for tests")
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        help="download the public MNIST files into --data first (needs internet)",
-    )
+    add_download(parser)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--max-batch-size", type=int, default=64)
     args = parse(parser, argv)
