@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--quick", action="store_true", help="one epoch on 2,000 dates, for tests")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--examples", type=int, default=60_000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--examples", type=int, default=40_000)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             "-> `logits` over <s>, </s>, 0-9 and '-' (tokens.txt), `hidden_out`, "
             f"`context_out`, `attention` [N, {dates.MAX_TEXT}].",
             "Data": f"{args.examples} generated dates from 1930 to 2029, each in one of "
-            f"{len(dates.TRAIN_FORMATS)} formats; numeric forms are day first; two-digit years "
-            "pivot at 30. 2,000 dates are never trained on.",
+            f"{len(dates.TRAIN_FORMATS)} formats; with slashes the month comes first, with dots "
+            "or dashes the day; two-digit years pivot at 30. 2,000 dates are never trained on.",
             "Command": f"`python -m deepserve.training.date_translator --out models` "
             f"(epochs {args.epochs}, seed {args.seed}; no download)",
             "Metrics": f"exact match {unseen_match:.4f} on the 2,000 unseen dates in the "

@@ -1,7 +1,9 @@
 """Dates written the ways people write them, and the same date in ISO: the data the date
 translator learns from, generated (no download), reproducible from a seed.
 
-Day-first numeric forms ("05/03/79" is the 5th of March), two-digit years pivot at 30
+Numeric forms follow the two conventions people use: with slashes the month comes first
+("05/03/79" is the 3rd of May, as in the US), with dots or dashes the day ("03.05.1979", as
+in much of Europe). Two-digit years pivot at 30
 (30..99 -> 1930..1999, 00..29 -> 2000..2029); dates range over 1930..2029. Some formats are
 held out of training and only tested, so the metric says whether the model reads the pieces
 of a date rather than memorising a layout.
@@ -39,11 +41,11 @@ Format = Callable[[dt.date], str]
 
 TRAIN_FORMATS: dict[str, Format] = {
     "3rd of May 1979": lambda d: f"{ordinal(d.day)} of {_month(d)} {d.year}",
-    "05/03/79": lambda d: f"{d.day:02d}/{d.month:02d}/{d.year % 100:02d}",
+    "05/03/79": lambda d: f"{d.month:02d}/{d.day:02d}/{d.year % 100:02d}",
     "Thursday, May 3, 1979": lambda d: f"{_weekday(d)}, {_month(d)} {d.day}, {d.year}",
     "3 May 1979": lambda d: f"{d.day} {_month(d)} {d.year}",
     "May 3, 1979": lambda d: f"{_month(d)} {d.day}, {d.year}",
-    "3/5/1979": lambda d: f"{d.day}/{d.month}/{d.year}",
+    "5/3/1979": lambda d: f"{d.month}/{d.day}/{d.year}",
     "03.05.1979": lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
     "3 may 79": lambda d: f"{d.day} {_month(d).lower()} {d.year % 100:02d}",
     "MAY 3 1979": lambda d: f"{_month(d).upper()} {d.day} {d.year}",

@@ -1,0 +1,60 @@
+"""The date translator's data and a quick training run: formats write the date they are given,
+held-out dates and formats stay out of training, and the exported graphs decode as PyTorch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from deepserve.training import dates
+from deepserve.training.date_translator import decode_tokens, encode_answers, encode_texts
+
+
+def test_every_format_writes_the_date_it_is_given():
+    day = dt.date(1979, 5, 3)
+    written = {
+        name: write(day)
+        for name, write in {**dates.TRAIN_FORMATS, **dates.HELD_OUT_FORMATS}.items()
+    }
+    assert written == {name: name for name in written}  # each format is named by 3 May 1979
+    assert [dates.ordinal(d) for d in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 31)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "31st",
+    ]  # fmt: skip
+
+
+def test_held_out_dates_never_reach_training():
+    unseen = dates.held_out_dates(500, seed=3)
+    pairs = dates.examples(5000, seed=3, formats=dates.TRAIN_FORMATS, exclude=unseen)
+    assert not {dt.date.fromisoformat(iso) for _, iso in pairs} & unseen
+    assert all(dates.FIRST <= dt.date.fromisoformat(iso) <= dates.LAST for _, iso in pairs)
+    assert max(len(text.encode()) for text, _ in pairs) <= dates.MAX_TEXT
+    assert not set(dates.TRAIN_FORMATS) & set(dates.HELD_OUT_FORMATS)
+
+
+def test_texts_and_answers_encode_and_decode():
+    text = encode_texts(["3rd of May 1979", "x" * 60])
+    assert text.shape == (2, dates.MAX_TEXT) and text.dtype == np.uint8
+    assert bytes(text[0][:15]) == b"3rd of May 1979" and not text[0][15:].any()
+    tokens = encode_answers(["1979-05-03"])
+    assert tokens.shape == (1, 11) and decode_tokens(tokens[0]) == "1979-05-03"
+
+
+def test_a_quick_training_run_exports_graphs_that_decode_as_pytorch(tmp_path: Path):
+    command = [
+        *(sys.executable, "-m", "deepserve.training.date_translator", "--quick"),
+        *("--out", str(tmp_path), "--threads", "1"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = tmp_path / "date_translator"
+    for graph in ("encoder.onnx", "decoder_step.onnx"):
+        onnx.checker.check_model(onnx.load(str(folder / "1" / graph)), full_check=True)
+    report = json.loads((folder / "training_report.json").read_text())
+    assert report["onnx_same_tokens"] == 1.0
+    assert (folder / "README.md").read_text().startswith("# date_translator")
