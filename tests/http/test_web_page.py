@@ -121,8 +121,15 @@ def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServ
     _stroke(browser, pad, [(70, 70), (210, 70)])
     _stroke(browser, pad, [(210, 70), (120, 235)])
     assert _read_top(browser)[0] == "7"
-    browser.set_window_size(1100, 1450)
+    # The same seven read row by row by the LSTM (28 requests of one sequence).
+    browser.find_element(By.ID, "read-rows").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "rows-card").get_attribute("data-rows") == "28")
+    _wait(browser, lambda d: d.find_element(By.ID, "rows-answer").text)
+    assert browser.find_element(By.ID, "rows-answer").text.startswith("read: 7"), (
+        browser.find_element(By.ID, "rows-meta").text
+    )
+    browser.set_window_size(1100, 1900)
     browser.save_screenshot(str(SHOTS / "web-page.png"))
-    browser.set_window_size(390, 1600)
+    browser.set_window_size(390, 2300)
     browser.save_screenshot(str(SHOTS / "web-page-phone.png"))
     browser.set_window_size(1100, 1000)

@@ -216,3 +216,89 @@ $("scene-file").addEventListener("change", () => {
   const file = $("scene-file").files[0];
   if (file) openScene(file);
 });
+
+// ---- the pad read row by row by a sequence model -------------------------------------------
+// 28 KServe v2 requests of one row each, one sequence: the server keeps the LSTM's state.
+function padRows() {
+  const small = document.createElement("canvas");
+  small.width = small.height = 28;
+  const context = small.getContext("2d");
+  context.drawImage(pad, 0, 0, 28, 28);
+  const rgba = context.getImageData(0, 0, 28, 28).data;
+  return Array.from({ length: 28 }, (_, r) => Array.from({ length: 28 }, (_, x) => rgba[(r * 28 + x) * 4]));
+}
+
+function softmax(logits) {
+  const top = Math.max(...logits);
+  const weights = logits.map((v) => Math.exp(v - top));
+  const total = weights.reduce((a, b) => a + b, 0);
+  return weights.map((w) => w / total);
+}
+
+function drawRowsSoFar(rows, upTo) {
+  const canvas = $("rows-digit");
+  const context = canvas.getContext("2d");
+  const cell = canvas.width / 28;
+  context.fillStyle = "#000";
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  for (let r = 0; r <= upTo; r++) {
+    rows[r].forEach((v, x) => {
+      context.fillStyle = `rgb(${v},${v},${v})`;
+      context.fillRect(x * cell, r * cell, cell, cell);
+    });
+  }
+  context.fillStyle = "rgba(47,111,237,.35)";
+  context.fillRect(0, (upTo + 1) * cell, canvas.width, cell / 2);
+}
+
+function drawBelief(chances, row) {
+  const canvas = $("rows-belief");
+  const context = canvas.getContext("2d");
+  const left = 24, top = 20, width = (canvas.width - left) / 10, height = (canvas.height - top) / 28;
+  if (row === 0) {
+    context.clearRect(0, 0, canvas.width, canvas.height);
+    context.fillStyle = "#5d6b82";
+    context.font = "12px system-ui";
+    for (let d = 0; d < 10; d++) context.fillText(String(d), left + d * width + width / 2 - 3, 14);
+    for (let r = 0; r < 28; r += 7) context.fillText(String(r), 2, top + r * height + 9);
+  }
+  chances.forEach((p, d) => {
+    context.fillStyle = `rgba(47,111,237,${Math.max(p, 0.03)})`;
+    context.fillRect(left + d * width + 1, top + row * height, width - 2, height - 1);
+  });
+}
+
+async function readRows() {
+  const rows = padRows();
+  const id = 1 + Math.floor(Math.random() * 2 ** 31);
+  const started = performance.now();
+  $("read-rows").disabled = true;
+  $("rows-answer").textContent = "";
+  $("rows-card").dataset.rows = "0";
+  try {
+    let chances = [];
+    for (let r = 0; r < 28; r++) {
+      const body = {
+        inputs: [{ name: "rows", datatype: "UINT8", shape: [1, 1, 28], data: rows[r] }],
+        parameters: { sequence_id: id, sequence_start: r === 0, sequence_end: r === 27 },
+      };
+      const response = await fetch("/v2/models/lstm_reader/infer", {
+        method: "POST", body: JSON.stringify(body), headers: headers({ "Content-Type": "application/json" }),
+      });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.error || response.statusText);
+      chances = softmax(answer.outputs.find((o) => o.name === "logits").data);
+      drawRowsSoFar(rows, r);
+      drawBelief(chances, r);
+      $("rows-card").dataset.rows = String(r + 1);
+    }
+    const best = chances.indexOf(Math.max(...chances));
+    $("rows-answer").textContent = `read: ${best} (${(chances[best] * 100).toFixed(1)}%)`;
+    $("rows-meta").textContent = `28 requests, one sequence · ${(performance.now() - started).toFixed(0)} ms in all`;
+  } catch (error) {
+    fail($("rows-meta"), error);
+  } finally {
+    $("read-rows").disabled = false;
+  }
+}
+$("read-rows").addEventListener("click", readRows);
