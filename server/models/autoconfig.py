@@ -117,23 +117,19 @@ def _check_tensor(
 def _check_sequence_tensors(
     sequences: SequenceConfig, graph_inputs: dict[str, NodeArg], graph_outputs: dict[str, NodeArg]
 ) -> None:
-    """Every control and state the config names is a tensor of the graph, of its type."""
-    named = [
-        (f"control input '{c.name}'", c.name, c.datatype, graph_inputs) for c in sequences.controls
+    """Every control and state the config names is a tensor of the graph, of its type, and
+    each state of its dims (after the batch): a state that changed shape would be fed back."""
+    named: list[tuple[str, str, str, dict[str, NodeArg], tuple[int, ...] | None]] = [
+        (f"control input '{c.name}'", c.name, c.datatype, graph_inputs, None)
+        for c in sequences.controls
     ]
     for state in sequences.states:
-        named.append(
-            (f"state input '{state.input_name}'", state.input_name, state.datatype, graph_inputs)
-        )
-        named.append(
-            (
-                f"state output '{state.output_name}'",
-                state.output_name,
-                state.datatype,
-                graph_outputs,
-            )
-        )
-    for label, name, datatype, graph in named:
+        for kind, name, graph in (
+            ("input", state.input_name, graph_inputs),
+            ("output", state.output_name, graph_outputs),
+        ):
+            named.append((f"state {kind} '{name}'", name, state.datatype, graph, state.dims))
+    for label, name, datatype, graph, dims in named:
         if name not in graph:
             raise ModelLoadError(
                 f"sequence_batching {label} is not a tensor of the model; it has {sorted(graph)}"
@@ -142,6 +138,15 @@ def _check_sequence_tensors(
         if graph_type != datatype:
             raise ModelLoadError(
                 f"sequence_batching {label}: the config says {datatype}, the model has {graph_type}"
+            )
+        graph_dims = _graph_dims(graph[name].shape)[1:]
+        if dims is not None and (
+            len(graph_dims) != len(dims)
+            or any(g not in (-1, d) for g, d in zip(graph_dims, dims, strict=True))
+        ):
+            raise ModelLoadError(
+                f"sequence_batching {label}: the config's dims {list(dims)} do not fit the "
+                f"model's {graph_dims} (after the batch dimension)"
             )
 
 

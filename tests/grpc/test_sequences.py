@@ -230,9 +230,22 @@ def _counts(server: RunningServer) -> tuple[int, int]:
     return stats.inference_count, stats.execution_count
 
 
-def test_a_model_whose_config_names_a_control_it_lacks_is_refused(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (('name: "READY"', 'name: "IS_READY"'), "control input 'IS_READY' is not a tensor"),
+        (
+            ("TYPE_FP32 dims: [ 1 ] } ]\n}", "TYPE_FP32 dims: [ 2 ] } ]\n}"),
+            "state input 'ACC_IN': the config's dims [2] do not fit the model's [1]",
+        ),
+    ],
+)
+def test_a_model_whose_sequence_config_does_not_fit_its_graph_is_refused(
+    tmp_path: Path, change: tuple[str, str], words: str
+):
     models = tmp_path / "models"
-    config = accumulator_config().replace('name: "READY"', 'name: "IS_READY"')
+    config = accumulator_config().replace(*change)
+    assert config != accumulator_config()
     write_model(models, "broken", accumulator(), config)
     with run_server(models, tmp_path, wait_ready=False) as running:
         client = triton.InferenceServerClient(running.url)
@@ -242,7 +255,7 @@ def test_a_model_whose_config_names_a_control_it_lacks_is_refused(tmp_path: Path
             if index and index[0].state == "UNAVAILABLE":
                 break
             time.sleep(0.2)
-        assert "control input 'IS_READY' is not a tensor of the model" in index[0].reason
+        assert words in index[0].reason, index[0].reason
         client.close()
 
 
@@ -406,3 +419,23 @@ def test_sequences_over_one_stream_keep_their_order_and_state(server: RunningSer
         sequence_id = answer.get_response().id.split("-")[0]
         sums[sequence_id].append(float(answer.as_numpy("OUTPUT")[0, 0]))
     assert sums == {"3001": [1, 2, 3, 4, 5, 6], "3002": [10, 20, 30, 40, 50, 60]}
+
+
+def test_a_cancelled_stream_leaves_its_sequence_to_the_idle_timeout(server: RunningServer):
+    """Steps sent on a stream that is then cancelled: whatever ran, the sequence is released
+    at the idle timeout, other sequences are untouched, nothing fails inside."""
+    errors: list = []
+    client = triton.InferenceServerClient(server.url)
+    other = 61
+    assert _step(client, "two_slots", other, 5, start=True)["sum"] == 5
+    client.start_stream(callback=lambda result, error: errors.append(error))
+    for step in range(20):
+        client.async_stream_infer("two_slots", _value(1), sequence_id=62, sequence_start=step == 0)
+    client.stop_stream(cancel_requests=True)
+    assert not [e for e in errors if e is not None and "INTERNAL" in str(e)]
+    assert _step(client, "two_slots", other, 1, end=True)["sum"] == 6  # its own state
+    time.sleep(3 * IDLE_US / 1e6)
+    with pytest.raises(InferenceServerException, match="sequence 62 is not active"):
+        _step(client, "two_slots", 62, 1)
+    assert _step(client, "two_slots", 63, 2, start=True, end=True)["sum"] == 2
+    client.close()

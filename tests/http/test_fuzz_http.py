@@ -63,6 +63,19 @@ def infer_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
             {"name": draw(st.sampled_from(["logits", "y"])),
              "parameters": {"classification": draw(json_values)}}
         ]  # fmt: skip
+    if draw(st.integers(0, 5)) == 0:  # the sequence model, with its controls fuzzed
+        controls: dict[str, Any] = {
+            "sequence_id": draw(st.sampled_from([1, 2, 0, -1, "a", 1 << 64, 1.5, True]))
+        }
+        for flag in ("sequence_start", "sequence_end"):
+            if draw(st.booleans()):
+                controls[flag] = draw(st.booleans() | json_values)
+        row = draw(st.lists(st.integers(0, 255), min_size=28, max_size=28))
+        document = {
+            "inputs": [{"name": "rows", "datatype": "UINT8", "shape": [1, 1, 28], "data": row}],
+            "parameters": controls,
+        }
+        model = "lstm_reader"
     if draw(st.integers(0, 9)) == 0:
         document = draw(json_values)
     flaw = draw(st.sampled_from(["none"] * 6 + ["wrong_type", "nested"]))
