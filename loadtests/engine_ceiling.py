@@ -123,6 +123,7 @@ def submit_message(
     descriptors, frames = wire.describe({name: batch})
     header = [
         "submit", 1, [], model, 1, False, len(batch), outputs, 0, 0, None, descriptors, requests,
+        None,  # no sequence
     ]  # fmt: skip
     return [wire.pack(header), *frames]
 

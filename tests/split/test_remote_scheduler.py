@@ -30,7 +30,8 @@ class RecordingEngine:
         self.answering.set()
 
     async def call(self, header: list[Any], frames: list[Any]):
-        (_, _, _, _, items, outputs, priority, _timeout, deadline_s, descriptors, requests) = header
+        (_, _, _, _, items, outputs, priority, _timeout, deadline_s, descriptors, requests,
+         _sequence) = header  # fmt: skip
         feeds = wire.arrays(descriptors, frames)
         self.jobs.append(
             {"items": items, "requests": requests, "priority": priority, "deadline": deadline_s}
