@@ -10,7 +10,7 @@ keeps the model's state between them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,13 +61,13 @@ class _Steps:
         )
 
 
-class SequenceSession:
-    """One sequence of a stateful model, from `Client.sequence(model)`."""
+class _Session:
+    """What the sync and async sessions share: how they are made, and their id."""
 
     def __init__(
         self,
         run: Callable[[Call], Any],
-        model_info: Callable[[str], ModelInfo],
+        model_info: Callable[[str], Any],
         model: str,
         sequence_id: int | str | None = None,
         version: str = "",
@@ -81,6 +81,10 @@ class SequenceSession:
     @property
     def id(self) -> int | str:
         return self._steps.id
+
+
+class SequenceSession(_Session):
+    """One sequence of a stateful model, from `Client.sequence(model)`."""
 
     def send(
         self, inputs: Inputs, outputs: Sequence[str] | None = None, *, end: bool = False
@@ -98,26 +102,8 @@ class SequenceSession:
         """A sequence left without `end=True` is released by the server at its idle timeout."""
 
 
-class AsyncSequenceSession:
+class AsyncSequenceSession(_Session):
     """One sequence of a stateful model, from `AsyncClient.sequence(model)`."""
-
-    def __init__(
-        self,
-        run: Callable[[Call], Awaitable[Any]],
-        model_info: Callable[[str], Awaitable[ModelInfo]],
-        model: str,
-        sequence_id: int | str | None = None,
-        version: str = "",
-        started: bool = False,
-    ) -> None:
-        self._run = run
-        self._model_info = model_info
-        self._steps = _Steps(model, sequence_id, version, started)
-        self._info: ModelInfo | None = None
-
-    @property
-    def id(self) -> int | str:
-        return self._steps.id
 
     async def send(
         self, inputs: Inputs, outputs: Sequence[str] | None = None, *, end: bool = False

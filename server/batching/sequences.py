@@ -299,29 +299,28 @@ class SequenceScheduler:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    def _feeds(self, batch: list[_Sequence], requests: list[_Request]) -> dict[str, np.ndarray]:
-        feeds = {
-            name: np.concatenate([r.feeds[name] for r in requests]) for name in requests[0].feeds
-        }
+    def _job(self, sequence: _Sequence, request: _Request, names: tuple[str, ...]) -> Job:
+        """The request's row as a job: its inputs, the controls for its step and its
+        sequence's state. The instance merges the rows of a batch and slices the answers back."""
+        feeds = dict(request.feeds)
         for control in self.config.controls:
-            if control.kind == "corrid":
-                feeds[control.name] = control.values([r.step.id for r in requests])
-            else:
-                flags = [
-                    r.step.start if control.kind == "start" else r.step.end if control.kind == "end"
-                    else True  # ready: every row of the batch holds a request
-                    for r in requests
-                ]  # fmt: skip
-                feeds[control.name] = control.values(flags)
+            feeds[control.name] = control.values([_control_value(control.kind, request.step)])
         for state in self.config.states:
-            rows = [
-                state.initial()
-                if r.step.start or state.input_name not in s.state
-                else s.state[state.input_name]
-                for s, r in zip(batch, requests, strict=True)
-            ]
-            feeds[state.input_name] = np.concatenate(rows)
-        return feeds
+            kept = sequence.state.get(state.input_name)
+            feeds[state.input_name] = (
+                kept if kept is not None and not request.step.start else state.initial()
+            )
+        return Job(
+            feeds=feeds,
+            items=1,
+            signature=(),
+            output_names=names,
+            level=0,
+            enqueued_ns=request.enqueued_ns,
+            timeout_at_ns=None,
+            deadline_ns=request.deadline_ns,
+            future=request.future,
+        )
 
     async def _execute(
         self, instance: Instance, batch: list[_Sequence], requests: list[_Request]
@@ -331,22 +330,11 @@ class SequenceScheduler:
         names = wanted + [s.output_name for s in self.config.states if s.output_name not in wanted]
         dispatched = time.perf_counter_ns()
         try:
-            feeds = self._feeds(batch, requests)
-            job = Job(
-                feeds=feeds,
-                items=items,
-                signature=(),
-                output_names=tuple(names),
-                level=0,
-                enqueued_ns=dispatched,
-                timeout_at_ns=None,
-                deadline_ns=None,
-                future=asyncio.get_running_loop().create_future(),
-            )
+            jobs = [self._job(s, r, tuple(names)) for s, r in zip(batch, requests, strict=True)]
             loop = asyncio.get_running_loop()
-            run = await loop.run_in_executor(self._executor, instance.run, [job], names)
-            outputs = run.per_job[0]
-            self._check_states(outputs, items)
+            run = await loop.run_in_executor(self._executor, instance.run, jobs, names)
+            for outputs in run.per_job:
+                self._check_states(outputs)
         except Exception as exc:
             for request in requests:
                 if not request.future.done():
@@ -356,15 +344,15 @@ class SequenceScheduler:
         self._stats.record_execution(items, run.input_ns, run.infer_ns, run.output_ns)
         if self._histograms is not None:
             self._histograms.observe_batch(run.input_ns + run.infer_ns + run.output_ns)
-        for row, (sequence, request) in enumerate(zip(batch, requests, strict=True)):
+        for sequence, request, outputs in zip(batch, requests, run.per_job, strict=True):
+            # Copies: a row kept as a view would hold the whole batch's output alive.
             sequence.state = {
-                s.input_name: outputs[s.output_name][row : row + 1].copy()
-                for s in self.config.states
+                s.input_name: outputs[s.output_name].copy() for s in self.config.states
             }
             if not request.future.done():
                 request.future.set_result(
                     JobResult(
-                        outputs={n: outputs[n][row : row + 1] for n in request.output_names},
+                        outputs={n: outputs[n] for n in request.output_names},
                         queue_ns=dispatched - request.enqueued_ns,
                         batch_input_ns=run.input_ns,
                         infer_ns=run.infer_ns,
@@ -374,13 +362,13 @@ class SequenceScheduler:
                 )
         self._after(batch, requests, instance)
 
-    def _check_states(self, outputs: dict[str, np.ndarray], items: int) -> None:
+    def _check_states(self, outputs: dict[str, np.ndarray]) -> None:
         for state in self.config.states:
             shape = outputs[state.output_name].shape
-            if tuple(shape) != (items, *state.dims):
+            if tuple(shape) != (1, *state.dims):
                 raise InferenceFailed(
                     f"model '{self.name}': state output '{state.output_name}' has shape "
-                    f"{list(shape)}, the config's state dims are {[items, *state.dims]}"
+                    f"{list(shape)} for one row, the config's state dims are {list(state.dims)}"
                 )
 
     def _after(self, batch: list[_Sequence], requests: list[_Request], instance: Instance) -> None:
@@ -412,3 +400,9 @@ class SequenceScheduler:
                 self._release(sequence)
         if self._wakeup is not None:
             self._wakeup.set()
+
+
+def _control_value(kind: str, step: SequenceStep) -> bool | int | str:
+    """What a control input holds for a request's row: its flags, READY (every row of a batch
+    holds a request), or the sequence's id."""
+    return {"start": step.start, "end": step.end, "ready": True, "corrid": step.id}[kind]
