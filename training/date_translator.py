@@ -238,9 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     unseen_match = exact_match(model, test_unseen)
     formats_match = exact_match(model, test_formats)
+    by_format = {
+        name: exact_match(model, _on_dates(sorted(unseen), {name: write}))
+        for name, write in dates.HELD_OUT_FORMATS.items()
+    }
     print(
         f"exact match: {unseen_match:.4f} on {len(test_unseen)} unseen dates, "
-        f"{formats_match:.4f} on {len(test_formats)} in held-out formats ({seconds:.0f} s)"
+        f"{formats_match:.4f} on {len(test_formats)} in held-out formats ({seconds:.0f} s); "
+        + ", ".join(f"{name!r} {match:.4f}" for name, match in by_format.items())
     )
     encoder, step = export(model, args.out)
     texts = [t for t, _ in test_unseen[:200] + test_formats[:200]]
@@ -252,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": NAME,
         "exact_match_unseen_dates": unseen_match,
         "exact_match_held_out_formats": formats_match,
+        "exact_match_by_held_out_format": by_format,
         "onnx_same_tokens": same_tokens,
         "train_formats": sorted(dates.TRAIN_FORMATS),
         "held_out_formats": sorted(dates.HELD_OUT_FORMATS),

@@ -54,6 +54,8 @@ TRAIN_FORMATS: dict[str, Format] = {
     "1979-05-03": lambda d: d.isoformat(),
     "may 3rd 1979": lambda d: f"{_month(d).lower()} {ordinal(d.day)} {d.year}",
     "03-05-1979": lambda d: f"{d.day:02d}-{d.month:02d}-{d.year}",
+    "03.05.79": lambda d: f"{d.day:02d}.{d.month:02d}.{d.year % 100:02d}",
+    "3.5.1979": lambda d: f"{d.day}.{d.month}.{d.year}",
 }
 HELD_OUT_FORMATS: dict[str, Format] = {
     "the 3rd of May, 1979": lambda d: f"the {ordinal(d.day)} of {_month(d)}, {d.year}",

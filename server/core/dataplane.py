@@ -4,10 +4,10 @@ request, runs it through the model's scheduler, encodes the answer and keeps the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 import numpy as np
@@ -15,11 +15,11 @@ import numpy as np
 from ..batching.scheduler import JobResult
 from ..batching.stats import RequestTiming
 from ..models.catalog import ModelCatalog
-from ..models.model import ModelVersion, TensorSpec
+from ..models.model import ModelVersion
 from ..observability import request_context
 from ..protocol import codecs
 from ..protocol.classification import top_k
-from ..protocol.errors import InvalidInput, LimitExceeded
+from ..protocol.errors import InvalidInput, LimitExceeded, ServingError
 from ..protocol.sequence_config import sequence_step
 from ..protocol.types import (
     InferRequest,
@@ -27,173 +27,15 @@ from ..protocol.types import (
     OutputTensor,
     RequestedOutput,
 )
-from ..settings import MIB, ServerSettings
+from . import generation
+from .inputs import UNLIMITED, RequestLimits, decode_inputs, requested_outputs, shared
 from .response_cache import ResponseCache
-from .shared_memory import OFF, RegionRegistry, SharedMemory, SharedMemoryOff
+from .shared_memory import RegionRegistry, SharedMemory
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _describe(shape: tuple[int, ...] | list[int]) -> str:
-    return str(list(shape))
-
-
-def _check_shape(model: ModelVersion, spec: TensorSpec, shape: tuple[int, ...]) -> int:
-    """Checks one input's shape against the config; returns its batch size (1 if no batching)."""
-    batching = model.max_batch_size > 0
-    if batching and spec.static:
-        fits = shape[1:] == spec.dims and len(shape) > 0  # the common case, checked fast
-    else:
-        fits = len(shape) == len(spec.dims) + batching and all(
-            e == -1 or e == s for e, s in zip(spec.dims, shape[batching:], strict=True)
-        )
-    if not fits:
-        expected = ([-1] if batching else []) + list(spec.dims)
-        raise InvalidInput(
-            f"input '{spec.name}': expected shape {expected}, got {_describe(shape)} "
-            f"(model '{model.name}', -1 is any size)"
-        )
-    if not batching:
-        return 1
-    batch = shape[0]
-    if batch < 1 or batch > model.max_batch_size:
-        raise InvalidInput(
-            f"input '{spec.name}': batch size {batch} is outside 1..{model.max_batch_size} "
-            f"(max_batch_size of model '{model.name}')"
-        )
-    return batch
-
-
-def _to_runtime(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
-    """ONNX Runtime takes string tensors as Python str; the protocol carries bytes."""
-    if spec.datatype != "BYTES":
-        return array
-    try:
-        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array)
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"input '{spec.name}': BYTES element is not UTF-8 text: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class RequestLimits:
-    max_elements: int
-    """Tensor elements per request, over all inputs."""
-    max_bytes_element: int
-    """Length of one BYTES element."""
-    max_response_bytes: int
-    """What a response may carry: outputs known to be larger are refused before the work."""
-    max_item_activation_bytes: int = 0
-    """Estimated intermediate tensors of one item (a batch row); 0: no bound."""
-
-    @classmethod
-    def from_settings(cls, settings: ServerSettings) -> RequestLimits:
-        return cls(
-            settings.max_request_elements,
-            settings.max_bytes_element,
-            settings.response_budget_bytes,
-            settings.max_item_activation_mb * MIB,
-        )
-
-
-UNLIMITED = RequestLimits(1 << 62, 1 << 62, 1 << 62)
-
-
-def _check_bytes_lengths(spec: TensorSpec, array: np.ndarray, limit: int) -> None:
-    longest = max((len(item) for item in array.reshape(-1)), default=0)
-    if longest > limit:
-        raise LimitExceeded(
-            f"input '{spec.name}': a BYTES element of {longest} bytes is longer than this "
-            f"server's limit of {limit} bytes (max_bytes_element_kb)"
-        )
-
-
-def decode_inputs(
-    model: ModelVersion,
-    request: InferRequest,
-    limits: RequestLimits = UNLIMITED,
-    shared_memory: SharedMemory | None = None,
-) -> tuple[dict[str, np.ndarray], int]:
-    """Validated input arrays by name, and the request's batch size."""
-    feeds: dict[str, np.ndarray] = {}
-    batch_sizes: dict[str, int] = {}
-    elements = 0
-    for tensor in request.inputs:
-        spec = model.inputs.get(tensor.name)
-        if spec is None:
-            raise InvalidInput(
-                f"unexpected input '{tensor.name}' for model '{model.name}'; its inputs are "
-                f"{sorted(model.inputs)}"
-            )
-        if tensor.name in feeds:
-            raise InvalidInput(f"input '{tensor.name}' appears more than once")
-        if tensor.datatype != spec.datatype:
-            raise InvalidInput(
-                f"input '{tensor.name}': expected datatype {spec.datatype}, got "
-                f"{tensor.datatype or '(none)'}"
-            )
-        batch_sizes[tensor.name] = _check_shape(model, spec, tuple(tensor.shape))
-        elements += codecs.element_count(tensor.shape)
-        if elements > limits.max_elements:
-            raise LimitExceeded(
-                f"input '{tensor.name}': the request's inputs hold {elements} or more elements, "
-                f"above this server's limit of {limits.max_elements} (max_request_elements)"
-            )
-        if tensor.region is not None:
-            tensor.raw = _shared(shared_memory).read(
-                f"input '{tensor.name}'",
-                tensor.region.region,
-                tensor.region.offset,
-                tensor.region.byte_size,
-            )
-        array = codecs.decode_input(tensor)
-        if spec.datatype == "BYTES":
-            _check_bytes_lengths(spec, array, limits.max_bytes_element)
-        feeds[tensor.name] = _to_runtime(spec, array)
-    missing = [n for n, s in model.inputs.items() if n not in feeds and not s.optional]
-    if missing:
-        raise InvalidInput(
-            f"model '{model.name}' needs input(s) {missing}, which the request lacks"
-        )
-    if len(set(batch_sizes.values())) > 1:
-        raise InvalidInput(f"inputs disagree on the batch size: {batch_sizes}")
-    batch = next(iter(batch_sizes.values()), 1)
-    _check_activations(model, elements, batch if model.max_batch_size > 0 else 1, limits)
-    return feeds, batch
-
-
-def _check_activations(
-    model: ModelVersion, elements: int, items: int, limits: RequestLimits
-) -> None:
-    """Refuses, before it runs, a request one of whose items would need more memory for the
-    model's intermediate tensors than the server allows (estimated from the graph)."""
-    per_element = model.activation_bytes_per_element
-    bound = limits.max_item_activation_bytes
-    if not per_element or not bound or not items:
-        return
-    per_item = per_element * elements / items
-    if per_item > bound:
-        raise LimitExceeded(
-            f"model '{model.name}' would need about {per_item / MIB:.0f} MiB for the "
-            f"intermediate tensors of each of this request's {items} item(s) "
-            f"({elements // items} input elements each), above this server's limit of "
-            f"{bound // MIB} MiB (max_item_activation_mb); send smaller inputs"
-        )
-
-
-def _requested_outputs(model: ModelVersion, request: InferRequest) -> list[RequestedOutput]:
-    """The outputs in the order the response lists them."""
-    if not request.outputs:
-        return [RequestedOutput(name) for name in model.outputs]
-    for output in request.outputs:
-        if output.name not in model.outputs:
-            raise InvalidInput(
-                f"unknown output '{output.name}' requested from model '{model.name}'; its "
-                f"outputs are {sorted(model.outputs)}"
-            )
-    return request.outputs
 
 
 def _check_response_size(
@@ -238,12 +80,6 @@ def _timing(result: JobResult, before_ns: int, after_ns: int) -> RequestTiming:
     )
 
 
-def _shared(shared_memory: SharedMemory | None) -> SharedMemory:
-    if shared_memory is None:
-        raise SharedMemoryOff(OFF)
-    return shared_memory
-
-
 def _response(
     model: ModelVersion,
     request: InferRequest,
@@ -265,7 +101,7 @@ def _response(
         datatype = codecs.datatype_of(array)
         if output.region is not None:
             where = output.region
-            _shared(shared_memory).write(
+            shared(shared_memory).write(
                 f"output '{output.name}'",
                 where.region,
                 where.offset,
@@ -306,6 +142,9 @@ class DataPlane:
         """Run one request. `deadline_s`: seconds the caller still waits (its deadline)."""
         model = self.manager.get(request.model, request.version)
         request_context.note_model(model.name, model.version)
+        loop = generation.decode_loop(model)
+        if loop is not None:
+            return await generation.answer_once(model, loop, request, self.limits, deadline_s)
         started = time.perf_counter_ns()
         try:
             response, timing = await self._infer(model, request, deadline_s)
@@ -317,6 +156,32 @@ class DataPlane:
         else:  # answered from the response cache: the lookup's time
             model.stats.record_cache_hit(time.perf_counter_ns() - started, timing)
         return response
+
+    def decoupled(self, model_name: str, version: str) -> bool:
+        """Whether the model may answer a request more than once (False when it is unknown:
+        the request then fails as any other would)."""
+        try:
+            model = self.manager.get(model_name, version)
+        except ServingError:
+            return False
+        return model.config.model_transaction_policy.decoupled
+
+    async def stream(
+        self, request: InferRequest, deadline_s: float | None = None, many: bool = True
+    ) -> AsyncGenerator[InferResponse, None]:
+        """The responses to one request: a text generator's tokens as they come (when the
+        request asks to stream and `many`, the call can carry several), else the one answer."""
+        model = self.manager.get(request.model, request.version)
+        loop = generation.decode_loop(model)
+        if loop is None:
+            yield await self.infer(request, deadline_s)
+            return
+        request_context.note_model(model.name, model.version)
+        async with contextlib.aclosing(
+            generation.responses(model, loop, request, self.limits, many, deadline_s)
+        ) as responses:
+            async for response in responses:
+                yield response
 
     def _cache_for(self, model: ModelVersion) -> ResponseCache | None:
         if not model.config.response_cache.enable or model.config.HasField("sequence_batching"):
@@ -336,7 +201,7 @@ class DataPlane:
         """The answer, and where its time went (or, from the cache, the lookup's ns)."""
         t0 = time.perf_counter_ns()
         feeds, batch = decode_inputs(model, request, self.limits, self.shared_memory)
-        wanted = _requested_outputs(model, request)
+        wanted = requested_outputs(model, request)
         _check_response_size(model, wanted, batch, self.limits.max_response_bytes)
         names = list(dict.fromkeys(output.name for output in wanted))
         priority = _int_parameter(request, "priority")

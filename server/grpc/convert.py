@@ -120,6 +120,24 @@ def infer_response(response: InferResponse) -> pb.ModelInferResponse:
     return message
 
 
+FINAL_FLAG = "triton_final_response"
+EMPTY_FINAL = "triton_enable_empty_final_response"
+
+
+def stream_response(
+    response: InferResponse, flag_final: bool
+) -> pb.ModelStreamInferResponse | None:
+    """One response of a stream. `flag_final` (the request set triton_enable_empty_final_response):
+    each carries triton_final_response, and a stream's end is sent as an empty final response;
+    without it, that end is not sent, as Triton does."""
+    if not response.outputs and not flag_final:
+        return None
+    message = infer_response(response)
+    if flag_final:
+        message.parameters[FINAL_FLAG].bool_param = response.final
+    return pb.ModelStreamInferResponse(infer_response=message)
+
+
 def metadata(model: ModelMetadata) -> pb.ModelMetadataResponse:
     def describe(tensors: list[TensorMetadata]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
         return [

@@ -5,6 +5,7 @@ file is registered once per process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -81,48 +82,83 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests run concurrently; responses come back in request order. An error answers
-        that one request (error_message) and the stream goes on."""
-        pending: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
-
+        """Requests run concurrently. Models that answer once answer in request order; a
+        decoupled model's responses go out as they come. An error answers that one request
+        (error_message) and the stream goes on; a client that goes away stops the work."""
+        out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         metadata = context.invocation_metadata()
+        running: set[asyncio.Task[None]] = set()
 
-        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        async def answer(
+            request: pb.ModelInferRequest,
+            turn: asyncio.Future[None] | None,
+            done: asyncio.Future[None],
+        ) -> None:
+            """Puts the request's responses on `out`, after `turn` (the request before it
+            whose answer must go first)."""
             request_id = request.id or request_context.request_id_from(())
+            flag_final = _bool_parameter(request, grpc_convert.EMPTY_FINAL)
             with self._observer.call("ModelStreamInfer", request_id, metadata) as record:
                 try:
                     await self._observer.refuse_if_draining()
-                    answer = await self._dataplane.infer(
+                    responses = self._dataplane.stream(
                         grpc_convert.infer_request(request), context.time_remaining()
                     )
-                    return pb.ModelStreamInferResponse(
-                        infer_response=grpc_convert.infer_response(answer)
-                    )
+                    async with contextlib.aclosing(responses):
+                        async for response in responses:
+                            message = grpc_convert.stream_response(response, flag_final)
+                            if turn is not None:
+                                await turn
+                                turn = None
+                            if message is not None:
+                                out.put_nowait(message)
                 except Exception as exc:
-                    status, message = error_status(exc)
+                    status, text = error_status(exc)
                     record.code = status.name
                     echo = pb.ModelInferResponse(
                         model_name=request.model_name,
                         model_version=request.model_version,
                         id=request.id,
                     )
-                    return pb.ModelStreamInferResponse(
-                        error_message=with_request_id(message, request_id), infer_response=echo
+                    if turn is not None:
+                        await turn
+                    out.put_nowait(
+                        pb.ModelStreamInferResponse(
+                            error_message=with_request_id(text, request_id), infer_response=echo
+                        )
                     )
+                finally:
+                    if not done.done():
+                        done.set_result(None)
 
         async def read() -> None:
+            previous: asyncio.Future[None] | None = None  # the last request answered in order
             try:
                 async for request in request_iterator:
-                    pending.put_nowait(asyncio.create_task(answer(request)))
+                    done = asyncio.get_running_loop().create_future()
+                    in_order = not self._dataplane.decoupled(
+                        request.model_name, request.model_version
+                    )
+                    task = asyncio.create_task(
+                        answer(request, previous if in_order else None, done)
+                    )
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    if in_order:
+                        previous = done
+                while running:
+                    await asyncio.wait(set(running))
             finally:
-                pending.put_nowait(None)
+                out.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
-            while (task := await pending.get()) is not None:
-                yield await task
+            while (message := await out.get()) is not None:
+                yield message
         finally:
             reader.cancel()
+            for task in list(running):
+                task.cancel()
 
     # ---- repository -----------------------------------------------------------------------
 
@@ -197,3 +233,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             grpc.StatusCode.UNIMPLEMENTED,
             "deepserve does not implement log settings; set --log-level at start",
         )
+
+
+def _bool_parameter(request: pb.ModelInferRequest, key: str) -> bool:
+    return key in request.parameters and request.parameters[key].bool_param

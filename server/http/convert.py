@@ -28,7 +28,7 @@ from .calls import MAX_JSON_BYTES, parse_json
 HEADER_LENGTH = "inference-header-content-length"
 
 
-def _flatten(data: Any) -> list:
+def flatten(data: Any) -> list:
     """JSON tensor data may be nested row by row; the protocol's order is row-major."""
     if not isinstance(data, list):
         return [data]
@@ -112,7 +112,7 @@ def infer_request(
         else:
             if "data" not in spec:
                 raise InvalidInput(f"input '{name}': no 'data' and no binary_data_size")
-            raw, values = None, _flatten(spec["data"])
+            raw, values = None, flatten(spec["data"])
         datatype = str(spec.get("datatype", ""))
         inputs.append(InputTensor(name, datatype, tuple(shape), raw, values, region))
     if offset != len(binary):

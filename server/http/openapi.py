@@ -182,6 +182,41 @@ def spec() -> dict:
             )
         },
     )
+    generate_body = {
+        "required": True,
+        "description": "One JSON object: each input by name (a text generator's 'text_input', "
+        "'stream', 'max_tokens'), optional 'id' and 'parameters'",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    _per_model(
+        paths,
+        "/generate",
+        {
+            "post": _operation(
+                "Triton's generate extension: one answer, each output by name",
+                "KServe v2",
+                _json("The model's name and version and each output by name"),
+                requestBody=generate_body,
+            )
+        },
+    )
+    _per_model(
+        paths,
+        "/generate_stream",
+        {
+            "post": _operation(
+                "Triton's generate extension, streamed: server-sent events, one a response (a "
+                "text generator's tokens as they are decoded); streams unless 'stream' is false",
+                "KServe v2",
+                {
+                    "description": "Events 'data: {...}', each as generate's answer; an error "
+                    'after the first comes as an event {"error": ...}',
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                requestBody=generate_body,
+            )
+        },
+    )
     _per_model(
         paths,
         "/stats",

@@ -26,6 +26,7 @@ from ..settings import ServerSettings
 from . import convert as http_convert
 from . import openapi
 from .calls import JSON, CallWrapper, Handler, json_response, parse_json, read_body
+from .generate import GenerateRoutes
 
 log = logging.getLogger(__name__)
 PARSE_ON_LOOP_BYTES = 256 * 1024
@@ -228,6 +229,7 @@ def build_app(routes: V2Routes, extra: Sequence[BaseRoute] = ()) -> Starlette:
         ),
     ]
     shared = SharedMemoryRoutes(routes.dataplane, routes.settings)
+    generate = GenerateRoutes(routes.dataplane, routes.settings)
     for base in ("/v2/systemsharedmemory", "/v2/systemsharedmemory/region/{region}"):
         table += [
             add(f"{base}/status", shared.status, "SystemSharedMemoryStatus", admin, "GET"),
@@ -254,6 +256,14 @@ def build_app(routes: V2Routes, extra: Sequence[BaseRoute] = ()) -> Starlette:
             add(f"{base}/ready", routes.model_ready, "ModelReady", None, "GET"),
             add(f"{base}/config", routes.model_config, "ModelConfig", inference, "GET"),
             add(f"{base}/infer", routes.infer, "ModelInfer", inference, "POST"),
+            add(f"{base}/generate", generate.generate, "ModelGenerate", inference, "POST"),
+            add(
+                f"{base}/generate_stream",
+                generate.generate_stream,
+                "ModelGenerateStream",
+                inference,
+                "POST",
+            ),
             add(f"{base}/stats", routes.statistics, "ModelStatistics", admin, "GET"),
         ]
     document = json.dumps(openapi.spec(), separators=(",", ":")).encode()

@@ -19,6 +19,7 @@ from ..batching.stats import ModelStats
 from ..observability.histograms import RequestHistograms, VersionHistograms
 from ..protocol.codecs import datatype_from_config
 from ..protocol.errors import ModelLoadError, TaskNotSupported
+from ..protocol.generator_config import is_generator
 from ..protocol.sequence_config import sequence_config
 from ..runtime import gpu_options
 from ..runtime import sessions as runtime
@@ -26,6 +27,7 @@ from ..settings import ServerSettings
 from ..tasks import Task
 from . import activation, repository
 from .autoconfig import complete_config
+from .generators import load_generator
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,22 @@ def load_version(
     executor: Executor,
 ) -> ModelVersion:
     """Build every instance of one version and warm each up. Blocking: call from a thread."""
+    if is_generator(config):
+        loaded = load_generator(model_dir, config, version, settings, executor)
+        return assemble_version(
+            loaded.config,
+            version,
+            {},
+            loaded.loop,
+            loaded.stats,
+            loaded.providers,
+            loaded.histograms,
+        )
+    if config.model_transaction_policy.decoupled:
+        raise ModelLoadError(
+            "model_transaction_policy decoupled is for text generators (backend 'seq2seq'); "
+            "an ONNX model answers each request once"
+        )
     label = f"model '{config.name}' version {version}"
     path = repository.model_file(model_dir, version, config)
     threads = runtime.intra_op_threads(config, settings.intra_op_threads)

@@ -15,12 +15,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..protocol.errors import ModelLoadError
+from ..protocol.generator_config import BACKEND as SEQ2SEQ_BACKEND
 from ..protocol.numbers import decimal
 
 CONFIG_FILENAME = "config.pbtxt"
 DEFAULT_MODEL_FILENAME = "model.onnx"
 ONNX_PLATFORM = "onnxruntime_onnx"
 ONNX_BACKEND = "onnxruntime"
+SERVED_BACKENDS = (ONNX_BACKEND, SEQ2SEQ_BACKEND)
+"""ONNX models, and text generators (an encoder and a one-step decoder the server loops)."""
 MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
 
 
@@ -59,19 +62,20 @@ def check_config(config: mc.ModelConfig, name: str, source: str) -> mc.ModelConf
         raise ModelLoadError(
             f"platform '{config.platform}' is not served; deepserve runs '{ONNX_PLATFORM}' models"
         )
-    if config.backend and config.backend != ONNX_BACKEND:
+    if config.backend and config.backend not in SERVED_BACKENDS:
         raise ModelLoadError(
-            f"backend '{config.backend}' is not served; deepserve runs '{ONNX_BACKEND}' models"
+            f"backend '{config.backend}' is not served; deepserve runs {list(SERVED_BACKENDS)} "
+            "models"
         )
     if config.default_model_filename:
-        _check_file_name("default_model_filename", config.default_model_filename)
+        check_file_name("default_model_filename", config.default_model_filename)
     for output in config.output:
         if output.label_filename:
-            _check_file_name(f"output '{output.name}' label_filename", output.label_filename)
+            check_file_name(f"output '{output.name}' label_filename", output.label_filename)
     return config
 
 
-def _check_file_name(what: str, value: str) -> None:
+def check_file_name(what: str, value: str) -> None:
     """A file name in a config is relative to the model's folder and stays inside it."""
     relative = PurePosixPath(value.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts or value.startswith("~") or ":" in value:

@@ -73,6 +73,8 @@ class InferResponse:
     version: str
     id: str
     outputs: list[OutputTensor]
+    final: bool = True
+    """False for a streamed token; a stream ends with a final response without outputs."""
 
 
 @dataclass(slots=True)
