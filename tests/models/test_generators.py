@@ -16,7 +16,7 @@ from deepserve.server.models.model import load_version
 from deepserve.server.protocol.errors import ModelLoadError, ServerBusy
 from deepserve.server.settings import ServerSettings
 
-from ..generator_models import echo_config, echo_step, write_echo
+from ..generator_models import echo_config, write_echo
 from ..onnx_models import add_sub, write_model
 
 
@@ -56,7 +56,7 @@ def test_the_completed_config_lists_what_clients_send_and_get(tmp_path: Path) ->
         (lambda d: (d / "1" / "decoder_step.onnx").unlink(), "no graph file decoder_step.onnx"),
         (lambda d: (d / "1" / "encoder.onnx").write_bytes(add_sub()),
          "the encoder must take one input, uint8"),
-        (lambda d: _config(d, 'parameters { key: "decoder_filename" value { string_value: "../x" } }'),
+        (lambda d: _config(d, _parameter("decoder_filename", "../x")),
          "resolves outside|must be a file name"),
         (lambda d: _config(d, 'parameters { key: "end_token" value { string_value: "<end>" } }'),
          "end_token '<end>' is not in the tokens file"),
@@ -142,3 +142,7 @@ def test_the_queue_is_bounded(tmp_path: Path) -> None:
             await w.aclose()
 
     asyncio.run(run())
+
+
+def _parameter(key: str, value: str) -> str:
+    return f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}'
