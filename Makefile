@@ -53,7 +53,8 @@ SINGLE_PROCESS_ONLY := training protocol runtime tasks core/test_control.py \
 	core/test_certificates.py \
 	batching/test_scheduler_unit.py batching/test_instance.py observability/test_tracing.py \
 	http/test_convert.py sdk/test_package.py sdk/test_task_call.py loadtests/test_gpu_kit.py \
-	loadtests/test_bench.py split/test_remote_scheduler.py split/test_engine_ceiling.py
+	loadtests/test_bench.py split/test_remote_scheduler.py split/test_engine_ceiling.py \
+	models/test_generators.py
 test: $(VENV)/.installed-dev system-tools typecheck
 	$(BIN)/python -m pytest
 	DEEPSERVE_FRONTENDS=2 $(BIN)/python -m pytest -q \

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -66,6 +66,18 @@ class Token:
     """Each extra output's row for this token."""
 
 
+class TokenSource(Protocol):
+    """What answers a text generator's requests: its decode loop, or a split server's front
+    end passing them to the engine's. Both say so with `generates = True`."""
+
+    name: str
+    generates: bool
+
+    def generate(
+        self, text: bytes, max_tokens: int, deadline_s: float | None = None
+    ) -> AsyncGenerator[Token, None]: ...
+
+
 @dataclass
 class _Answer:
     text: np.ndarray
@@ -94,6 +106,7 @@ class DecodeLoop:
     """Queue, step batch and loop of one generator version."""
 
     batching = True
+    generates = True
 
     def __init__(
         self,

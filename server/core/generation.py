@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncGenerator
+from typing import cast
 
 import numpy as np
 
-from ..batching.decode_loop import DecodeLoop, Token
+from ..batching.decode_loop import Token, TokenSource
 from ..models.model import ModelVersion
 from ..protocol.errors import InvalidInput
 from ..protocol.generator_config import (
@@ -24,8 +25,11 @@ from ..protocol.types import InferRequest, InferResponse, OutputTensor, Requeste
 from .inputs import RequestLimits, decode_inputs, requested_outputs
 
 
-def decode_loop(model: ModelVersion) -> DecodeLoop | None:
-    return model.scheduler if isinstance(model.scheduler, DecodeLoop) else None
+def decode_loop(model: ModelVersion) -> TokenSource | None:
+    """The model's decode loop when it is a text generator (checked on every request: an
+    attribute is cheaper than a protocol check)."""
+    scheduler = model.scheduler
+    return cast(TokenSource, scheduler) if getattr(scheduler, "generates", False) else None
 
 
 def _flag(feeds: dict[str, np.ndarray], name: str) -> bool:
@@ -90,7 +94,7 @@ def check_outputs(wanted: list[RequestedOutput]) -> None:
 
 async def _generate(
     model: ModelVersion,
-    loop: DecodeLoop,
+    loop: TokenSource,
     request: InferRequest,
     feeds: dict[str, np.ndarray],
     wanted: list[RequestedOutput],
@@ -129,7 +133,7 @@ async def _generate(
 
 async def responses(
     model: ModelVersion,
-    loop: DecodeLoop,
+    loop: TokenSource,
     request: InferRequest,
     limits: RequestLimits,
     streaming: bool,
@@ -152,7 +156,7 @@ async def responses(
 
 async def answer_once(
     model: ModelVersion,
-    loop: DecodeLoop,
+    loop: TokenSource,
     request: InferRequest,
     limits: RequestLimits,
     deadline_s: float | None,

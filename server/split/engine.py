@@ -6,6 +6,7 @@ model table to every front end whenever a model changes (and every second, as a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -18,6 +19,7 @@ from typing import Any
 
 import zmq
 
+from ..batching.decode_loop import DecodeLoop
 from ..batching.scheduler import JobResult, Scheduler
 from ..batching.sequences import SequenceScheduler
 from ..core.shared_memory import SharedMemory
@@ -28,7 +30,7 @@ from ..models.watch import watch_repository
 from ..observability import histograms
 from ..observability.histograms import VersionHistograms
 from ..observability.metrics import serve_metrics
-from ..protocol.errors import InferenceFailed, ModelNotFound, ServingError
+from ..protocol.errors import InferenceFailed, InvalidInput, ModelNotFound, ServingError
 from ..protocol.sequence_config import SequenceStep
 from ..runtime import gpu_options
 from ..runtime import sessions as runtime
@@ -65,6 +67,8 @@ class Engine:
         self._in_flight = 0
         self._flush_ids = itertools.count(1)
         self._flushes: dict[int, tuple[set[bytes], asyncio.Future[None]]] = {}
+        self._generating: dict[tuple[bytes, int], asyncio.Task[None]] = {}
+        """Answers of text generators under way, by front end and its request id."""
 
     # ---- the model table, pushed to the front ends ------------------------------------------
 
@@ -168,6 +172,12 @@ class Engine:
             self._frontends.add(identity)
             log.info("front end %s connected", identity.decode(errors="replace"))
             self._reply(identity, [0, "table", self.table()])
+        elif kind == "generate":
+            self._generate(identity, request_id, fields)
+        elif kind == "cancel":
+            task = self._generating.pop((identity, fields[0]), None)
+            if task is not None:
+                task.cancel()
         elif kind == "flushed":
             self._flushed(identity, fields[0])
         elif kind == "bye":
@@ -191,6 +201,8 @@ class Engine:
 
     def _gone(self, identity: bytes) -> None:
         self._frontends.discard(identity)
+        for key in [key for key in self._generating if key[0] == identity]:
+            self._generating.pop(key).cancel()  # nobody is there to read the tokens
         for seq in list(self._flushes):
             self._flushed(identity, seq)
 
@@ -255,6 +267,35 @@ class Engine:
             return
         self._in_flight += 1
         job.add_done_callback(functools.partial(self._answer, identity, request_id, model))
+
+    def _generate(self, identity: bytes, request_id: int, fields: list[Any]) -> None:
+        """A text generator's answer: a "more" reply a token, then "ok" (or the error)."""
+        name, version, pinned, text, max_tokens, deadline_s = fields
+        key = (identity, request_id)
+
+        async def answer() -> None:
+            try:
+                model = self.manager.get(name, str(version) if pinned else "")
+                loop = model.scheduler
+                if not isinstance(loop, DecodeLoop):
+                    raise InvalidInput(f"model '{model.name}' is not a text generator")
+                tokens = loop.generate(text, max_tokens, deadline_s)
+                async with contextlib.aclosing(tokens):
+                    async for token in tokens:
+                        descriptors, frames = wire.describe(token.extras)
+                        body = [token.id, token.text, descriptors]
+                        self._reply(identity, [request_id, "more", body], frames)
+                self._reply(identity, [request_id, "ok", None])
+            except ServingError as exc:
+                self._reply(identity, wire.error_reply(request_id, exc))
+            except Exception as exc:
+                log.exception("model '%s': generating failed", name)
+                failure = InferenceFailed(f"{type(exc).__name__}: {exc}")
+                self._reply(identity, wire.error_reply(request_id, failure))
+            finally:
+                self._generating.pop(key, None)
+
+        self._generating[key] = asyncio.create_task(answer())
 
     def _answer(
         self,

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 import zmq
@@ -45,6 +45,8 @@ class EngineClient:
         self._context = zmq.Context()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
+        self._streams: dict[int, asyncio.Queue[tuple[Any, list[Any]] | BaseException | None]] = {}
+        """Calls answered many times ("more" replies, then "ok" or an error)."""
         self._held: list[Any] = []
         """Statistics with something to send: each has take() -> a record for the engine."""
         self._records_due: asyncio.TimerHandle | None = None
@@ -127,6 +129,28 @@ class EngineClient:
         finally:
             self._pending.pop(request_id, None)
 
+    async def stream(
+        self, message: list[Any], frames: Sequence[Any] = ()
+    ) -> AsyncGenerator[tuple[Any, list[Any]], None]:
+        """Send [kind, *fields] and yield the body and frames of each answer until the last.
+        Closing the iterator early tells the engine to stop ("cancel")."""
+        request_id = next(self._ids)
+        answers: asyncio.Queue[tuple[Any, list[Any]] | BaseException | None] = asyncio.Queue()
+        self._streams[request_id] = answers
+        ended = False
+        try:
+            self._send(message[0], request_id, message[1:], frames)
+            while (answer := await answers.get()) is not None:
+                if isinstance(answer, BaseException):
+                    ended = True
+                    raise answer
+                yield answer
+            ended = True
+        finally:
+            self._streams.pop(request_id, None)
+            if not ended:
+                self.notify(["cancel", request_id])
+
     # ---- receiving -----------------------------------------------------------------------------
 
     def _on_reply(self, frames: list[zmq.Frame]) -> None:
@@ -137,6 +161,15 @@ class EngineClient:
             return
         if status == "flush":  # the engine answers ModelStatistics or a scrape: send it all
             self.notify(["flushed", request_id])
+            return
+        answers = self._streams.get(request_id)
+        if answers is not None:
+            if status == "more":
+                answers.put_nowait((body, frames[1:]))
+            elif status == "ok":
+                answers.put_nowait(None)
+            else:
+                answers.put_nowait(wire.EngineError(ErrorKind(status), str(body)))
             return
         future = self._pending.get(request_id)
         if future is None or future.done():
@@ -163,6 +196,13 @@ class EngineClient:
                         )
                     )
             self._pending.clear()
+            for answers in self._streams.values():
+                answers.put_nowait(
+                    wire.EngineError(
+                        ErrorKind.UNAVAILABLE,
+                        "the server's engine process stopped while this answer was under way",
+                    )
+                )
             self._on_disconnect()
 
     async def _keep_registered(self) -> None:

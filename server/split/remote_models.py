@@ -20,10 +20,12 @@ from ..models.model import ModelVersion, assemble_version
 from ..observability import histograms
 from ..observability.histograms import VersionHistograms
 from ..protocol.errors import ModelUnavailable
+from ..protocol.generator_config import is_generator
 from ..protocol.types import IndexEntry, VersionStatistics
 from ..settings import ServerSettings
 from . import wire
 from .engine_client import ENGINE_GONE, EngineClient
+from .remote_generator import RemoteGenerator
 from .remote_scheduler import RemoteScheduler
 from .shared_port import shared_port
 
@@ -199,7 +201,9 @@ class EngineModels:
         self._newest = {
             name: dataclasses.replace(
                 newest,
-                scheduler=RemoteScheduler(
+                scheduler=RemoteGenerator(self.client, name, newest.version, False)
+                if is_generator(newest.config)
+                else RemoteScheduler(
                     self.client,
                     name,
                     newest.version,
@@ -221,13 +225,18 @@ class EngineModels:
         name, number, config_bytes = key
         config = mc.ModelConfig.FromString(config_bytes)
         stats = RemoteStats(self.client, name, number)
+        scheduler: RemoteScheduler | RemoteGenerator = (
+            RemoteGenerator(self.client, name, number, True)
+            if is_generator(config)
+            else RemoteScheduler(
+                self.client, name, number, True, stats, config, self.settings.max_queue_wait_ms
+            )
+        )
         return assemble_version(
             config,
             number,
             labels,
-            RemoteScheduler(
-                self.client, name, number, True, stats, config, self.settings.max_queue_wait_ms
-            ),
+            scheduler,
             stats,
             providers,
             EngineHistograms(),
