@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ServerBusyError,
         UnavailableError,
     )
+    from .generation import Token, Translation
     from .results import Box, Classification, Detection, Label, ModelInfo, Segmentation
     from .sequences import AsyncSequenceSession, SequenceSession
 
@@ -52,6 +53,7 @@ _LAZY = {
         ("Box", "Classification", "Detection", "Label", "ModelInfo", "Segmentation"), "results"
     ),
     **dict.fromkeys(("AsyncSequenceSession", "SequenceSession"), "sequences"),
+    **dict.fromkeys(("Token", "Translation"), "generation"),
 }
 
 
@@ -86,6 +88,8 @@ __all__ = [
     "Segmentation",
     "SequenceSession",
     "ServerBusyError",
+    "Token",
+    "Translation",
     "UnavailableError",
     "__version__",
 ]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
-from . import _calls, _convert
+from . import _calls, _convert, generation
 from ._calls import Call
 from ._connection import Connections
 from ._convert import ImageLike
 from .errors import DeepserveError, from_rpc_error
+from .generation import Token, Translation
 from .results import Classification, Detection, ModelInfo, Segmentation
 from .sequences import AsyncSequenceSession
 
@@ -124,6 +126,68 @@ class AsyncClient(Connections):
         return AsyncSequenceSession(
             self._run, self.model_info, model, sequence_id, version, started
         )
+
+    async def translate(
+        self,
+        text: str,
+        *,
+        model: str = generation.TRANSLATOR,
+        max_tokens: int | None = None,
+        version: str = "",
+    ) -> Translation:
+        """A text generator's whole answer, with the attention of each token."""
+        request = generation.request(model, text, False, max_tokens, version)
+        responses = self._stream(request)
+        async with contextlib.aclosing(responses):
+            async for message in responses:
+                return generation.translation(text, message)
+        raise DeepserveError(f"model '{model}' sent no answer")
+
+    def translate_stream(
+        self,
+        text: str,
+        *,
+        model: str = generation.TRANSLATOR,
+        max_tokens: int | None = None,
+        version: str = "",
+    ) -> AsyncIterator[Token]:
+        """The answer's tokens as the server decodes them.
+
+        >>> async for token in client.translate_stream("05/03/79"):
+        ...     print(token.text)
+        """
+        request = generation.request(model, text, True, max_tokens, version)
+        return generation.tokens_async(self._stream(request))
+
+    async def _stream(self, request: Any) -> AsyncGenerator[Any, None]:
+        """A one-request ModelStreamInfer call's responses; retried like any call until the
+        first response comes, cancelled when the reader stops early."""
+        call = Call(_calls.TENSORS, "ModelStreamInfer", request, lambda response: response)
+        last: grpc.RpcError | None = None
+        for attempt, rpc in self._attempts(call):
+            responses = rpc(
+                iter([request]), timeout=self._options.timeout, metadata=self._metadata()
+            )
+            try:
+                first = await responses.read()
+            except grpc.RpcError as error:
+                last = error
+                delay = self._delay(error, attempt)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+                continue
+            try:
+                if first is grpc.aio.EOF:
+                    return
+                yield first
+                while (message := await responses.read()) is not grpc.aio.EOF:
+                    yield message
+            finally:
+                responses.cancel()
+            return
+        assert last is not None
+        raise from_rpc_error(last) from None
 
     async def models(self) -> list[ModelInfo]:
         return await self._run(_calls.list_models())

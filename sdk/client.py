@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
-from . import _calls, _convert
+from . import _calls, _convert, generation
 from ._calls import Call
 from ._connection import Connections
 from ._convert import ImageLike
 from .errors import DeepserveError, from_rpc_error
+from .generation import Token, Translation
 from .results import Classification, Detection, ModelInfo, Segmentation
 from .sequences import SequenceSession
 
@@ -155,6 +156,71 @@ class Client(Connections):
         ...         logits = reading.send(digit[None, row : row + 1], end=row == 27)["logits"]
         """
         return SequenceSession(self._run, self.model_info, model, sequence_id, version, started)
+
+    def translate(
+        self,
+        text: str,
+        *,
+        model: str = generation.TRANSLATOR,
+        max_tokens: int | None = None,
+        version: str = "",
+    ) -> Translation:
+        """A text generator's whole answer (the server runs its decode loop), with the
+        attention of each token.
+
+        >>> client.translate("3rd of May 1979").text
+        '1979-05-03'
+        """
+        request = generation.request(model, text, False, max_tokens, version)
+        for message in self._stream(request):
+            return generation.translation(text, message)
+        raise DeepserveError(f"model '{model}' sent no answer")
+
+    def translate_stream(
+        self,
+        text: str,
+        *,
+        model: str = generation.TRANSLATOR,
+        max_tokens: int | None = None,
+        version: str = "",
+    ) -> Iterator[Token]:
+        """The answer's tokens as the server decodes them; leaving the loop early stops the
+        decoding on the server.
+
+        >>> "".join(token.text for token in client.translate_stream("05/03/79"))
+        '1979-05-03'
+        """
+        request = generation.request(model, text, True, max_tokens, version)
+        return generation.tokens(self._stream(request))
+
+    def _stream(self, request: Any) -> Iterator[Any]:
+        """A one-request ModelStreamInfer call's responses; retried like any call until the
+        first response comes, cancelled when the reader stops early."""
+        call = Call(_calls.TENSORS, "ModelStreamInfer", request, lambda response: response)
+        last: grpc.RpcError | None = None
+        for attempt, rpc in self._attempts(call):
+            responses = rpc(
+                iter([request]), timeout=self._options.timeout, metadata=self._metadata()
+            )
+            try:
+                first = next(responses)
+            except StopIteration:
+                return
+            except grpc.RpcError as error:
+                last = error
+                delay = self._delay(error, attempt)
+                if delay is None:
+                    break
+                time.sleep(delay)
+                continue
+            try:
+                yield first
+                yield from responses
+            finally:
+                responses.cancel()
+            return
+        assert last is not None
+        raise from_rpc_error(last) from None
 
     def models(self) -> list[ModelInfo]:
         """Every model the server holds, with its task, input size and labels."""

@@ -64,3 +64,11 @@ def from_rpc_error(error: grpc.RpcError) -> DeepserveError:
     kind = _BY_CODE.get(code, DeepserveError) if code is not None else DeepserveError
     name = code.name if code is not None else "UNKNOWN"
     return kind(f"{name}: {details}", code)
+
+
+def from_status(name: str, message: str) -> DeepserveError:
+    """An error a stream answered in its error_message, with the status code the server named
+    (in the response's `error_code` parameter)."""
+    code = getattr(grpc.StatusCode, name, None) if name else None
+    kind = _BY_CODE.get(code, DeepserveError) if code is not None else DeepserveError
+    return kind(f"{name or 'UNKNOWN'}: {message}", code)

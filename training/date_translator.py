@@ -33,6 +33,15 @@ TOKENS = ["<s>", "</s>", *OUTPUT_CHARS]
 ANSWER_STEPS = 11  # ten characters and the end
 EMBED, HIDDEN = 48, 96
 MEMORY = 2 * HIDDEN  # the bidirectional encoder's output per byte
+CONFIG = f"""name: "{NAME}"
+backend: "seq2seq"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+parameters {{ key: "max_tokens" value {{ string_value: "{ANSWER_STEPS}" }} }}
+parameters {{ key: "max_active" value {{ string_value: "64" }} }}
+"""
+"""The server runs the decode loop: one encoder run a request, then a step graph run a
+character, the answers under way sharing each step (continuous batching)."""
 
 
 def encode_texts(texts: list[str]) -> np.ndarray:
@@ -196,6 +205,7 @@ def export(model: Translator, out: Path) -> tuple[Path, Path]:
     )
     model.eval()
     (out / NAME / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
+    (out / NAME / "config.pbtxt").write_text(CONFIG)
     return encoder_path, step_path
 
 

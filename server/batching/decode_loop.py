@@ -4,8 +4,10 @@ server runs the loop, and at every step the answers under way share one batch.
 With `continuous` batching a request that arrives while others are mid-answer is encoded and
 joins the step batch at the next step, and an answer that ends leaves it at once (what vLLM
 does for language models). With `request` batching a batch is formed from the queue only when
-the last one has ended, so new requests wait for its longest answer (the request-level
-batching a model that runs its whole loop in one call gets); it is kept for comparison.
+the last one has ended and runs until its longest answer ends: an answer that ends sooner
+is sent, but its row stays in the batch, and new requests wait for the next batch. That is
+what a model running its whole decode loop in one call gets from a dynamic batcher (tokens
+still stream here); it is kept for comparison.
 
 The step batch is kept stacked: each step input's rows in answer order, compacted when answers
 leave and extended when they join, so a step is one ONNX Runtime run with no per-step merge.
@@ -87,6 +89,8 @@ class _Answer:
     tokens: asyncio.Queue[Token | BaseException | None] = field(default_factory=asyncio.Queue)
     admitted_ns: int = 0
     produced: int = 0
+    ended: bool = False
+    """Its last token was sent (request-level batching keeps its row until the batch ends)."""
     gone: bool = False
     """Its caller stopped listening: it leaves the batch at the next step."""
 
@@ -225,7 +229,8 @@ class DecodeLoop:
     async def _loop(self) -> None:
         wakeup = self._ensure_started()
         while True:
-            self._leave([a.gone for a in self._active])
+            if self.continuous:
+                self._leave([a.gone for a in self._active])
             if not self._active and not self._waiting:
                 if self._retired:
                     return
@@ -313,22 +318,24 @@ class DecodeLoop:
         finished = []
         for row, answer in enumerate(self._active):
             token = int(chosen[row])
-            if answer.gone:
+            if answer.gone or answer.ended:
                 finished.append(True)
                 continue
             if token == graphs.end:
                 answer.tokens.put_nowait(None)
+                answer.ended = True
                 finished.append(True)
                 continue
             text = graphs.tokens[token] if token < len(graphs.tokens) else ""
             answer.tokens.put_nowait(Token(token, text, {n: v[row] for n, v in extras.items()}))
             answer.produced += 1
-            done = answer.produced >= answer.max_tokens
-            if done:
+            answer.ended = answer.produced >= answer.max_tokens
+            if answer.ended:
                 answer.tokens.put_nowait(None)
-            finished.append(done)
+            finished.append(answer.ended)
         self._stats.record_execution(len(chosen), 0, infer_ns, time.perf_counter_ns() - t0)
-        self._leave(finished)
+        if self.continuous or all(finished):
+            self._leave(finished)
 
     def _leave(self, finished: list[bool]) -> None:
         """Takes the finished answers' rows out of the stacked batch."""

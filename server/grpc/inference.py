@@ -120,6 +120,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         model_version=request.model_version,
                         id=request.id,
                     )
+                    # the status a unary call would have had, for clients that map errors
+                    echo.parameters["error_code"].string_param = status.name
                     if turn is not None:
                         await turn
                     out.put_nowait(

@@ -1,0 +1,182 @@
+"""The date translator under load, continuous against request-level batching, side by side in
+one run: one server serves the model twice, `date_translator` (continuous: answers join and
+leave the step batch at every step) and `date_translator_request` (request-level: a batch is
+formed when the last has ended). C clients each keep one streamed request in flight over a
+gRPC ModelStreamInfer stream of their own, with mixed answer lengths (each request's
+max_tokens drawn from 1..11, as generation benchmarks draw output lengths); per mode and
+concurrency: tokens/s, requests/s, time to first token and to the last (p50, p99), and the
+average step batch (the model's statistics).
+
+    python -m loadtests.generate_bench --concurrency 1,16,64 --duration 10 --out docs/benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import struct
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from deepserve.training import dates
+
+from .figures import int_list, write_json
+from .local_server import local_server
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "models" / "date_translator"
+MODES = {"continuous": "date_translator", "request": "date_translator_request"}
+MOST_TOKENS = 11
+
+
+def repository(model_dir: Path, scratch: Path, max_active: int) -> Path:
+    """The model twice, alike but for its batching mode."""
+    models = scratch / "models"
+    for mode, name in MODES.items():
+        target = models / name
+        shutil.copytree(model_dir, target)
+        config = (model_dir / "config.pbtxt").read_text()
+        config += (
+            f'\nparameters {{ key: "batching" value {{ string_value: "{mode}" }} }}\n'
+            f'parameters {{ key: "max_active" value {{ string_value: "{max_active}" }} }}\n'
+        )
+        (target / "config.pbtxt").write_text(config.replace(f'name: "{model_dir.name}"', ""))
+    return models
+
+
+def request(model: str, text: str, max_tokens: int) -> pb.ModelInferRequest:
+    message = pb.ModelInferRequest(model_name=model)
+    message.parameters["triton_enable_empty_final_response"].bool_param = True
+    for name, datatype, raw in (
+        ("text_input", "BYTES", struct.pack("<I", len(text)) + text.encode()),
+        ("stream", "BOOL", b"\x01"),
+        ("max_tokens", "INT32", struct.pack("<i", max_tokens)),
+    ):
+        message.inputs.add(name=name, datatype=datatype, shape=[1])
+        message.raw_input_contents.append(raw)
+    return message
+
+
+async def _client(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+    model: str,
+    texts: list[str],
+    seed: int,
+    stop_at: float,
+    record: dict[str, list[float]],
+) -> None:
+    rng = random.Random(seed)
+    call = stub.ModelStreamInfer()
+    try:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await call.write(request(model, rng.choice(texts), rng.randint(1, MOST_TOKENS)))
+            tokens = 0
+            while True:
+                response = await call.read()
+                if response.error_message:
+                    raise RuntimeError(response.error_message)
+                final = response.infer_response.parameters["triton_final_response"].bool_param
+                if not final:
+                    if tokens == 0:
+                        record["first"].append(time.perf_counter() - started)
+                    tokens += 1
+                if final:
+                    break
+            record["last"].append(time.perf_counter() - started)
+            record["tokens"].append(tokens)
+    finally:
+        await call.done_writing()
+        call.cancel()
+
+
+async def _statistics(stub: pb_grpc.GRPCInferenceServiceStub, model: str) -> tuple[int, int]:
+    stats = (await stub.ModelStatistics(pb.ModelStatisticsRequest(name=model))).model_stats[0]
+    return stats.inference_count, stats.execution_count
+
+
+async def measure(
+    url: str, model: str, concurrency: int, duration: float, texts: list[str]
+) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        warm: dict[str, list[float]] = {"first": [], "last": [], "tokens": []}
+        await asyncio.gather(
+            *(
+                _client(stub, model, texts, -i, time.perf_counter() + 1.0, warm)
+                for i in range(concurrency)
+            )
+        )
+        before = await _statistics(stub, model)
+        record: dict[str, list[float]] = {"first": [], "last": [], "tokens": []}
+        started = time.perf_counter()
+        stop_at = started + duration
+        await asyncio.gather(
+            *(_client(stub, model, texts, i, stop_at, record) for i in range(concurrency))
+        )
+        elapsed = time.perf_counter() - started
+        after = await _statistics(stub, model)
+    steps = after[1] - before[1]
+    first, last = np.array(record["first"]) * 1e3, np.array(record["last"]) * 1e3
+    return {
+        "concurrency": concurrency,
+        "requests": len(record["last"]),
+        "tokens": int(sum(record["tokens"])),
+        "tokens_per_s": sum(record["tokens"]) / elapsed,
+        "requests_per_s": len(record["last"]) / elapsed,
+        "first_token_p50_ms": float(np.percentile(first, 50)),
+        "first_token_p99_ms": float(np.percentile(first, 99)),
+        "last_token_p50_ms": float(np.percentile(last, 50)),
+        "last_token_p99_ms": float(np.percentile(last, 99)),
+        "average_step_batch": (after[0] - before[0]) / steps if steps else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--concurrency", type=int_list, default=[1, 16, 64])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--max-active", type=int, default=64, help="answers a step batch holds")
+    parser.add_argument("--out", type=Path, help="folder for generate-bench.json")
+    args = parser.parse_args(argv)
+    texts = [text for text, _ in dates.examples(500, 7, dates.TRAIN_FORMATS)]
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        models = repository(args.model_dir, Path(scratch), args.max_active)
+        with local_server(models, Path(scratch) / "server.log") as url:
+            for concurrency in args.concurrency:
+                for mode, model in MODES.items():
+                    row = {"mode": mode} | asyncio.run(
+                        measure(url, model, concurrency, args.duration, texts)
+                    )
+                    rows.append(row)
+                    print(
+                        f"{mode:>10} c={concurrency:<3} {row['tokens_per_s']:8.0f} tokens/s "
+                        f"{row['requests_per_s']:7.1f} req/s  first token p50 "
+                        f"{row['first_token_p50_ms']:6.1f} ms p99 {row['first_token_p99_ms']:6.1f}"
+                        f"  last p50 {row['last_token_p50_ms']:6.1f} ms p99 "
+                        f"{row['last_token_p99_ms']:6.1f}  step batch "
+                        f"{row['average_step_batch']:5.1f}",
+                        flush=True,
+                    )
+    for concurrency in args.concurrency:
+        pair = {r["mode"]: r for r in rows if r["concurrency"] == concurrency}
+        ratio = pair["continuous"]["tokens_per_s"] / pair["request"]["tokens_per_s"]
+        print(f"c={concurrency}: continuous / request-level tokens/s = {ratio:.2f}x")
+    if args.out:
+        write_json(args.out / "generate-bench.json", {"rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
