@@ -65,7 +65,7 @@ def test_bad_input_is_an_invalid_input_error(server: RunningServer) -> None:
     with Client(server.url) as client:
         with pytest.raises(InvalidInputError, match="longer than the 32 bytes"):
             client.translate("x" * 40, model="echo")
-        with pytest.raises(InvalidInputError, match="outside 1..40"):
+        with pytest.raises(InvalidInputError, match=r"outside 1\.\.40"):
             list(client.translate_stream("abc", model="echo", max_tokens=99))
 
 
