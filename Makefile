@@ -28,11 +28,12 @@ serve: $(VENV)/.installed-server
 	$(BIN)/deepserve serve --model-repository $(MODEL_REPOSITORY) --port $(PORT)
 
 # Debian's packages some tests drive: Prometheus and promtool (dashboard and alert tests),
-# Chromium and its driver (the web page in a real browser). Where apt-get is not at hand those
+# Chromium and its driver (the web page in a real browser), nginx (sequences routed over two
+# servers by the shipped proxy config). Where apt-get is not at hand those
 # tests are skipped and say how to get them.
-SYSTEM_PACKAGES := prometheus chromium chromium-driver
+SYSTEM_PACKAGES := prometheus chromium chromium-driver nginx-light
 system-tools:
-	@if ! (command -v promtool && command -v chromium && command -v chromedriver) >/dev/null \
+	@if ! (command -v promtool && command -v chromium && command -v chromedriver && command -v nginx) >/dev/null \
 		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		echo "installing $(SYSTEM_PACKAGES) with apt-get"; \
 		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \

@@ -51,7 +51,7 @@ class GrpcUser(User):
         exception: Exception | None = None
         try:
             rpc = getattr(self._stubs[call.service], call.method)
-            response = rpc(call.request, timeout=30, metadata=self._metadata)
+            response = rpc(call.request, timeout=30, metadata=self._metadata + call.metadata)
             size = response.ByteSize()
             check(call.parse(response))
         except grpc.RpcError as error:

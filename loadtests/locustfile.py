@@ -6,7 +6,9 @@
 Users: `TensorUser` (ModelInfer with MNIST digits), `VisionUser` (Classify MNIST digits,
 Detect and Segment digit scenes) over gRPC, and with --sequence-model lstm_reader
 `SequenceUser` (a digit read --sequence-rows rows a request, each step a request and the
-whole digit timed from its first row to its answer). The HTTP port has its own locustfile,
+whole digit timed from its first row to its answer), and with --translate-model
+date_translator `TranslateUser` (a date streamed through the translator, timed to its first
+and its last token, the answer checked). The HTTP port has its own locustfile,
 loadtests/locustfile_http.py, with the same options and checks.
 Which models and how often: --classify-model, --infer-model,
 --detect-model, --segment-model (empty skips that task) and --task-weights
@@ -23,7 +25,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import grpc.experimental.gevent as grpc_gevent
 
@@ -38,6 +40,9 @@ from loadtests import checks  # noqa: E402
 from loadtests.grpc_user import GrpcUser  # noqa: E402
 from loadtests.http_user import RestUser  # noqa: E402
 from loadtests.payloads import Payload, digit_scenes, image_folder, mnist_digits  # noqa: E402
+from loadtests.translate_user import TranslateUser, date_pairs  # noqa: E402
+
+T = TypeVar("T")
 
 DEFAULTS = {
     "classify_model": "mnist",
@@ -47,6 +52,8 @@ DEFAULTS = {
     # A sequence model reading digits row by row (lstm_reader); empty: SequenceUser idles.
     "sequence_model": "",
     "sequence_rows": "4",
+    # A text generator turning dates into ISO (date_translator); empty: TranslateUser idles.
+    "translate_model": "",
     "task_weights": "classify=3,infer=3,detect=1,segment=1",
     "images": "",
     "http_url": "",
@@ -75,7 +82,7 @@ class Payloads:
     weights: ClassVar[dict[str, int]] = {}
 
 
-def _reference(items: list[Payload], answer, check) -> list[Payload]:
+def _reference(items: list[T], answer, check) -> list[T]:
     kept = []
     for payload in items:
         try:
@@ -125,6 +132,12 @@ def _prepare(environment, **_) -> None:
             digits[:64],
             lambda p: _read_digit(client, options.sequence_model, p, rows),
             lambda p, logits: _raise(_wrong_digit(p, logits)),
+        )
+    if options.translate_model:
+        TranslateUser.pairs = _reference(
+            date_pairs(),
+            lambda pair: client.translate(pair[0], model=options.translate_model).text,
+            lambda pair, text: _raise(None if text == pair[1] else ValueError(text)),
         )
     Payloads.digits, Payloads.scenes, Payloads.segment_scenes = digits, scenes, segment_scenes
     RestUser.digits = digits  # for loadtests/locustfile_http.py

@@ -37,6 +37,13 @@ class Call:
     parse: Callable[[Any], Any]
     task: str = ""
     """For task calls: the task, so a missing model name can be filled in."""
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Headers of this call beyond the client's (a sequence's id, for proxies to route by)."""
+
+
+SEQUENCE_HEADER = "x-sequence-id"
+"""Names a request's sequence for a proxy in front of several servers: each sequence's
+requests must reach the one server that holds its state (docker/proxy hashes this header)."""
 
 
 def _one_or_many(images: Any, parse: Callable[[Any], list[Any]]) -> Callable[[Any], Any]:
@@ -121,6 +128,8 @@ def infer(
             request.parameters["sequence_id"].uint64_param = sequence_id
         request.parameters["sequence_start"].bool_param = start
         request.parameters["sequence_end"].bool_param = end
+        routing = ((SEQUENCE_HEADER, str(sequence_id)),)
+        return Call(TENSORS, "ModelInfer", request, _convert.infer_outputs, metadata=routing)
     return Call(TENSORS, "ModelInfer", request, _convert.infer_outputs)
 
 

@@ -37,7 +37,9 @@ class AsyncClient(Connections):
         for attempt, rpc in self._attempts(call):
             try:
                 response = await rpc(
-                    call.request, timeout=self._options.timeout, metadata=self._metadata()
+                    call.request,
+                    timeout=self._options.timeout,
+                    metadata=self._metadata() + call.metadata,
                 )
                 return call.parse(response)
             except grpc.RpcError as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import cli_connection
 from ._version import __version__
-from .cli_sequences import add_sequence_commands
+from .cli_sequences import add_generation_commands, add_sequence_commands
 from .cli_tasks import add_task_commands
 from .server.cli import add_serve_command
 
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_health(commands)
     add_task_commands(commands)
     add_sequence_commands(commands)
+    add_generation_commands(commands)
     return parser
 
 

@@ -51,7 +51,9 @@ class Client(Connections):
         for attempt, rpc in self._attempts(call):
             try:
                 response = rpc(
-                    call.request, timeout=self._options.timeout, metadata=self._metadata()
+                    call.request,
+                    timeout=self._options.timeout,
+                    metadata=self._metadata() + call.metadata,
                 )
                 return call.parse(response)
             except grpc.RpcError as error:

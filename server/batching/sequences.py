@@ -155,7 +155,8 @@ class SequenceScheduler:
             f"sequence {step.id!r} is not active in model '{self.name}': its first request must "
             f"set sequence_start, and a sequence idle for longer than "
             f"max_sequence_idle_microseconds ({idle_us} us) is released, as are all when the "
-            "version is unloaded or replaced; start it again with sequence_start"
+            "version is unloaded or replaced (or, behind a proxy, when the server holding it "
+            "went away); start it again with sequence_start"
         )
 
     async def submit(

@@ -1,6 +1,7 @@
 """The web page in a real browser (Debian's Chromium, headless, driven by Selenium): a 7 drawn
-stroke by stroke on the canvas reads "7"; the uploaded scene gets as many boxes as the detector
-finds; screenshots of the page, wide and phone-sized, go to docs/images."""
+stroke by stroke on the canvas reads "7", and read row by row by the LSTM too; the uploaded
+scene gets as many boxes as the detector finds; a date streams through the translator with its
+attention map; screenshots of the page, wide and phone-sized, go to docs/images."""
 
 from __future__ import annotations
 
@@ -128,8 +129,18 @@ def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServ
     assert browser.find_element(By.ID, "rows-answer").text.startswith("read: 7"), (
         browser.find_element(By.ID, "rows-meta").text
     )
-    browser.set_window_size(1100, 1900)
+    # A date through the translator, streamed a character an event, its attention map drawn.
+    browser.find_element(By.ID, "translate").click()
+    _wait(
+        browser,
+        lambda d: d.find_element(By.ID, "translate-card").get_attribute("data-tokens") == "10",
+    )
+    _wait(browser, lambda d: "characters streamed" in d.find_element(By.ID, "translate-meta").text)
+    assert browser.find_element(By.ID, "translate-answer").text == "1979-05-03", (
+        browser.find_element(By.ID, "translate-meta").text
+    )
+    browser.set_window_size(1100, 2300)
     browser.save_screenshot(str(SHOTS / "web-page.png"))
-    browser.set_window_size(390, 2300)
+    browser.set_window_size(390, 2900)
     browser.save_screenshot(str(SHOTS / "web-page-phone.png"))
     browser.set_window_size(1100, 1000)

@@ -282,8 +282,10 @@ async function readRows() {
         inputs: [{ name: "rows", datatype: "UINT8", shape: [1, 1, 28], data: rows[r] }],
         parameters: { sequence_id: id, sequence_start: r === 0, sequence_end: r === 27 },
       };
+      // x-sequence-id: behind several servers, the proxy sends every row to the same one
       const response = await fetch("/v2/models/lstm_reader/infer", {
-        method: "POST", body: JSON.stringify(body), headers: headers({ "Content-Type": "application/json" }),
+        method: "POST", body: JSON.stringify(body),
+        headers: headers({ "Content-Type": "application/json", "x-sequence-id": String(id) }),
       });
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.error || response.statusText);
@@ -302,3 +304,71 @@ async function readRows() {
   }
 }
 $("read-rows").addEventListener("click", readRows);
+
+// ---- a date through the translator, streamed ------------------------------------------------
+// generate_stream answers with server-sent events, one a character, each with its attention
+// over the input's bytes: the map grows a row per event.
+function drawAttention(source, answer, rows) {
+  const canvas = $("translate-map");
+  const context = canvas.getContext("2d");
+  const bytes = new TextEncoder().encode(source);
+  const columns = Math.max(bytes.length, 1);
+  const left = 22, top = 22, width = (canvas.width - left) / columns, height = (canvas.height - top) / 11;
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  context.font = "12px ui-monospace, monospace";
+  context.fillStyle = "#5d6b82";
+  const decoder = new TextDecoder();
+  bytes.forEach((b, i) => context.fillText(decoder.decode(new Uint8Array([b])), left + i * width + width / 2 - 3, 14));
+  rows.forEach((weights, r) => {
+    context.fillStyle = "#1d2433";
+    context.fillText(answer[r] || "", 6, top + r * height + height / 2 + 4);
+    for (let i = 0; i < columns; i++) {
+      context.fillStyle = `rgba(47,111,237,${Math.max(weights[i] || 0, 0.03)})`;
+      context.fillRect(left + i * width + 1, top + r * height, width - 2, height - 1);
+    }
+  });
+}
+
+async function translate() {
+  const source = $("translate-text").value;
+  const started = performance.now();
+  let first = null, answer = "";
+  const rows = [];
+  $("translate").disabled = true;
+  $("translate-answer").textContent = "";
+  $("translate-card").dataset.tokens = "0";
+  try {
+    const response = await fetch("/v2/models/date_translator/generate_stream", {
+      method: "POST", body: JSON.stringify({ text_input: source }),
+      headers: headers({ "Content-Type": "application/json" }),
+    });
+    if (!response.ok) throw new Error((await response.json()).error || response.statusText);
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      const events = buffered.split("\n\n");
+      buffered = events.pop();
+      for (const event of events) {
+        const data = JSON.parse(event.replace(/^data: /, ""));
+        if (data.error) throw new Error(data.error);
+        first = first ?? performance.now() - started;
+        answer += data.text_output;
+        rows.push(data.attention[0]);
+        $("translate-answer").textContent = answer;
+        drawAttention(source, answer, rows);
+        $("translate-card").dataset.tokens = String(rows.length);
+      }
+    }
+    $("translate-meta").textContent = `${rows.length} characters streamed · first after ${first.toFixed(1)} ms, ` +
+      `last after ${(performance.now() - started).toFixed(1)} ms`;
+  } catch (error) {
+    fail($("translate-meta"), error);
+  } finally {
+    $("translate").disabled = false;
+  }
+}
+$("translate").addEventListener("click", translate);
