@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -81,8 +82,10 @@ class RoundRobin:
         self._count = count
         self._next = itertools.count()
 
-    def attempts(self, retries: int) -> Iterator[int]:
-        start = next(self._next)
+    def attempts(self, retries: int, key: str | None = None) -> Iterator[int]:
+        """`key`: a sequence's id; its calls all start on the one target it hashes to, the
+        server that holds the sequence's state."""
+        start = zlib.crc32(key.encode()) if key is not None else next(self._next)
         for attempt in range(retries + 1):
             yield (start + attempt) % self._count
 
@@ -147,7 +150,8 @@ class Connections:
 
     def _attempts(self, call: _calls.Call) -> Iterator[tuple[int, Callable[..., Any]]]:
         """(attempt number, the bound RPC on that attempt's target) for each allowed try."""
-        for attempt, index in enumerate(self._rotation.attempts(self._options.retries)):
+        key = dict(call.metadata).get(_calls.SEQUENCE_HEADER)
+        for attempt, index in enumerate(self._rotation.attempts(self._options.retries, key)):
             yield attempt, getattr(self._stubs[index][call.service], call.method)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:

@@ -164,6 +164,20 @@ def test_the_sdk_session_routes_itself(replicas: Replicas) -> None:
                     assert float(out["OUTPUT"][0, 0]) == total
 
 
+def test_an_sdk_client_of_several_servers_keeps_each_sequence_on_one(replicas: Replicas) -> None:
+    """No proxy: the client spreads calls over both servers, but a sequence's all go to the
+    server its id hashes to."""
+    before = [_count(s) for s in replicas.servers]
+    with Client([s.url for s in replicas.servers]) as client:
+        for _ in range(12):
+            with client.sequence("accumulate") as session:
+                for step, value in enumerate((1.0, 2.0, 3.0, 4.0)):
+                    out = session.send({"INPUT": np.array([[value]], np.float32)}, end=step == 3)
+                assert float(out["OUTPUT"][0, 0]) == 10.0
+    served = [_count(s) - b for s, b in zip(replicas.servers, before, strict=True)]
+    assert sum(served) == 48 and min(served) > 0, served
+
+
 def test_http_sequences_route_by_the_same_header(replicas: Replicas) -> None:
     for sequence_id in range(7001, 7013):
         total = 0.0

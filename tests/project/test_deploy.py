@@ -173,3 +173,22 @@ def test_cpu_image_entrypoint_serves_the_committed_models(tmp_path: Path) -> Non
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
+
+
+def test_sequence_routing_files_hash_the_sequence_header(tmp_path: Path) -> None:
+    """The Ingress validates against the API schemas and hashes x-sequence-id, as the compose
+    proxy's nginx config does (which tests/grpc/test_sequence_routing.py runs)."""
+    ingress = DOCKER / "k8s" / "ingress-sequences.yaml"
+    result = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", str(ingress)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    annotations = yaml.safe_load(ingress.read_text())["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$http_x_sequence_id"
+    assert "hash $route_key consistent;" in (DOCKER / "proxy" / "nginx.conf").read_text()
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    proxy = compose["services"]["proxy"]
+    assert proxy["profiles"] == ["replicas"] and "./proxy/nginx.conf" in proxy["volumes"][0]
+    assert compose["services"]["deepserve-replica"]["deploy"]["replicas"] == 2
