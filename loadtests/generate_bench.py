@@ -5,9 +5,11 @@ formed when the last has ended). C clients each keep one streamed request in fli
 gRPC ModelStreamInfer stream of their own, with mixed answer lengths (each request's
 max_tokens drawn from 1..11, as generation benchmarks draw output lengths); per mode and
 concurrency: tokens/s, requests/s, time to first token and to the last (p50, p99), and the
-average step batch (the model's statistics).
+average step batch (the model's statistics). `--answers whole` asks for one response with the
+whole answer instead of a response a token (first token = last).
 
     python -m loadtests.generate_bench --concurrency 1,16,64 --duration 10 --out docs/benchmarks
+    python -m loadtests.generate_bench --answers whole --out docs/benchmarks
 """
 
 from __future__ import annotations
@@ -53,12 +55,12 @@ def repository(model_dir: Path, scratch: Path, max_active: int) -> Path:
     return models
 
 
-def request(model: str, text: str, max_tokens: int) -> pb.ModelInferRequest:
+def request(model: str, text: str, max_tokens: int, stream: bool = True) -> pb.ModelInferRequest:
     message = pb.ModelInferRequest(model_name=model)
     message.parameters["triton_enable_empty_final_response"].bool_param = True
     for name, datatype, raw in (
         ("text_input", "BYTES", struct.pack("<I", len(text)) + text.encode()),
-        ("stream", "BOOL", b"\x01"),
+        ("stream", "BOOL", b"\x01" if stream else b"\x00"),
         ("max_tokens", "INT32", struct.pack("<i", max_tokens)),
     ):
         message.inputs.add(name=name, datatype=datatype, shape=[1])
@@ -73,23 +75,29 @@ async def _client(
     seed: int,
     stop_at: float,
     record: dict[str, list[float]],
+    stream: bool = True,
 ) -> None:
+    """One client: a request at a time on its own stream. Streamed, each token is a response
+    (the first timed); whole, the one response holds the answer."""
     rng = random.Random(seed)
     call = stub.ModelStreamInfer()
     try:
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            await call.write(request(model, rng.choice(texts), rng.randint(1, MOST_TOKENS)))
+            text, most = rng.choice(texts), rng.randint(1, MOST_TOKENS)
+            await call.write(request(model, text, most, stream))
             tokens = 0
             while True:
                 response = await call.read()
                 if response.error_message:
                     raise RuntimeError(response.error_message)
-                final = response.infer_response.parameters["triton_final_response"].bool_param
-                if not final:
+                answer = response.infer_response
+                final = answer.parameters["triton_final_response"].bool_param
+                if answer.outputs:
                     if tokens == 0:
                         record["first"].append(time.perf_counter() - started)
-                    tokens += 1
+                    # a token a response, or the whole text (its 4-byte length first)
+                    tokens += 1 if stream else len(answer.raw_output_contents[0]) - 4
                 if final:
                     break
             record["last"].append(time.perf_counter() - started)
@@ -105,7 +113,13 @@ async def _statistics(stub: pb_grpc.GRPCInferenceServiceStub, model: str) -> tup
 
 
 async def measure(
-    url: str, model: str, concurrency: int, duration: float, texts: list[str]
+    url: str,
+    model: str,
+    concurrency: int,
+    duration: float,
+    texts: list[str],
+    warmup: float = 1.0,
+    stream: bool = True,
 ) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -121,13 +135,14 @@ async def measure(
         started = time.perf_counter()
         stop_at = started + duration
         await asyncio.gather(
-            *(_client(stub, model, texts, i, stop_at, record) for i in range(concurrency))
+            *(_client(stub, model, texts, i, stop_at, record, stream) for i in range(concurrency))
         )
         elapsed = time.perf_counter() - started
         after = await _statistics(stub, model)
     steps = after[1] - before[1]
     first, last = np.array(record["first"]) * 1e3, np.array(record["last"]) * 1e3
     return {
+        "answers": "streamed" if stream else "whole",
         "concurrency": concurrency,
         "requests": len(record["last"]),
         "tokens": int(sum(record["tokens"])),
@@ -146,8 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
     parser.add_argument("--concurrency", type=int_list, default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each")
     parser.add_argument("--max-active", type=int, default=64, help="answers a step batch holds")
-    parser.add_argument("--out", type=Path, help="folder for generate-bench.json")
+    parser.add_argument(
+        "--answers",
+        choices=["streamed", "whole"],
+        default="streamed",
+        help="a response a token (time to first token measured), or one with the whole answer",
+    )
+    parser.add_argument("--out", type=Path, help="folder for generate-bench-<answers>.json")
     args = parser.parse_args(argv)
     texts = [text for text, _ in dates.examples(500, 7, dates.TRAIN_FORMATS)]
     rows = []
@@ -157,7 +179,15 @@ def main(argv: list[str] | None = None) -> int:
             for concurrency in args.concurrency:
                 for mode, model in MODES.items():
                     row = {"mode": mode} | asyncio.run(
-                        measure(url, model, concurrency, args.duration, texts)
+                        measure(
+                            url,
+                            model,
+                            concurrency,
+                            args.duration,
+                            texts,
+                            args.warmup,
+                            args.answers == "streamed",
+                        )
                     )
                     rows.append(row)
                     print(
@@ -174,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = pair["continuous"]["tokens_per_s"] / pair["request"]["tokens_per_s"]
         print(f"c={concurrency}: continuous / request-level tokens/s = {ratio:.2f}x")
     if args.out:
-        write_json(args.out / "generate-bench.json", {"rows": rows})
+        write_json({"rows": rows}, args.out / f"generate-bench-{args.answers}.json")
     return 0
 
 

@@ -18,6 +18,7 @@ FAMILIES = {
     "ssd": "ssd",
     "segmentation": "segmentation",
     "lstm_reader": "lstm_reader",
+    "date_translator": "date_translator",
 }
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
@@ -40,6 +41,7 @@ _TAKES = {
     "ssd": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
     "segmentation": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
     "lstm_reader": {"--data", "--out", "--seed", "--threads", "--quick"},
+    "date_translator": {"--out", "--seed", "--threads", "--quick"},
 }
 
 

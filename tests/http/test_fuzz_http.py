@@ -152,7 +152,7 @@ def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[i
         connection.close()
 
 
-def _check(port: int, call: tuple[str, bytes, dict[str, str]], codes: Counter) -> None:
+def _check(port: int, call: tuple[str, bytes, dict[str, str]], codes: Counter) -> bytes:
     try:
         status, body = _post(port, *call)
     except (ConnectionResetError, BrokenPipeError):
@@ -160,10 +160,11 @@ def _check(port: int, call: tuple[str, bytes, dict[str, str]], codes: Counter) -
         # may still be sending: what it reads then is the reset, not the answer.
         assert len(call[2].get("X-Padding", "")) > 64 * 1024, call[0]
         codes["reset"] += 1
-        return
+        return b""
     codes[status] += 1
     assert status < 500 or status == 503, (call[0], status, body[:300])
     assert b"/tmp/" not in body and str(ROOT).encode() not in body
+    return body
 
 
 @pytest.mark.parametrize("examples", EXAMPLES)
@@ -280,3 +281,43 @@ def test_http_shared_memory_never_fails_inside(shm_server: tuple[RunningServer, 
     status, body = _post(port, "/v2/models/mnist/infer", json.dumps(document).encode(), {})
     assert status == 200, body
     assert json.loads(body)["outputs"][0]["parameters"]["shared_memory_region"] == "fuzz"
+
+
+# ---- the generate extension: the date translator's inputs fuzzed ----------------------------
+
+
+@st.composite
+def generate_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
+    """generate / generate_stream bodies: the translator's inputs with values of every JSON
+    type, lengths past its 40 bytes, odd text, unknown keys, ids and parameters."""
+    route = draw(st.sampled_from(["generate", "generate_stream", "generate_stream", "infer"]))
+    texts = ["3rd of May 1979", "", "x" * 41, "\u00e9\u00e9" * 20, "a\u0000b", "\ud7ff" * 3]
+    document: Any = {"text_input": _json_or(draw, [*texts, draw(st.text(max_size=60))])}
+    if draw(st.booleans()):
+        document["stream"] = _json_or(draw, [True, False, 1, "yes"])
+    if draw(st.booleans()):
+        document["max_tokens"] = _json_or(draw, [1, 11, 0, -3, 12, 1 << 40, 2.5])
+    if draw(st.integers(0, 3)) == 0:
+        document[draw(st.sampled_from(["id", "parameters", "text", "", "outputs"]))] = draw(
+            json_values
+        )
+    if draw(st.integers(0, 6)) == 0:
+        document = draw(json_values)
+    body = json.dumps(document).encode()
+    return f"/v2/models/date_translator/{route}", body, {"Content-Type": "application/json"}
+
+
+def test_http_generate_never_fails_inside(bundled_server: RunningServer) -> None:
+    port = bundled_server.http_port
+    codes: Counter = Counter()
+
+    def check(call: tuple[str, bytes, dict[str, str]]) -> None:
+        body = _check(port, call, codes)
+        assert b'"status":500' not in body, body[:300]  # no failure inside a stream either
+
+    run_property(CI_EXAMPLES, generate_calls(), check)
+    print(f"HTTP generate fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
+    status, body = _post(
+        port, "/v2/models/date_translator/generate", b'{"text_input": "05/03/79"}', {}
+    )
+    assert status == 200 and json.loads(body)["text_output"] == "1979-05-03"

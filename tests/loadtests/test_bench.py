@@ -111,3 +111,21 @@ def test_call_cost_reads_each_servers_cpu_per_call_and_splits_deepserves_handler
     measured = report["handler"]["us_per_call"]
     # Nested steps: each does all the one inside it and more.
     assert 0 < measured["onnxruntime_run"] < measured["data_plane"] < measured["handler"]
+
+
+def test_generate_bench_measures_both_batching_modes(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "loadtests.generate_bench", "--concurrency", "1,4",
+        "--duration", "0.5", "--warmup", "0.2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((tmp_path / "generate-bench-streamed.json").read_text())["rows"]
+    assert {(row["mode"], row["concurrency"]) for row in rows} == {
+        (mode, c) for mode in ("continuous", "request") for c in (1, 4)
+    }
+    for row in rows:
+        assert row["tokens"] > 0 and row["tokens_per_s"] > 0
+        assert 0 < row["first_token_p50_ms"] <= row["last_token_p50_ms"]
+        assert row["average_step_batch"] >= 1.0
+    assert "continuous / request-level tokens/s" in result.stdout

@@ -1,16 +1,12 @@
-"""The date translator's data and a quick training run: formats write the date they are given,
-held-out dates and formats stay out of training, and the exported graphs decode as PyTorch."""
+"""The date translator's data: formats write the date they are given, held-out dates and
+formats stay out of training. (Its quick training run is part of `deepserve-train all
+--quick`, in test_training_quick.py.)"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import onnx
 
 from deepserve.training import dates
 from deepserve.training.date_translator import decode_tokens, encode_answers, encode_texts
@@ -43,18 +39,3 @@ def test_texts_and_answers_encode_and_decode():
     assert bytes(text[0][:15]) == b"3rd of May 1979" and not text[0][15:].any()
     tokens = encode_answers(["1979-05-03"])
     assert tokens.shape == (1, 11) and decode_tokens(tokens[0]) == "1979-05-03"
-
-
-def test_a_quick_training_run_exports_graphs_that_decode_as_pytorch(tmp_path: Path):
-    command = [
-        *(sys.executable, "-m", "deepserve.training.date_translator", "--quick"),
-        *("--out", str(tmp_path), "--threads", "1"),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    folder = tmp_path / "date_translator"
-    for graph in ("encoder.onnx", "decoder_step.onnx"):
-        onnx.checker.check_model(onnx.load(str(folder / "1" / graph)), full_check=True)
-    report = json.loads((folder / "training_report.json").read_text())
-    assert report["onnx_same_tokens"] == 1.0
-    assert (folder / "README.md").read_text().startswith("# date_translator")

@@ -14,6 +14,7 @@ import onnx
 import pytest
 import tritonclient.grpc as triton
 
+from deepserve import Client
 from deepserve.training.mnist_data import write_idx
 
 from ..mnist_sample import digits
@@ -106,6 +107,21 @@ def test_every_family_serves(quick_server: RunningServer) -> None:
     mask = _infer(quick_server, "segmentation", rng.integers(0, 256, (1, 200, 120, 3), np.uint8))
     assert mask.as_numpy("mask").shape == (1, 200, 120)
     assert mask.as_numpy("mask").dtype == np.uint8
+
+
+def test_the_translator_exports_two_graphs_that_decode_as_pytorch_and_serve(
+    quick_repo: Path, quick_server: RunningServer
+) -> None:
+    folder = quick_repo / "date_translator"
+    for graph in ("encoder.onnx", "decoder_step.onnx"):
+        onnx.checker.check_model(onnx.load(str(folder / "1" / graph)), full_check=True)
+    report = json.loads((folder / "training_report.json").read_text())
+    assert report["onnx_same_tokens"] == 1.0
+    assert (folder / "README.md").read_text().startswith("# date_translator")
+    with Client(quick_server.url) as client:  # one epoch: an answer, if not yet a right one
+        answer = client.translate("3rd of May 1979")
+    assert len(answer.text) <= 11 and set(answer.text) <= set("0123456789-")
+    assert answer.attention.shape == (len(answer.text), 40)
 
 
 def test_transfer_from_a_torchvision_resnet18_file(tmp_path: Path) -> None:
