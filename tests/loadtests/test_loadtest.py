@@ -56,7 +56,7 @@ def test_short_load_test_has_no_failures_and_writes_reports(
         bundled_server.url,
         out,
         *("--p99-ms", "5000", "--metrics-url", metrics),
-        locust=("--sequence-model", "lstm_reader"),
+        locust=("--sequence-model", "lstm_reader", "--translate-model", "date_translator"),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stats = _stats(out)
@@ -64,6 +64,11 @@ def test_short_load_test_has_no_failures_and_writes_reports(
     # The sequence user: its steps, and whole digits read right (a wrong one is a failure).
     assert int(stats["Sequence lstm_reader (a digit)"]["Request Count"]) > 0
     assert int(stats["Sequence step lstm_reader"]["Request Count"]) >= 7
+    # The translate user: streamed dates timed to their first and last character, checked.
+    last = stats["Translate date_translator (last token)"]
+    first = stats["Translate date_translator (first token)"]
+    assert int(last["Request Count"]) > 0 and int(first["Request Count"]) > 0
+    assert float(first["Median Response Time"]) <= float(last["Median Response Time"])
     assert int(stats["Aggregated"]["Request Count"]) > 20
     assert int(stats["Aggregated"]["Failure Count"]) == 0
     html = Path(f"{out}.html").read_text()
