@@ -5,20 +5,27 @@ answers once when asked, and stops decoding for clients that go away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
+import struct
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as triton
+from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from ..generator_models import TEXT_LENGTH, echo_config, write_echo
 from ..server_process import RunningServer, free_port, run_server
+from .test_fuzz import CI_EXAMPLES, run_property
+from .test_sequences import _tree_rss_mb as tree_rss_mb
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +82,12 @@ class Stream:
     def close(self, cancel: bool = False) -> None:
         self.client.stop_stream(cancel_requests=cancel)
         self.client.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @pytest.fixture
@@ -300,3 +313,123 @@ def test_many_clients_at_once_over_http(server: RunningServer) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         assert list(pool.map(ask, range(32))) == [f"client {i}" for i in range(32)]
+
+
+# ---- streams abandoned, and fuzzed ----------------------------------------------------------
+
+
+def _raw_request(text: bytes, stream: bool = True, max_tokens: int | None = None):
+    from tritonclient.grpc import service_pb2 as pb
+
+    message = pb.ModelInferRequest(model_name="endless")
+    tensors = [("text_input", "BYTES", struct.pack("<I", len(text)) + text)]
+    tensors.append(("stream", "BOOL", b"\x01" if stream else b"\x00"))
+    if max_tokens is not None:
+        tensors.append(("max_tokens", "INT32", struct.pack("<i", max_tokens)))
+    for name, datatype, raw in tensors:
+        message.inputs.add(name=name, datatype=datatype, shape=[1])
+        message.raw_input_contents.append(raw)
+    return message
+
+
+def test_ten_thousand_abandoned_streams_leave_no_memory_behind(server: RunningServer) -> None:
+    """Clients that start an endless answer and go away after its first token: each answer
+    leaves the step batch, and the server's memory comes back to where it was."""
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    async def abandon(count: int) -> None:
+        async with grpc.aio.insecure_channel(server.url) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            limit = asyncio.Semaphore(32)
+
+            async def one(i: int) -> None:
+                async with limit:
+                    call = stub.ModelStreamInfer()
+                    await call.write(_raw_request(f"go {i}".encode()))
+                    first = await call.read()
+                    assert not first.error_message, first.error_message
+                    call.cancel()
+
+            await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.sleep(0.5)
+
+    pid = server.process.pid
+    asyncio.run(abandon(2000))  # warm: allocators and caches reach their working size
+    baseline = tree_rss_mb(pid)
+    before = _executions(server, "endless")
+    for _ in range(5):
+        asyncio.run(abandon(2000))
+    after = tree_rss_mb(pid)
+    steps = _executions(server, "endless") - before
+    print(f"RSS {baseline:.1f} MB after 2,000 abandoned streams, {after:.1f} after 10,000 more")
+    assert after <= baseline * 1.10
+    time.sleep(0.3)
+    assert _executions(server, "endless") - before == steps  # nothing decodes for nobody
+    assert steps < 10_000 * 50  # each stopped within a few steps, far from its 4096 tokens
+
+
+@st.composite
+def stream_requests(draw: st.DrawFn):
+    """ModelStreamInfer requests to a generator: half of them well formed with fuzzed values
+    (texts of any bytes and lengths, max_tokens of any size, stream on or off), half with odd
+    datatypes, shapes, raw sizes, unknown inputs and outputs, odd parameters."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    message = pb.ModelInferRequest(model_name=draw(st.sampled_from(["echo", "echo_once"])))
+    printable = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=32)
+    text = draw(
+        printable.map(str.encode)
+        | st.binary(max_size=40)
+        | st.sampled_from([b"x" * 33, b"\xff\xfe", b"a\x00b", "\u00e9t\u00e9".encode()])
+    )
+    raws = {
+        "text_input": struct.pack("<I", len(text)) + text,
+        "stream": draw(st.sampled_from([b"\x01", b"\x00", b"\x07"])),
+        "max_tokens": struct.pack("<i", draw(st.integers(-5, 60))),
+        "other": b"\x00" * 4,
+    }
+    right = {"text_input": "BYTES", "stream": "BOOL", "max_tokens": "INT32", "other": "FP32"}
+    if draw(st.booleans()):  # well formed
+        names = ["text_input", *draw(st.sets(st.sampled_from(["stream", "max_tokens"])))]
+        for name in names:
+            message.inputs.add(name=name, datatype=right[name], shape=[1])
+            message.raw_input_contents.append(raws[name])
+        return message
+    names = draw(st.lists(st.sampled_from(list(right)), max_size=4))
+    for name in names:
+        datatype = draw(st.sampled_from([right[name], "BYTES", "BOOL", "INT32", "UINT8"]))
+        shape = draw(st.sampled_from([[1], [2], [], [1, 1], [-1], [0]]))
+        raw = draw(st.binary(max_size=12)) if draw(st.booleans()) else raws[name]
+        message.inputs.add(name=name, datatype=datatype, shape=shape)
+        message.raw_input_contents.append(raw)
+    if draw(st.booleans()):
+        message.outputs.add(name=draw(st.sampled_from(["text_output", "attention", "logits"])))
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["triton_enable_empty_final_response", "priority", "timeout"]))
+        message.parameters[key].int64_param = draw(st.integers(-2, 2))
+    return message
+
+
+def test_fuzzed_stream_requests_never_fail_inside(server: RunningServer) -> None:
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    codes: Counter = Counter()
+    channel = grpc.insecure_channel(server.url)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+    def check(request) -> None:
+        for response in stub.ModelStreamInfer(iter([request]), timeout=30):
+            if response.error_message:
+                code = response.infer_response.parameters["error_code"].string_param
+                codes[code] += 1
+                assert code != "INTERNAL" and code != "UNKNOWN", response.error_message
+                assert "/tmp/" not in response.error_message
+            else:
+                codes["OK"] += 1
+
+    run_property(CI_EXAMPLES, stream_requests(), check)
+    print(f"stream fuzz: {dict(codes.most_common())}")
+    channel.close()
+    with Stream(server.url) as opened:  # still serving
+        opened.client.async_stream_infer("echo", _inputs("still here"))
+        assert opened.next()[0].as_numpy("text_output").tolist() == [b"still here"]
