@@ -106,11 +106,39 @@ class _Pending:
         return len(self._waiting)
 
 
-class DecodeLoop:
-    """Queue, step batch and loop of one generator version."""
+class GeneratorScheduler:
+    """What a text generator's scheduler answers as a JobScheduler (its requests go through
+    `generate` instead): shared by the decode loop and a split server's front end."""
 
+    name: str
     batching = True
     generates = True
+
+    @contextlib.contextmanager
+    def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
+        yield  # images never reach a generator
+
+    def backlog_ns(self) -> float:
+        return 0.0
+
+    def item_ns(self) -> float:
+        return 0.0
+
+    async def submit(
+        self,
+        feeds: dict[str, np.ndarray],
+        items: int,
+        output_names: Sequence[str],
+        priority: int = 0,
+        timeout_us: int = 0,
+        deadline_s: float | None = None,
+        sequence: SequenceStep | None = None,
+    ) -> JobResult:
+        raise InvalidInput(f"model '{self.name}' generates text: it is run by its decode loop")
+
+
+class DecodeLoop(GeneratorScheduler):
+    """Queue, step batch and loop of one generator version."""
 
     def __init__(
         self,
@@ -140,28 +168,6 @@ class DecodeLoop:
         self._retired = False
 
     # ---- what the data plane calls -------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
-        yield  # images never reach a generator
-
-    def backlog_ns(self) -> float:
-        return 0.0
-
-    def item_ns(self) -> float:
-        return 0.0
-
-    async def submit(
-        self,
-        feeds: dict[str, np.ndarray],
-        items: int,
-        output_names: Sequence[str],
-        priority: int = 0,
-        timeout_us: int = 0,
-        deadline_s: float | None = None,
-        sequence: SequenceStep | None = None,
-    ) -> JobResult:
-        raise InvalidInput(f"model '{self.name}' generates text: it is run by its decode loop")
 
     def encode_text(self, text: bytes) -> np.ndarray:
         """The encoder's row for a text: its bytes, zero-padded; refused when too long."""

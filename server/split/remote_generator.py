@@ -4,14 +4,11 @@ version and comes back a token a message; closing it early stops the engine's de
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator
 
 import numpy as np
 
-from ..batching.decode_loop import Token
-from ..batching.scheduler import JobResult
-from ..protocol.errors import InvalidInput
-from ..protocol.sequence_config import SequenceStep
+from ..batching.decode_loop import GeneratorScheduler, Token
 from . import wire
 from .engine_client import EngineClient
 
@@ -25,10 +22,7 @@ class _NoQueue:
         return 0
 
 
-class RemoteGenerator:
-    batching = True
-    generates = True
-
+class RemoteGenerator(GeneratorScheduler):
     def __init__(self, client: EngineClient, name: str, version: int, pinned: bool) -> None:
         self._client = client
         self.name = name
@@ -45,22 +39,6 @@ class RemoteGenerator:
             async for (token_id, token_text, descriptors), frames in answers:
                 extras = {n: np.array(a) for n, a in wire.arrays(descriptors, frames).items()}
                 yield Token(token_id, token_text, extras)
-
-    @contextlib.contextmanager
-    def reserve(self, items: int, deadline_s: float | None = None) -> Iterator[None]:
-        yield
-
-    async def submit(
-        self,
-        feeds: dict[str, np.ndarray],
-        items: int,
-        output_names: Sequence[str],
-        priority: int = 0,
-        timeout_us: int = 0,
-        deadline_s: float | None = None,
-        sequence: SequenceStep | None = None,
-    ) -> JobResult:
-        raise InvalidInput(f"model '{self.name}' generates text: it is run by its decode loop")
 
     def retire(self) -> None:
         pass
