@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import random
 import shutil
-import struct
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from deepserve import generation
 from deepserve.training import dates
 
 from .figures import int_list, write_json
@@ -55,19 +55,6 @@ def repository(model_dir: Path, scratch: Path, max_active: int) -> Path:
     return models
 
 
-def request(model: str, text: str, max_tokens: int, stream: bool = True) -> pb.ModelInferRequest:
-    message = pb.ModelInferRequest(model_name=model)
-    message.parameters["triton_enable_empty_final_response"].bool_param = True
-    for name, datatype, raw in (
-        ("text_input", "BYTES", struct.pack("<I", len(text)) + text.encode()),
-        ("stream", "BOOL", b"\x01" if stream else b"\x00"),
-        ("max_tokens", "INT32", struct.pack("<i", max_tokens)),
-    ):
-        message.inputs.add(name=name, datatype=datatype, shape=[1])
-        message.raw_input_contents.append(raw)
-    return message
-
-
 async def _client(
     stub: pb_grpc.GRPCInferenceServiceStub,
     model: str,
@@ -85,7 +72,7 @@ async def _client(
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
             text, most = rng.choice(texts), rng.randint(1, MOST_TOKENS)
-            await call.write(request(model, text, most, stream))
+            await call.write(generation.request(model, text, stream, most))
             tokens = 0
             while True:
                 response = await call.read()

@@ -81,13 +81,21 @@ def read(message: pb.ModelStreamInferResponse) -> tuple[str, np.ndarray] | None:
     return _outputs(response)
 
 
+def token(message: pb.ModelStreamInferResponse) -> Token | None:
+    """One streamed response as a token (its attention row); None at the stream's end."""
+    got = read(message)
+    if got is None:
+        return None
+    text, attention = got
+    return Token(text, attention[0] if len(attention) else attention)
+
+
 def tokens(responses: Iterator[pb.ModelStreamInferResponse]) -> Iterator[Token]:
     try:
         for message in responses:
-            got = read(message)
-            if got is None:
+            if (got := token(message)) is None:
                 return
-            yield Token(got[0], got[1][0] if len(got[1]) else got[1])
+            yield got
     except grpc.RpcError as error:
         raise from_rpc_error(error) from None
 
@@ -97,10 +105,9 @@ async def tokens_async(
 ) -> AsyncIterator[Token]:
     try:
         async for message in responses:
-            got = read(message)
-            if got is None:
+            if (got := token(message)) is None:
                 return
-            yield Token(got[0], got[1][0] if len(got[1]) else got[1])
+            yield got
     except grpc.RpcError as error:
         raise from_rpc_error(error) from None
 

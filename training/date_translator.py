@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             f"`context_out`, `attention` [N, {dates.MAX_TEXT}].",
             "Data": f"{args.examples} generated dates from 1930 to 2029, each in one of "
             f"{len(dates.TRAIN_FORMATS)} formats; with slashes the month comes first, with dots "
-            f"or dashes the day; two-digit years pivot at 30. {len(unseen)} dates are never trained "
-            "on.",
+            "or dashes the day; two-digit years pivot at 30. "
+            f"{len(unseen)} dates are never trained on.",
             "Command": f"`python -m deepserve.training.date_translator --out models` "
             f"(epochs {args.epochs}, seed {args.seed}; no download)",
             "Metrics": f"exact match {unseen_match:.4f} on the {len(unseen)} unseen dates in the "

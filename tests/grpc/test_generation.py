@@ -22,6 +22,8 @@ import tritonclient.grpc as triton
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
+from deepserve import generation
+
 from ..generator_models import TEXT_LENGTH, echo_config, write_echo
 from ..server_process import RunningServer, free_port, run_server
 from .test_fuzz import CI_EXAMPLES, run_property
@@ -318,20 +320,6 @@ def test_many_clients_at_once_over_http(server: RunningServer) -> None:
 # ---- streams abandoned, and fuzzed ----------------------------------------------------------
 
 
-def _raw_request(text: bytes, stream: bool = True, max_tokens: int | None = None):
-    from tritonclient.grpc import service_pb2 as pb
-
-    message = pb.ModelInferRequest(model_name="endless")
-    tensors = [("text_input", "BYTES", struct.pack("<I", len(text)) + text)]
-    tensors.append(("stream", "BOOL", b"\x01" if stream else b"\x00"))
-    if max_tokens is not None:
-        tensors.append(("max_tokens", "INT32", struct.pack("<i", max_tokens)))
-    for name, datatype, raw in tensors:
-        message.inputs.add(name=name, datatype=datatype, shape=[1])
-        message.raw_input_contents.append(raw)
-    return message
-
-
 def test_ten_thousand_abandoned_streams_leave_no_memory_behind(server: RunningServer) -> None:
     """Clients that start an endless answer and go away after its first token: each answer
     leaves the step batch, and the server's memory comes back to where it was."""
@@ -345,7 +333,7 @@ def test_ten_thousand_abandoned_streams_leave_no_memory_behind(server: RunningSe
             async def one(i: int) -> None:
                 async with limit:
                     call = stub.ModelStreamInfer()
-                    await call.write(_raw_request(f"go {i}".encode()))
+                    await call.write(generation.request("endless", f"go {i}", True, None))
                     first = await call.read()
                     assert not first.error_message, first.error_message
                     call.cancel()
