@@ -5,7 +5,8 @@ formed when the last has ended). C clients each keep one streamed request in fli
 gRPC ModelStreamInfer stream of their own, with mixed answer lengths (each request's
 max_tokens drawn from 1..11, as generation benchmarks draw output lengths); per mode and
 concurrency: tokens/s, requests/s, time to first token and to the last (p50, p99), and the
-average step batch (the model's statistics). `--answers whole` asks for one response with the
+average step batch (the model's statistics), and the server's own CPU a token (from /proc: the
+client, on the same cores, is not counted). `--answers whole` asks for one response with the
 whole answer instead of a response a token (first token = last).
 
     python -m loadtests.generate_bench --concurrency 1,16,64 --duration 10 --out docs/benchmarks
@@ -31,8 +32,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from deepserve import generation
 from deepserve.training import dates
 
+from .call_cost import process_cpu_s
 from .figures import int_list, write_json
-from .local_server import local_server
+from .local_server import run_server
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "date_translator"
@@ -107,6 +109,7 @@ async def measure(
     texts: list[str],
     warmup: float = 1.0,
     stream: bool = True,
+    pid: int | None = None,
 ) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -118,6 +121,7 @@ async def measure(
             )
         )
         before = await _statistics(stub, model)
+        cpu_before = process_cpu_s(pid) if pid else 0.0
         record: dict[str, list[float]] = {"first": [], "last": [], "tokens": []}
         started = time.perf_counter()
         stop_at = started + duration
@@ -125,6 +129,7 @@ async def measure(
             *(_client(stub, model, texts, i, stop_at, record, stream) for i in range(concurrency))
         )
         elapsed = time.perf_counter() - started
+        cpu_s = process_cpu_s(pid) - cpu_before if pid else 0.0
         after = await _statistics(stub, model)
     steps = after[1] - before[1]
     first, last = np.array(record["first"]) * 1e3, np.array(record["last"]) * 1e3
@@ -140,6 +145,9 @@ async def measure(
         "last_token_p50_ms": float(np.percentile(last, 50)),
         "last_token_p99_ms": float(np.percentile(last, 99)),
         "average_step_batch": (after[0] - before[0]) / steps if steps else 0.0,
+        # the server's own CPU (all its threads; the client's is not counted)
+        "server_cpu_cores": cpu_s / elapsed,
+        "server_cpu_us_per_token": cpu_s * 1e6 / max(sum(record["tokens"]), 1),
     }
 
 
@@ -162,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         models = repository(args.model_dir, Path(scratch), args.max_active)
-        with local_server(models, Path(scratch) / "server.log") as url:
+        with run_server(models, Path(scratch), timeout=120) as server:
+            url = server.url
             for concurrency in args.concurrency:
                 for mode, model in MODES.items():
                     row = {"mode": mode} | asyncio.run(
@@ -174,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                             texts,
                             args.warmup,
                             args.answers == "streamed",
+                            server.process.pid,
                         )
                     )
                     rows.append(row)
@@ -183,13 +193,22 @@ def main(argv: list[str] | None = None) -> int:
                         f"{row['first_token_p50_ms']:6.1f} ms p99 {row['first_token_p99_ms']:6.1f}"
                         f"  last p50 {row['last_token_p50_ms']:6.1f} ms p99 "
                         f"{row['last_token_p99_ms']:6.1f}  step batch "
-                        f"{row['average_step_batch']:5.1f}",
+                        f"{row['average_step_batch']:5.1f}  server CPU "
+                        f"{row['server_cpu_us_per_token']:5.0f} us/token "
+                        f"({row['server_cpu_cores']:.2f} cores)",
                         flush=True,
                     )
     for concurrency in args.concurrency:
         pair = {r["mode"]: r for r in rows if r["concurrency"] == concurrency}
         ratio = pair["continuous"]["tokens_per_s"] / pair["request"]["tokens_per_s"]
-        print(f"c={concurrency}: continuous / request-level tokens/s = {ratio:.2f}x")
+        cpu = (
+            pair["request"]["server_cpu_us_per_token"]
+            / pair["continuous"]["server_cpu_us_per_token"]
+        )
+        print(
+            f"c={concurrency}: continuous / request-level tokens/s = {ratio:.2f}x; "
+            f"server CPU a token, request-level / continuous = {cpu:.2f}x"
+        )
     if args.out:
         write_json({"rows": rows}, args.out / f"generate-bench-{args.answers}.json")
     return 0
