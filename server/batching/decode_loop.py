@@ -335,6 +335,8 @@ class DecodeLoop(GeneratorScheduler):
             text = graphs.tokens[token] if token < len(graphs.tokens) else ""
             answer.tokens.put_nowait(Token(token, text, {n: v[row] for n, v in extras.items()}))
             answer.produced += 1
+            if answer.produced == 1 and self._histograms is not None:
+                self._histograms.observe_first_token(t0 - answer.enqueued_ns)
             answer.ended = answer.produced >= answer.max_tokens
             if answer.ended:
                 answer.tokens.put_nowait(None)

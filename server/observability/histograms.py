@@ -45,7 +45,14 @@ FAMILIES = {
         "Items in the batch each answered request ran in",
         BATCH_BUCKETS,
     ),
+    "first_token": (
+        "deepserve_time_to_first_token_seconds",
+        "Text generators: from a request's arrival to its first token decoded",
+        LATENCY_BUCKETS,
+    ),
 }
+ONLY_WHEN_SEEN = {"first_token"}
+"""Families most versions never observe (not generators): their series appear once used."""
 
 
 class Histogram:
@@ -91,6 +98,7 @@ class VersionHistograms:
         self.queue = Histogram(LATENCY_BUCKETS)
         self.compute = Histogram(LATENCY_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
+        self.first_token = Histogram(LATENCY_BUCKETS)
 
     @classmethod
     def of(cls, model: str, version: int) -> VersionHistograms:
@@ -107,6 +115,9 @@ class VersionHistograms:
 
     def observe_batch(self, compute_ns: int) -> None:
         self.compute.observe(compute_ns / 1e9)
+
+    def observe_first_token(self, ns: int) -> None:
+        self.first_token.observe(ns / 1e9)
 
     def request_counts(self) -> list[list[float]]:
         """The per-request histograms' bucket counts and sums (a split server's front ends
@@ -156,6 +167,8 @@ class HistogramCollector(Collector):
             family = HistogramMetricFamily(name, documentation, labels=["model", "version"])
             for histogram in versions:
                 series: Histogram = getattr(histogram, key)
+                if key in ONLY_WHEN_SEEN and not any(series.counts):
+                    continue
                 family.add_metric(list(histogram.labels), series.cumulative(), series.total)
             yield family
         calls = CounterMetricFamily(

@@ -37,9 +37,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     write_echo(models, "echo", echo_config(max_active=4))
     write_echo(models, "echo_once", echo_config(decoupled=False))
     write_echo(models, "endless", echo_config(max_tokens=4096), endless=True)
-    http_port = free_port()
-    with run_server(models, folder, "--http-port", str(http_port)) as running:
-        running.http_port = http_port
+    http_port, metrics_port = free_port(), free_port()
+    with run_server(
+        models, folder, "--http-port", str(http_port), "--metrics-port", str(metrics_port)
+    ) as running:
+        running.http_port, running.metrics_port = http_port, metrics_port
         yield running
 
 
@@ -160,6 +162,25 @@ def test_concurrent_streams_share_steps_and_never_mix(server: RunningServer) -> 
     stats = triton.InferenceServerClient(server.url).get_inference_statistics("echo").model_stats[0]
     tokens = sum(len(t) + 1 for t in texts)  # each answer's characters and its end token
     assert stats.execution_count < tokens  # steps were shared
+
+
+def test_time_to_first_token_is_a_metric(server: RunningServer, stream: Stream) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stream.client.async_stream_infer(
+        "echo_once", _inputs("metrics"), enable_empty_final_response=True
+    )
+    assert stream.next()[1] is None
+    scrape = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).text
+    counts = {
+        (sample.labels["model"], sample.name): sample.value
+        for family in text_string_to_metric_families(scrape)
+        if family.name == "deepserve_time_to_first_token_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert counts[("echo_once", "deepserve_time_to_first_token_seconds_count")] >= 1
+    assert not any(model == "" for model, _ in counts)
 
 
 def test_without_the_final_flag_only_tokens_come(stream: Stream) -> None:
