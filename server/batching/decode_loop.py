@@ -245,10 +245,7 @@ class DecodeLoop(GeneratorScheduler):
                 continue
             joining = self._take_waiting()
             try:
-                if joining:
-                    await self._join(joining)
-                if self._active:
-                    await self._step()
+                await self._iterate(joining)
             except Exception as exc:  # the graphs failed: every answer under way ends with it
                 log.exception("model '%s': the decode loop failed", self.name)
                 for answer in self._active + joining:
@@ -274,26 +271,25 @@ class DecodeLoop(GeneratorScheduler):
             joining.append(answer)
         return joining
 
-    async def _join(self, joining: list[_Answer]) -> None:
-        """Encodes the new answers and stacks their rows under those of the batch."""
+    def _stack(self, texts: np.ndarray | None) -> None:
+        """Encodes the joining answers' texts and stacks their rows under those of the batch
+        (on the worker thread: the loop thread waits for the iteration meanwhile)."""
+        if texts is None:
+            return
         graphs = self.graphs
-        texts = np.concatenate([a.text for a in joining])
-        loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(self._executor, self.run_encoder, texts)
+        encoded = self.run_encoder(texts)
         rows: dict[str, np.ndarray] = {name: encoded[name] for name in graphs.constants}
         for name in graphs.recurrent:
             if name in encoded:
                 rows[name] = encoded[name]
             else:
-                first = graphs.initial[name]
-                rows[name] = np.repeat(first, len(joining), axis=0)
-        starts = np.full(len(joining), graphs.start, np.int64)
-        if self._active:
+                rows[name] = np.repeat(graphs.initial[name], len(texts), axis=0)
+        starts = np.full(len(texts), graphs.start, np.int64)
+        if len(self._next_tokens):
             self._batch = {n: np.concatenate([self._batch[n], rows[n]]) for n in rows}
             self._next_tokens = np.concatenate([self._next_tokens, starts])
         else:
             self._batch, self._next_tokens = rows, starts
-        self._active.extend(joining)
 
     def run_encoder(self, texts: np.ndarray) -> dict[str, np.ndarray]:
         session = self.graphs.encoder
@@ -306,13 +302,24 @@ class DecodeLoop(GeneratorScheduler):
         outputs = _invoke(self.graphs.step.run, names, feeds)
         return outputs, time.perf_counter_ns() - started
 
-    async def _step(self) -> None:
+    def _join_and_step(self, texts: np.ndarray | None, names: list[str]) -> tuple[list[Any], int]:
+        self._stack(texts)
+        return self.run_step({"token": self._next_tokens, **self._batch}, names)
+
+    async def _iterate(self, joining: list[_Answer]) -> None:
+        """One step of every answer under way, the joining ones encoded and stacked first: one
+        hop to the worker thread."""
+        if not joining and not self._active:
+            return
         graphs = self.graphs
-        feeds = {"token": self._next_tokens, **self._batch}
+        texts = np.concatenate([a.text for a in joining]) if joining else None
         recurrent_outputs = list(graphs.recurrent.values())
         names = ["logits", *recurrent_outputs, *graphs.extras]
         loop = asyncio.get_running_loop()
-        outputs, infer_ns = await loop.run_in_executor(self._executor, self.run_step, feeds, names)
+        outputs, infer_ns = await loop.run_in_executor(
+            self._executor, self._join_and_step, texts, names
+        )
+        self._active.extend(joining)
         t0 = time.perf_counter_ns()
         chosen = np.asarray(outputs[0]).argmax(axis=1).astype(np.int64)
         for name, value in zip(
