@@ -21,6 +21,9 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from deepserve import generation
+
+from ..generator_models import write_echo
 from ..onnx_models import int_negate, write_model
 from ..server_process import RunningServer, free_port, run_server
 from .test_observability import scrape
@@ -74,6 +77,9 @@ def _traffic(url: str) -> None:
             stub.ModelInfer(request)
         with pytest.raises(grpc.RpcError):
             stub.ModelInfer(pb.ModelInferRequest(model_name="negate"))
+        # a text generator's answer, for its time to first token
+        responses = stub.ModelStreamInfer(iter([generation.request("echo", "hi", True, None)]))
+        assert [r.error_message for r in responses] == ["", "", ""]  # h, i, the end
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +89,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runnin
     repo = root / "models"
     write_model(repo, "negate", int_negate())
     write_model(repo, "broken", b"not an onnx file")
+    write_echo(repo, "echo")
     port = free_port()
     with run_server(
         repo, root, "--metrics-port", str(port), "--no-strict-readiness", wait_ready=True
