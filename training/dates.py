@@ -56,8 +56,6 @@ TRAIN_FORMATS: dict[str, Format] = {
     "03-05-1979": lambda d: f"{d.day:02d}-{d.month:02d}-{d.year}",
     "03.05.79": lambda d: f"{d.day:02d}.{d.month:02d}.{d.year % 100:02d}",
     "3.5.1979": lambda d: f"{d.day}.{d.month}.{d.year}",
-    "Thu, 3 May 1979": lambda d: f"{_weekday(d)[:3]}, {d.day} {_month(d)[:3]} {d.year}",
-    "3-5-79": lambda d: f"{d.day}-{d.month}-{d.year % 100:02d}",
 }
 HELD_OUT_FORMATS: dict[str, Format] = {
     "the 3rd of May, 1979": lambda d: f"the {ordinal(d.day)} of {_month(d)}, {d.year}",
