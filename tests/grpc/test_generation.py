@@ -341,6 +341,7 @@ def test_many_clients_at_once_over_http(server: RunningServer) -> None:
 # ---- streams abandoned, and fuzzed ----------------------------------------------------------
 
 
+@pytest.mark.timeout(900)  # a split server relays each stream through a front end: slower
 def test_ten_thousand_abandoned_streams_leave_no_memory_behind(server: RunningServer) -> None:
     """Clients that start an endless answer and go away after its first token: each answer
     leaves the step batch, and the server's memory comes back to where it was."""
@@ -349,7 +350,7 @@ def test_ten_thousand_abandoned_streams_leave_no_memory_behind(server: RunningSe
     async def abandon(count: int) -> None:
         async with grpc.aio.insecure_channel(server.url) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            limit = asyncio.Semaphore(32)
+            limit = asyncio.Semaphore(64)
 
             async def one(i: int) -> None:
                 async with limit:
@@ -363,14 +364,14 @@ def test_ten_thousand_abandoned_streams_leave_no_memory_behind(server: RunningSe
         await asyncio.sleep(0.5)
 
     pid = server.process.pid
-    asyncio.run(abandon(2000))  # warm: allocators and caches reach their working size
+    asyncio.run(abandon(1000))  # warm: allocators and caches reach their working size
     baseline = tree_rss_mb(pid)
     before = _executions(server, "endless")
     for _ in range(5):
         asyncio.run(abandon(2000))
     after = tree_rss_mb(pid)
     steps = _executions(server, "endless") - before
-    print(f"RSS {baseline:.1f} MB after 2,000 abandoned streams, {after:.1f} after 10,000 more")
+    print(f"RSS {baseline:.1f} MB after 1,000 abandoned streams, {after:.1f} after 10,000 more")
     assert after <= baseline * 1.10
     time.sleep(0.3)
     assert _executions(server, "endless") - before == steps  # nothing decodes for nobody
