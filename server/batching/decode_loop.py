@@ -74,6 +74,8 @@ class TokenSource(Protocol):
 
     name: str
     generates: bool
+    max_tokens: int
+    """The longest answer the model's config allows."""
 
     def generate(
         self, text: bytes, max_tokens: int, deadline_s: float | None = None
@@ -111,6 +113,7 @@ class GeneratorScheduler:
     `generate` instead): shared by the decode loop and a split server's front end."""
 
     name: str
+    max_tokens: int
     batching = True
     generates = True
 
@@ -150,8 +153,10 @@ class DecodeLoop(GeneratorScheduler):
         max_active: int,
         continuous: bool = True,
         histograms: VersionHistograms | None = None,
+        max_tokens: int = 64,
     ) -> None:
         self.name = name
+        self.max_tokens = max_tokens
         self.graphs = graphs
         self.max_active = max_active
         self.continuous = continuous

@@ -19,7 +19,6 @@ from ..protocol.generator_config import (
     STREAM_INPUT,
     TEXT_INPUT,
     TEXT_OUTPUT,
-    generator_config,
 )
 from ..protocol.types import InferRequest, InferResponse, OutputTensor, RequestedOutput
 from .inputs import RequestLimits, decode_inputs, requested_outputs
@@ -36,8 +35,8 @@ def _flag(feeds: dict[str, np.ndarray], name: str) -> bool:
     return bool(feeds[name].reshape(-1)[0]) if name in feeds else False
 
 
-def _max_tokens(model: ModelVersion, feeds: dict[str, np.ndarray]) -> int:
-    most = generator_config(model.config).max_tokens
+def _max_tokens(model: ModelVersion, loop: TokenSource, feeds: dict[str, np.ndarray]) -> int:
+    most = loop.max_tokens  # read from the config once, at load
     if MAX_TOKENS_INPUT not in feeds:
         return most
     asked = int(feeds[MAX_TOKENS_INPUT].reshape(-1)[0])
@@ -116,7 +115,7 @@ async def _generate(
             "or generate_stream"
         )
     extras = [w.name for w in wanted if w.name != TEXT_OUTPUT]
-    tokens = loop.generate(_text(feeds), _max_tokens(model, feeds), deadline_s)
+    tokens = loop.generate(_text(feeds), _max_tokens(model, loop, feeds), deadline_s)
     if stream:
         async for token in tokens:
             rows = {

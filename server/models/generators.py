@@ -185,6 +185,7 @@ def load_generator(
         generator.max_active,
         continuous=generator.batching == "continuous",
         histograms=histograms,
+        max_tokens=generator.max_tokens,
     )
     _warm_up(loop)
     log.info(

@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import AsyncGenerator
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
 
 from ..batching.decode_loop import GeneratorScheduler, Token
+from ..protocol.generator_config import generator_config
 from . import wire
 from .engine_client import EngineClient
 
@@ -23,9 +25,12 @@ class _NoQueue:
 
 
 class RemoteGenerator(GeneratorScheduler):
-    def __init__(self, client: EngineClient, name: str, version: int, pinned: bool) -> None:
+    def __init__(
+        self, client: EngineClient, name: str, version: int, pinned: bool, config: mc.ModelConfig
+    ) -> None:
         self._client = client
         self.name = name
+        self.max_tokens = generator_config(config).max_tokens
         self._version = version
         self._pinned = pinned
         self.queue = _NoQueue()

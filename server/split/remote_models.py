@@ -201,7 +201,7 @@ class EngineModels:
         self._newest = {
             name: dataclasses.replace(
                 newest,
-                scheduler=RemoteGenerator(self.client, name, newest.version, False)
+                scheduler=RemoteGenerator(self.client, name, newest.version, False, newest.config)
                 if is_generator(newest.config)
                 else RemoteScheduler(
                     self.client,
@@ -226,7 +226,7 @@ class EngineModels:
         config = mc.ModelConfig.FromString(config_bytes)
         stats = RemoteStats(self.client, name, number)
         scheduler: RemoteScheduler | RemoteGenerator = (
-            RemoteGenerator(self.client, name, number, True)
+            RemoteGenerator(self.client, name, number, True, config)
             if is_generator(config)
             else RemoteScheduler(
                 self.client, name, number, True, stats, config, self.settings.max_queue_wait_ms
