@@ -43,15 +43,22 @@ BENCHMARK_MODELS = ("resnet50",)
 
 
 def checked_models(repositories: Sequence[Path | None]) -> dict[str, Path]:
-    """{name: folder} of the models in these repositories that the check serves: all but the
-    random-weight benchmark models and their FP16 variants."""
+    """{name: folder} of the image models in these repositories that the check serves: all
+    but the random-weight benchmark models and their FP16 variants (the sequence and text
+    models have checks of their own)."""
     sources: dict[str, Path] = {}
     for folder in filter(None, repositories):
         for model_dir in sorted(folder.iterdir()):
             benchmark_only = model_dir.name.removesuffix("_fp16") in BENCHMARK_MODELS
-            if (model_dir / "config.pbtxt").is_file() and not benchmark_only:
+            config = model_dir / "config.pbtxt"
+            if config.is_file() and not benchmark_only and _takes_images(config):
                 sources[model_dir.name] = model_dir
     return sources
+
+
+def _takes_images(path: Path) -> bool:
+    config = read_config(path.parent)
+    return bool(config.input) and len(config.input[0].dims) == 3
 
 
 def _digit_images(height: int, width: int, channels: int) -> np.ndarray:

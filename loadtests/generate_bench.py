@@ -164,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         default="streamed",
         help="a response a token (time to first token measured), or one with the whole answer",
     )
+    parser.add_argument("--device", default="cpu", help="the server's --device (cpu, cuda)")
     parser.add_argument("--out", type=Path, help="folder for generate-bench-<answers>.json")
     args = parser.parse_args(argv)
     texts = [text for text, _ in dates.examples(500, 7, dates.TRAIN_FORMATS)]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         models = repository(args.model_dir, Path(scratch), args.max_active)
-        with run_server(models, Path(scratch), timeout=120) as server:
+        with run_server(models, Path(scratch), "--device", args.device, timeout=120) as server:
             url = server.url
             for concurrency in args.concurrency:
                 for mode, model in MODES.items():
@@ -210,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             f"server CPU a token, request-level / continuous = {cpu:.2f}x"
         )
     if args.out:
-        write_json({"rows": rows}, args.out / f"generate-bench-{args.answers}.json")
+        suffix = "" if args.device == "cpu" else f"-{args.device}"
+        write_json(
+            {"device": args.device, "rows": rows},
+            args.out / f"generate-bench-{args.answers}{suffix}.json",
+        )
     return 0
 
 

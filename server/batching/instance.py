@@ -5,10 +5,18 @@ outputs, each job gets a view). `BoundInstance` is the GPU path: the jobs' rows 
 straight into per-instance host buffers, page-locked when CUDA is there (one copy, and the copy
 to the GPU is then DMA from pinned memory, not a staged pageable copy), inputs and outputs are
 bound with IOBinding and static-shape outputs come back into page-locked buffers too.
-`GraphInstance` adds CUDA graphs: batches are padded up to fixed buckets (the preferred batch
-sizes and max_batch_size), each bucket with its own device buffers and captured graph.
+`GraphInstance` adds CUDA graphs: batches are padded up to fixed buckets (powers of two, the
+preferred batch sizes and max_batch_size), each bucket with its own device buffers and captured
+graph; the default on the CUDA provider for a batching model with fixed shapes.
 
-Per model, config parameters choose: `io_binding`, `pinned_buffers`, `cuda_graphs` ("1" / "0").
+On the CUDA provider the bound path pads each batch up to a bucket too (powers of two, the
+preferred sizes, max_batch_size), all run once at load: cuDNN searches its convolution
+algorithms for every new input shape, and a batcher that forms every size from 1 to 256 would
+otherwise keep the GPU searching instead of serving (measured on an H200: ResNet-50 answered
+nothing for seconds at 16 clients and more).
+
+Per model, config parameters choose: `io_binding`, `pinned_buffers`, `cuda_graphs`,
+`pad_batches` ("1" / "0").
 """
 
 from __future__ import annotations
@@ -154,6 +162,7 @@ class IoOptions:
     io_binding: bool
     pinned_buffers: bool
     cuda_graphs: bool
+    pad_batches: bool = False
 
 
 def _flag(config: mc.ModelConfig, key: str, default: bool) -> bool:
@@ -165,17 +174,23 @@ def _flag(config: mc.ModelConfig, key: str, default: bool) -> bool:
     return value == "1"
 
 
-def io_options(config: mc.ModelConfig, on_gpu: bool) -> IoOptions:
+def io_options(config: mc.ModelConfig, on_gpu: bool, tunes_per_shape: bool = False) -> IoOptions:
     """From the config's parameters; defaults: IOBinding and pinned buffers on a GPU, the plain
-    path on a CPU (where they measured no faster), CUDA graphs only when asked for."""
+    path on a CPU (where they measured no faster), CUDA graphs only when asked for, batches
+    padded to buckets where the provider tunes per shape (CUDA's cuDNN; TensorRT's profile
+    takes any batch size)."""
     options = IoOptions(
         io_binding=_flag(config, "io_binding", on_gpu),
         pinned_buffers=_flag(config, "pinned_buffers", on_gpu),
         cuda_graphs=_flag(config, "cuda_graphs", False),
+        pad_batches=_flag(config, "pad_batches", tunes_per_shape) and config.max_batch_size > 0,
     )
     if options.cuda_graphs and not on_gpu:
         log.warning("model '%s': cuda_graphs asked for but it runs on the CPU", config.name)
-        options = IoOptions(options.io_binding, options.pinned_buffers, False)
+        options = IoOptions(options.io_binding, options.pinned_buffers, False, options.pad_batches)
+    if options.pad_batches and not options.io_binding:
+        log.warning("model '%s': pad_batches needs io_binding, which is off", config.name)
+        options = IoOptions(False, options.pinned_buffers, options.cuda_graphs, False)
     return options
 
 
@@ -200,8 +215,15 @@ def _tensors(tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput]) -> lis
 class BoundInstance:
     """Gather into (page-locked) host buffers, IOBinding in and out."""
 
-    def __init__(self, session: ort.InferenceSession, config: mc.ModelConfig, pinned: bool) -> None:
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        config: mc.ModelConfig,
+        pinned: bool,
+        buckets: Sequence[int] = (),
+    ) -> None:
         self.session = session
+        self.buckets = sorted(buckets)
         self.rows = max(config.max_batch_size, 1)
         self.batching = config.max_batch_size > 0
         self.inputs = {t.name: t for t in _tensors(config.input)}
@@ -221,10 +243,21 @@ class BoundInstance:
 
     def describe(self) -> str:
         memory = "page-locked" if self.pinned else "pageable"
-        return f"IOBinding, batches gathered into {memory} host buffers"
+        padded = f", padded to batch sizes {self.buckets}" if self.buckets else ""
+        return f"IOBinding, batches gathered into {memory} host buffers{padded}"
+
+    def _padded_rows(self, jobs: Sequence[Job], items: int) -> int:
+        """The rows to run: the smallest bucket that holds the batch, when every input is
+        gathered into a buffer (the rows past the batch's are left-overs, their answers unread)."""
+        if not self.buckets or items > self.buckets[-1]:
+            return items
+        if any(name not in self.staging for name in jobs[0].feeds):
+            return items
+        return self.buckets[bisect.bisect_left(self.buckets, items)]
 
     def _gather(self, jobs: Sequence[Job]) -> tuple[dict[str, np.ndarray], int]:
         items = sum(job.items for job in jobs)
+        rows = self._padded_rows(jobs, items) if self.batching else items
         feeds = {}
         for name in jobs[0].feeds:
             buffer = self.staging.get(name)
@@ -235,12 +268,13 @@ class BoundInstance:
             for job in jobs:
                 buffer[offset : offset + job.items] = job.feeds[name]
                 offset += job.items
-            feeds[name] = buffer[:items]
+            feeds[name] = buffer[:rows]
         return feeds, items
 
     def run(self, jobs: Sequence[Job], output_names: list[str]) -> BatchRun:
         t0 = time.perf_counter_ns()
         feeds, items = self._gather(jobs)
+        run_rows = len(next(iter(feeds.values()))) if self.batching else items
         binding = self.binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
@@ -249,8 +283,8 @@ class BoundInstance:
         reused = []
         for name in output_names:
             buffer = self.results.get(name)
-            if buffer is not None and items <= len(buffer):
-                rows = buffer[:items]
+            if buffer is not None and run_rows <= len(buffer):
+                rows = buffer[:run_rows]
                 binding.bind_output(name, "cpu", 0, rows.dtype, list(rows.shape), rows.ctypes.data)
                 reused.append(name)
             else:
@@ -263,7 +297,7 @@ class BoundInstance:
         else:
             fresh = binding.copy_outputs_to_cpu()
             outputs = {
-                name: self.results[name][:items] if name in reused else fresh[i]
+                name: self.results[name][:items] if name in reused else fresh[i][:items]
                 for i, name in enumerate(output_names)
             }
         per_job = _slices(jobs, outputs, copy=bool(reused))
@@ -281,7 +315,7 @@ class GraphInstance(BoundInstance):
         tensors = [*self.inputs.values(), *self.outputs.values()]
         if not self.batching or not all(t.static for t in tensors):
             raise ModelLoadError("cuda_graphs needs batching and static input and output shapes")
-        self.buckets = graph_buckets(config)
+        self.buckets = padding_buckets(config)
         self.graphs: dict[int, tuple[Any, Any, dict[str, Any], dict[str, Any]]] = {}
         for bucket in self.buckets:
             device_in = {
@@ -332,9 +366,24 @@ class GraphInstance(BoundInstance):
         return BatchRun(per_job, t0, t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
 
 
+def captures_graphs(session: ort.InferenceSession) -> bool:
+    """Whether the session was made with the CUDA provider's graph capture on (by default, or
+    asked for): its runs must then go through fixed buffers, one set a bucket."""
+    options = session.get_provider_options().get("CUDAExecutionProvider", {})
+    return str(options.get("enable_cuda_graph", "0")) == "1"
+
+
 def graph_buckets(config: mc.ModelConfig) -> list[int]:
     preferred = list(config.dynamic_batching.preferred_batch_size)
     return sorted({*preferred, max(config.max_batch_size, 1)})
+
+
+def padding_buckets(config: mc.ModelConfig) -> list[int]:
+    """Powers of two up to max_batch_size, the preferred sizes and max_batch_size: a batch
+    runs at most twice its rows, and the shapes to tune are a handful."""
+    largest = max(config.max_batch_size, 1)
+    powers = {1 << k for k in range(largest.bit_length()) if 1 << k <= largest}
+    return sorted(powers | set(graph_buckets(config)))
 
 
 def make_instance(
@@ -343,13 +392,16 @@ def make_instance(
     """The instance for a session, by where it runs and the config's parameters, warmed up:
     a graph instance over its buckets (a plain warm-up run would capture a graph of its own),
     the others with one run (and, with TensorRT, across its profile)."""
-    on_gpu = any(p in CUDA_PROVIDERS for p in session.get_providers())
-    options = io_options(config, on_gpu)
-    if options.cuda_graphs:
+    providers = session.get_providers()
+    on_gpu = any(p in CUDA_PROVIDERS for p in providers)
+    tunes_per_shape = providers[0] == "CUDAExecutionProvider"
+    options = io_options(config, on_gpu, tunes_per_shape)
+    if options.cuda_graphs or captures_graphs(session):
         graphs = GraphInstance(session, config, options.pinned_buffers, gpu_id)
         graphs.warm_up()
         return graphs
-    runtime.warm_up(session, config, label or config.name)
+    buckets = padding_buckets(config) if options.pad_batches else []
+    runtime.warm_up(session, config, label or config.name, buckets)
     if options.io_binding:
-        return BoundInstance(session, config, options.pinned_buffers)
+        return BoundInstance(session, config, options.pinned_buffers, buckets)
     return PlainInstance(session)

@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .. import tasks
@@ -90,6 +91,34 @@ def _instance_gpu_ids(config: mc.ModelConfig) -> list[int]:
     return ids
 
 
+def _session_with_graphs_if_possible(
+    path: Path,
+    choice: runtime.ProviderChoice,
+    threads: int,
+    settings: ServerSettings,
+    config: mc.ModelConfig,
+    gpu_id: int,
+    label: str,
+) -> ort.InferenceSession:
+    """The session; where CUDA graphs are on by default (not asked for) and ONNX Runtime
+    cannot capture the model (an operator left to the CPU, say), the same without them."""
+    try:
+        return runtime.create_session(path, choice, threads, settings.intra_op_spinning)
+    except ModelLoadError as exc:
+        if not choice.cuda_graphs or gpu_options.cuda_graphs_setting(config) is not None:
+            raise
+        log.warning("%s: no CUDA graphs (%s); batches padded to fixed sizes instead", label, exc)
+    without = runtime.choose_providers(
+        config,
+        settings.device,
+        gpu_id=gpu_id,
+        model_file=path,
+        engine_cache=settings.engine_cache,
+        cuda_graphs=False,
+    )
+    return runtime.create_session(path, without, threads, settings.intra_op_spinning)
+
+
 def _check_gpu_fallback(label: str, wanted: list[str], got: list[str], device: str) -> None:
     """ONNX Runtime drops a GPU provider it cannot start (CUDA / cuDNN libraries missing or of
     another major version) and runs on the CPU: say so, or refuse when a GPU was demanded."""
@@ -167,7 +196,9 @@ def load_version(
         )
         if runtime.CUDA in choice.names:
             gpu_options.check_gpu_ids(gpu_ids, gpu_options.gpu_count())
-        session = runtime.create_session(path, choice, threads, settings.intra_op_spinning)
+        session = _session_with_graphs_if_possible(
+            path, choice, threads, settings, config, gpu_id, label
+        )
         _check_gpu_fallback(label, choice.names, session.get_providers(), settings.device)
         if not instances:
             completed = complete_config(

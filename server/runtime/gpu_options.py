@@ -7,8 +7,12 @@ the largest preferred batch size; variable image dimensions from the task parame
 `precision_mode: FP16` and `builder_optimization_level` from the accelerator's parameters.
 
 CUDA: config parameters `cuda_cudnn_conv_algo_search`, `cuda_gpu_mem_limit`,
-`cuda_arena_extend_strategy`, `cuda_use_tf32`; `cuda_graphs: "1"` turns on the provider's graph
-capture (server/batching/instance.py binds the fixed buffers it needs).
+`cuda_arena_extend_strategy`, `cuda_use_tf32`; `cuda_graphs` turns on the provider's graph
+capture (server/batching/instance.py binds the fixed buffers it needs, one graph a batch-size
+bucket). Its default, `auto`, is on for a batching model with fixed shapes on the CUDA provider
+alone: measured on an H200, ONNX Runtime's CUDA provider spent about 140 ms re-planning a
+ResNet-50 each time the batch size changed from one run to the next (4 clients: 14 requests/s),
+and a graph a bucket replays with no such work (433 requests/s; 16 clients: 1,361 against 56).
 """
 
 from __future__ import annotations
@@ -48,7 +52,30 @@ def _parameters(config: mc.ModelConfig) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items()}
 
 
-def cuda_options(config: mc.ModelConfig, gpu_id: int) -> dict[str, Any]:
+def cuda_graphs_setting(config: mc.ModelConfig) -> bool | None:
+    """The config's `cuda_graphs`: True ("1"), False ("0") or None (unset or "auto")."""
+    value = _parameters(config).get("cuda_graphs", "").strip()
+    if value in ("", "auto"):
+        return None
+    if value not in ("0", "1"):
+        raise ModelLoadError(f"parameter cuda_graphs must be '0', '1' or 'auto', got '{value}'")
+    return value == "1"
+
+
+def fixed_batch_shapes(config: mc.ModelConfig) -> bool:
+    """A batching model whose every tensor has fixed dimensions: what a captured graph needs."""
+    tensors = [*config.input, *config.output]
+    return (
+        config.max_batch_size > 0
+        and bool(config.input)
+        and bool(config.output)
+        and not config.HasField("sequence_batching")
+        and all(d >= 0 for t in tensors for d in t.dims)
+    )
+
+
+def cuda_options(config: mc.ModelConfig, gpu_id: int, graphs: bool | None = None) -> dict[str, Any]:
+    """`graphs`: capture CUDA graphs; None follows the config (auto: when its shapes allow)."""
     options: dict[str, Any] = {"device_id": gpu_id}
     parameters = _parameters(config)
     for key, (option, allowed) in CUDA_PARAMETERS.items():
@@ -61,7 +88,10 @@ def cuda_options(config: mc.ModelConfig, gpu_id: int) -> dict[str, Any]:
         elif value not in allowed:
             raise ModelLoadError(f"parameter {key} must be one of {list(allowed)}, got '{value}'")
         options[option] = value
-    if _parameters(config).get("cuda_graphs", "").strip() == "1":
+    if graphs is None:
+        setting = cuda_graphs_setting(config)
+        graphs = fixed_batch_shapes(config) if setting is None else setting
+    if graphs:
         options["enable_cuda_graph"] = "1"  # the instance then binds fixed buffers per bucket
     return options
 
@@ -212,7 +242,7 @@ def tensorrt_options(
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(timing),
         }
-    if _parameters(config).get("cuda_graphs", "").strip() == "1":
+    if cuda_graphs_setting(config):
         options["trt_cuda_graph_enable"] = True
     options |= profile(config)
     return options

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,13 @@ class ProviderChoice:
     def names(self) -> list[str]:
         return [p if isinstance(p, str) else p[0] for p in self.providers]
 
+    @property
+    def cuda_graphs(self) -> bool:
+        return any(
+            not isinstance(p, str) and p[0] == CUDA and "enable_cuda_graph" in p[1]
+            for p in self.providers
+        )
+
 
 @functools.cache
 def preload_cuda_libraries() -> None:
@@ -66,6 +74,7 @@ def choose_providers(
     gpu_id: int = 0,
     model_file: Path | None = None,
     engine_cache: Path | None = None,
+    cuda_graphs: bool | None = None,
 ) -> ProviderChoice:
     """Execution providers for one instance, from the config, the `device` setting and what the
     installed onnxruntime offers. TensorRT only when the config asks for it (its engine builds are
@@ -108,9 +117,14 @@ def choose_providers(
             reasons.append("config asks for TensorRT but it is not installed")
     else:
         reasons.append("TensorRT not asked for in optimization.execution_accelerators")
-    providers.append((CUDA, gpu_options.cuda_options(config, gpu_id)))
+    if cuda_graphs is None and providers and gpu_options.cuda_graphs_setting(config) is None:
+        cuda_graphs = False  # TensorRT takes the graph: the CUDA provider cannot capture it all
+    cuda = gpu_options.cuda_options(config, gpu_id, cuda_graphs)
+    providers.append((CUDA, cuda))
     providers.append(CPU)
     reasons.append(f"CUDA available (GPU {gpu_id})")
+    if "enable_cuda_graph" in cuda:
+        reasons.append("CUDA graphs a batch size")
     return ProviderChoice(providers, "; ".join(reasons))
 
 
@@ -193,12 +207,20 @@ def warmup_batches(config: mc.ModelConfig, providers: list[str]) -> list[int]:
     return sorted({1, opt, config.max_batch_size})
 
 
-def warm_up(session: ort.InferenceSession, config: mc.ModelConfig, label: str) -> None:
+def warm_up(
+    session: ort.InferenceSession,
+    config: mc.ModelConfig,
+    label: str,
+    batches: Sequence[int] = (),
+) -> None:
+    """One run at each batch size it will see first (`batches`: every size a padded batch
+    takes, where the provider tunes per shape)."""
     inputs, exact = warmup_inputs(config)
     batching = config.max_batch_size > 0
     started = time.perf_counter()
+    sizes = sorted({*warmup_batches(config, session.get_providers()), *batches})
     try:
-        for batch in warmup_batches(config, session.get_providers()):
+        for batch in sizes:
             feeds = (
                 {k: np.repeat(v, batch, axis=0) for k, v in inputs.items()} if batching else inputs
             )
@@ -213,6 +235,10 @@ def warm_up(session: ort.InferenceSession, config: mc.ModelConfig, label: str) -
             exc,
         )
         return
+    if batches:
+        log.info(
+            "%s: warmed up at batch sizes %s in %.1f s", label, sizes, time.perf_counter() - started
+        )
     if TENSORRT in session.get_providers():
         log.info(
             "%s: TensorRT engine ready in %.1f s (built, or read from the engine cache)",

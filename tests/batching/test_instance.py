@@ -23,6 +23,7 @@ from deepserve.server.batching.instance import (
     host_buffer,
     io_options,
     make_instance,
+    padding_buckets,
 )
 from deepserve.server.batching.queue import Job
 from deepserve.server.protocol.errors import ModelLoadError
@@ -144,6 +145,46 @@ def test_graph_buckets_are_the_preferred_sizes_and_the_largest() -> None:
     config.max_batch_size = 64
     config.dynamic_batching.preferred_batch_size[:] = [8, 32]
     assert graph_buckets(config) == [8, 32, 64]
+
+
+def test_padding_buckets_are_powers_of_two_and_the_configured_sizes() -> None:
+    config = _config("mnist")
+    config.max_batch_size = 48
+    config.dynamic_batching.preferred_batch_size[:] = [24]
+    assert padding_buckets(config) == [1, 2, 4, 8, 16, 24, 32, 48]
+
+
+@pytest.mark.parametrize(
+    ("name", "make_jobs", "outputs"),
+    [
+        ("mnist", lambda: _digit_jobs(0, [1, 3, 2]), ["logits"]),  # 6 rows run as 8
+        ("ssd", lambda: _scene_jobs([1, 2, 3]), ["count", "boxes"]),  # 3 rows run as 4
+    ],
+)
+def test_padded_batches_answer_as_the_plain_path(name, make_jobs, outputs) -> None:
+    config, session = _config(name), _session(name)
+    instance = BoundInstance(session, config, pinned=False, buckets=padding_buckets(config))
+    feeds, items = instance._gather(make_jobs())
+    padded = len(next(iter(feeds.values())))
+    assert padded > items and padded in instance.buckets
+    plain = PlainInstance(session).run(make_jobs(), outputs)
+    _assert_same(instance.run(make_jobs(), outputs).per_job, plain.per_job)
+
+
+def test_padding_follows_the_provider_and_the_config(caplog) -> None:
+    assert io_options(_config("mnist"), on_gpu=True, tunes_per_shape=True).pad_batches
+    assert not io_options(_config("mnist"), on_gpu=True).pad_batches  # TensorRT: any size
+    off = io_options(_with("mnist", pad_batches="0"), on_gpu=True, tunes_per_shape=True)
+    assert not off.pad_batches
+    forced = io_options(_with("mnist", pad_batches="1", io_binding="1"), on_gpu=False)
+    assert forced.pad_batches and forced.io_binding
+    with caplog.at_level(logging.WARNING):
+        plain = io_options(_with("mnist", pad_batches="1"), on_gpu=False)
+    assert not plain.pad_batches and "pad_batches needs io_binding" in caplog.text
+    session = _session("mnist")
+    instance = make_instance(session, _with("mnist", pad_batches="1", io_binding="1"))
+    assert isinstance(instance, BoundInstance) and instance.buckets[-1] == 64
+    assert "padded to batch sizes [1, 2, 4," in instance.describe()
 
 
 def test_host_buffer_without_cuda_is_plain_memory() -> None:

@@ -98,6 +98,19 @@ def test_split_step(tmp_path: Path) -> None:
     assert len(brought_back) <= 8, brought_back  # what one device call can send back
 
 
+def test_generate_step_measures_both_batching_modes_both_ways(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _step(tmp_path, "generate", str(out))
+    for answers in ("streamed", "whole"):
+        report = json.loads((out / f"generate-bench-{answers}.json").read_text())
+        rows = report["rows"]
+        assert {(r["mode"], r["concurrency"]) for r in rows} == {
+            (mode, c) for mode in ("continuous", "request") for c in (1, 2)
+        }
+        assert all(r["tokens_per_s"] > 0 and r["answers"] == answers for r in rows)
+    assert len([p for p in out.rglob("*") if p.is_file()]) <= 8
+
+
 def test_tests_step_selects_the_cuda_tests(tmp_path: Path) -> None:
     printed = _step(tmp_path, "tests", str(tmp_path / "out"))
     assert re.search(r"\b[1-9]\d* skipped", printed) and "needs onnxruntime-gpu" in printed
@@ -105,9 +118,12 @@ def test_tests_step_selects_the_cuda_tests(tmp_path: Path) -> None:
 
 
 def test_the_answers_check_leaves_out_the_random_weight_benchmark_models(tmp_path: Path) -> None:
+    image_model = (ROOT / "models" / "mnist" / "config.pbtxt").read_text()
     for name in ("resnet50", "resnet50_fp16", "mnist_fp16"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+        (tmp_path / name / "config.pbtxt").write_text(image_model.replace("mnist", name))
     checked = checked_models([ROOT / "models", tmp_path])
     assert "mnist_fp16" in checked and "mnist" in checked
     assert not {"resnet50", "resnet50_fp16"} & set(checked)
+    # Text and sequence models have checks of their own.
+    assert not {"date_translator", "lstm_reader"} & set(checked)

@@ -230,3 +230,40 @@ def test_intra_op_spinning_is_the_servers_choice(tmp_path: Path, spinning: bool)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     stops = options.get_session_config_entry("session.force_spinning_stop")
     assert stops == ("0" if spinning else "1")
+
+
+def _model_config(name: str) -> mc.ModelConfig:
+    path = Path(__file__).resolve().parents[2] / "models" / name / "config.pbtxt"
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def test_cuda_graphs_by_default_for_fixed_shapes_on_the_cuda_provider_alone(
+    tensorrt_loads: None,
+) -> None:
+    """A batch size change costs the CUDA provider a re-plan; a graph a bucket does not."""
+    mnist = _model_config("mnist")
+    choice = choose_providers(mnist, "auto", GPU_BUILD)
+    assert choice.cuda_graphs and choice.providers[0][1]["enable_cuda_graph"] == "1"
+    assert "CUDA graphs a batch size" in choice.reason
+    # Not where a shape varies (segmentation's image), state is carried, or TensorRT runs it.
+    assert not choose_providers(_model_config("segmentation"), "auto", GPU_BUILD).cuda_graphs
+    assert not choose_providers(_model_config("lstm_reader"), "auto", GPU_BUILD).cuda_graphs
+    with_tensorrt = _model_config("mnist")
+    with_tensorrt.MergeFrom(_config(TRT_CONFIG))
+    assert choose_providers(with_tensorrt, "auto", GPU_BUILD).names[0] == TENSORRT
+    assert not choose_providers(with_tensorrt, "auto", GPU_BUILD).cuda_graphs
+    assert not choose_providers(mnist, "cpu", GPU_BUILD).cuda_graphs
+
+
+def test_cuda_graphs_follow_the_config_when_it_says() -> None:
+    off = _model_config("mnist")
+    off.parameters["cuda_graphs"].string_value = "0"
+    assert not choose_providers(off, "auto", GPU_BUILD).cuda_graphs
+    on = _model_config("segmentation")
+    on.parameters["cuda_graphs"].string_value = "1"
+    assert choose_providers(on, "auto", GPU_BUILD).cuda_graphs
+    assert not choose_providers(on, "auto", GPU_BUILD, cuda_graphs=False).cuda_graphs
+    bad = _model_config("mnist")
+    bad.parameters["cuda_graphs"].string_value = "yes"
+    with pytest.raises(ModelLoadError, match="cuda_graphs must be '0', '1' or 'auto', got 'yes'"):
+        choose_providers(bad, "auto", GPU_BUILD)
