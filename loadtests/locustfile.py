@@ -8,7 +8,9 @@ Detect and Segment digit scenes) over gRPC, and with --sequence-model lstm_reade
 `SequenceUser` (a digit read --sequence-rows rows a request, each step a request and the
 whole digit timed from its first row to its answer), and with --translate-model
 date_translator `TranslateUser` (a date streamed through the translator, timed to its first
-and its last token, the answer checked). The HTTP port has its own locustfile,
+and its last token, the answer checked), and with --act-model cartpole_policy `ActUser` (a
+CartPole episode played through the policy, each step a request, the episode failed when the
+pole falls before --act-min-return steps). The HTTP port has its own locustfile,
 loadtests/locustfile_http.py, with the same options and checks.
 Which models and how often: --classify-model, --infer-model,
 --detect-model, --segment-model (empty skips that task) and --task-weights
@@ -37,6 +39,7 @@ from locust import between, events, task  # noqa: E402
 
 from deepserve import Client, _calls  # noqa: E402
 from loadtests import checks  # noqa: E402
+from loadtests.act_user import ActUser  # noqa: E402, F401  (a user class Locust finds here)
 from loadtests.grpc_user import GrpcUser  # noqa: E402
 from loadtests.http_user import RestUser  # noqa: E402
 from loadtests.payloads import Payload, digit_scenes, image_folder, mnist_digits  # noqa: E402
@@ -54,6 +57,9 @@ DEFAULTS = {
     "sequence_rows": "4",
     # A text generator turning dates into ISO (date_translator); empty: TranslateUser idles.
     "translate_model": "",
+    # A policy playing CartPole (cartpole_policy); empty: ActUser idles.
+    "act_model": "",
+    "act_min_return": "475",
     "task_weights": "classify=3,infer=3,detect=1,segment=1",
     "images": "",
     "http_url": "",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from .agents import Action
     from .aio import AsyncClient
     from .client import Client
     from .errors import (
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 # Loaded on first use, so `deepserve.server` and the command line do not load the client.
 _LAZY = {
+    "Action": "agents",
     "AsyncClient": "aio",
     "Client": "client",
     **dict.fromkeys(
@@ -71,6 +73,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Action",
     "AsyncClient",
     "AsyncSequenceSession",
     "AuthenticationError",

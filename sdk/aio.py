@@ -10,10 +10,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import _calls, _convert, generation
+from . import _calls, _convert, agents, generation
 from ._calls import Call
 from ._connection import Connections
 from ._convert import ImageLike
+from .agents import Action
 from .errors import DeepserveError, from_rpc_error
 from .generation import Token, Translation
 from .results import Classification, Detection, ModelInfo, Segmentation
@@ -114,6 +115,17 @@ class AsyncClient(Connections):
         version: str = "",
     ) -> dict[str, np.ndarray]:
         return await self._run(_calls.infer(model, inputs, outputs, version))
+
+    async def act(
+        self,
+        observation: Sequence[float] | np.ndarray,
+        *,
+        model: str = agents.POLICY,
+        version: str = "",
+    ) -> Action | list[Action]:
+        """The action a served policy takes for an observation (see Client.act)."""
+        call, single = agents.act_call(model, observation, version)
+        return agents.actions(await self._run(call), single)
 
     def sequence(
         self,

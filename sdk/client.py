@@ -9,10 +9,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import _calls, _convert, generation
+from . import _calls, _convert, agents, generation
 from ._calls import Call
 from ._connection import Connections
 from ._convert import ImageLike
+from .agents import Action
 from .errors import DeepserveError, from_rpc_error
 from .generation import Token, Translation
 from .results import Classification, Detection, ModelInfo, Segmentation
@@ -140,6 +141,22 @@ class Client(Connections):
         (8, 10)
         """
         return self._run(_calls.infer(model, inputs, outputs, version))
+
+    def act(
+        self,
+        observation: Sequence[float] | np.ndarray,
+        *,
+        model: str = agents.POLICY,
+        version: str = "",
+    ) -> Action | list[Action]:
+        """The action a served policy takes for an observation (a list of numbers), or a list
+        of actions for [N, D] observations; each with the policy's value of every action.
+
+        >>> client.act(env_observation).action   # 0: push left, 1: push right
+        1
+        """
+        call, single = agents.act_call(model, observation, version)
+        return agents.actions(self._run(call), single)
 
     def sequence(
         self,

@@ -19,6 +19,7 @@ FAMILIES = {
     "segmentation": "segmentation",
     "lstm_reader": "lstm_reader",
     "date_translator": "date_translator",
+    "cartpole_policy": "cartpole",
 }
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
@@ -42,6 +43,7 @@ _TAKES = {
     "segmentation": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
     "lstm_reader": {"--data", "--out", "--seed", "--threads", "--quick"},
     "date_translator": {"--out", "--seed", "--threads", "--quick"},
+    "cartpole_policy": {"--out", "--seed", "--threads", "--quick"},
 }
 
 

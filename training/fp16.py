@@ -94,6 +94,15 @@ def newest_version(model_dir: Path) -> Path:
     return model_dir / str(versions[-1]) / "model.onnx"
 
 
+def _takes_images(config: mc.ModelConfig) -> bool:
+    return (
+        config.backend != "seq2seq"
+        and not config.HasField("sequence_batching")
+        and bool(config.input)
+        and len(config.input[0].dims) == 3
+    )
+
+
 def read_config(model_dir: Path) -> mc.ModelConfig:
     return text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
 
@@ -175,10 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in args.models.iterdir()
         if (p / "config.pbtxt").is_file()
         and not p.name.endswith(SUFFIX)
-        # Image models only: a sequence model's state is not one of the checked metrics, and a
-        # generator is two graphs, not one model.onnx.
-        and "sequence_batching" not in (p / "config.pbtxt").read_text()
-        and read_config(p).backend != "seq2seq"
+        # Image models only: a sequence model's state, a generator's text or a policy's
+        # actions are not among the checked metrics.
+        and _takes_images(read_config(p))
     )
     failed = []
     for name in names:

@@ -95,6 +95,17 @@ def _check_bytes_lengths(spec: TensorSpec, array: np.ndarray, limit: int) -> Non
         )
 
 
+def _check_finite(model: ModelVersion, spec: TensorSpec, array: np.ndarray) -> None:
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    where = np.unravel_index(int(np.argmin(finite)), array.shape)
+    raise InvalidInput(
+        f"input '{spec.name}': element {list(map(int, where))} is {array[where]}; model "
+        f"'{model.name}' takes finite numbers only (its config's finite_inputs)"
+    )
+
+
 def decode_inputs(
     model: ModelVersion,
     request: InferRequest,
@@ -136,6 +147,8 @@ def decode_inputs(
         array = codecs.decode_input(tensor)
         if spec.datatype == "BYTES":
             _check_bytes_lengths(spec, array, limits.max_bytes_element)
+        elif spec.finite:
+            _check_finite(model, spec, array)
         feeds[tensor.name] = _to_runtime(spec, array)
     missing = [n for n, s in model.inputs.items() if n not in feeds and not s.optional]
     if missing:

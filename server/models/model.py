@@ -40,6 +40,8 @@ class TensorSpec:
     dims: tuple[int, ...]
     """Dimensions without the batch dimension when the model batches; -1 is variable."""
     optional: bool = False
+    finite: bool = False
+    """Its values must be numbers, not NaN or infinities (the config's `finite_inputs`)."""
 
     @property
     def static(self) -> bool:
@@ -69,16 +71,36 @@ class ModelVersion:
         return self.config.max_batch_size
 
 
-def _specs(tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput]) -> dict[str, TensorSpec]:
-    return {
-        t.name: TensorSpec(
+FLOATS = {"FP16", "BF16", "FP32", "FP64"}
+
+
+def _specs(
+    tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput], finite: bool = False
+) -> dict[str, TensorSpec]:
+    specs = {}
+    for t in tensors:
+        datatype = datatype_from_config(t.data_type)
+        specs[t.name] = TensorSpec(
             name=t.name,
-            datatype=datatype_from_config(t.data_type),
+            datatype=datatype,
             dims=tuple(t.dims),
             optional=getattr(t, "optional", False),
+            finite=finite and datatype in FLOATS,
         )
-        for t in tensors
-    }
+    return specs
+
+
+def _finite_inputs(config: mc.ModelConfig) -> bool:
+    """The config's `finite_inputs`: "1" refuses NaN and infinities in floating-point inputs
+    (a policy would act on them all the same)."""
+    value = (
+        config.parameters["finite_inputs"].string_value.strip()
+        if ("finite_inputs" in config.parameters)
+        else ""
+    )
+    if value not in ("", "0", "1"):
+        raise ModelLoadError(f"parameter finite_inputs must be '0' or '1', got '{value}'")
+    return value == "1"
 
 
 def _instance_gpu_ids(config: mc.ModelConfig) -> list[int]:
@@ -271,7 +293,7 @@ def assemble_version(
         name=config.name,
         version=version,
         config=config,
-        inputs=_specs(config.input),
+        inputs=_specs(config.input, finite=_finite_inputs(config)),
         outputs=_specs(config.output),
         labels=labels,
         scheduler=scheduler,

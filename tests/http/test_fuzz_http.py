@@ -76,6 +76,18 @@ def infer_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
             "parameters": controls,
         }
         model = "lstm_reader"
+    if draw(st.integers(0, 5)) == 0:  # the policy, with observations that may not be numbers
+        rows = draw(st.integers(0, 3))
+        values = draw(st.lists(st.floats(width=32), min_size=rows * 4, max_size=rows * 4))
+        observation = {"name": "observation", "datatype": "FP32", "shape": [rows, 4]}
+        if draw(st.booleans()):
+            observation["data"] = values
+            binary = b""
+        else:
+            binary = np.array(values, np.float32).tobytes()
+            observation["parameters"] = {"binary_data_size": len(binary)}
+        document = {"inputs": [observation]}
+        model = "cartpole_policy"
     if draw(st.integers(0, 9)) == 0:
         document = draw(json_values)
     flaw = draw(st.sampled_from(["none"] * 6 + ["wrong_type", "nested"]))

@@ -129,3 +129,18 @@ def test_generate_bench_measures_both_batching_modes(tmp_path: Path) -> None:
         assert 0 < row["first_token_p50_ms"] <= row["last_token_p50_ms"]
         assert row["average_step_batch"] >= 1.0
     assert "continuous / request-level tokens/s" in result.stdout
+
+
+def test_act_bench_runs_the_same_episodes_in_process_and_through_the_server(
+    tmp_path: Path,
+) -> None:
+    command = [
+        sys.executable, "-m", "loadtests.act_bench", "--episodes", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((tmp_path / "act-bench-cpu.json").read_text())["rows"]
+    assert [row["way"] for row in rows] == ["in-process", "server (SDK act, gRPC)"]
+    # The bundled policy balances both held-out episodes to the end, served or not.
+    assert [row["mean_return"] for row in rows] == [500.0, 500.0]
+    assert all(row["calls"] == 1000 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)

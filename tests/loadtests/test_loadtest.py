@@ -24,9 +24,9 @@ def _run(
         "--url",
         url,
         "--users",
-        "4",
+        "5",  # one of each user class
         "--spawn-rate",
-        "4",
+        "5",
         "--duration",
         "10s",
         "--out",
@@ -56,7 +56,10 @@ def test_short_load_test_has_no_failures_and_writes_reports(
         bundled_server.url,
         out,
         *("--p99-ms", "5000", "--metrics-url", metrics),
-        locust=("--sequence-model", "lstm_reader", "--translate-model", "date_translator"),
+        locust=(
+            *("--sequence-model", "lstm_reader", "--translate-model", "date_translator"),
+            *("--act-model", "cartpole_policy"),
+        ),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stats = _stats(out)
@@ -69,6 +72,10 @@ def test_short_load_test_has_no_failures_and_writes_reports(
     first = stats["Translate date_translator (first token)"]
     assert int(last["Request Count"]) > 0 and int(first["Request Count"]) > 0
     assert float(first["Median Response Time"]) <= float(last["Median Response Time"])
+    # The act user: CartPole episodes a step a request, each balanced to the end.
+    assert int(stats["Act cartpole_policy"]["Request Count"]) >= 500
+    episodes = stats["Episode cartpole_policy"]
+    assert int(episodes["Request Count"]) > 0 and int(episodes["Failure Count"]) == 0
     assert int(stats["Aggregated"]["Request Count"]) > 20
     assert int(stats["Aggregated"]["Failure Count"]) == 0
     html = Path(f"{out}.html").read_text()

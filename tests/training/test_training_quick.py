@@ -109,6 +109,17 @@ def test_every_family_serves(quick_server: RunningServer) -> None:
     assert mask.as_numpy("mask").dtype == np.uint8
 
 
+def test_the_policy_trains_exports_and_acts(quick_repo: Path, quick_server: RunningServer) -> None:
+    folder = quick_repo / "cartpole_policy"
+    onnx.checker.check_model(onnx.load(str(folder / "1" / "model.onnx")), full_check=True)
+    report = json.loads((folder / "training_report.json").read_text())
+    assert report["parity_max_abs"] < 1e-4 and report["training_steps"] == 2 * 256 * 8
+    assert 1 <= report["mean_return"] <= 500 and report["episodes"] == 3
+    with Client(quick_server.url) as client:  # two updates: an action, if not yet a good one
+        chosen = client.act([0.0, 0.0, 0.05, 0.0])
+    assert chosen.action in (0, 1) and chosen.values.shape == (2,)  # type: ignore[union-attr]
+
+
 def test_the_translator_exports_two_graphs_that_decode_as_pytorch_and_serve(
     quick_repo: Path, quick_server: RunningServer
 ) -> None:
