@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import cli_connection
 from ._version import __version__
+from .cli_agents import add_agent_commands
 from .cli_sequences import add_generation_commands, add_sequence_commands
 from .cli_tasks import add_task_commands
 from .server.cli import add_serve_command
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_commands(commands)
     add_sequence_commands(commands)
     add_generation_commands(commands)
+    add_agent_commands(commands)
     return parser
 
 

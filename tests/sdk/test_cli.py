@@ -129,3 +129,27 @@ def test_read_command_shows_the_readers_belief_row_by_row(bundled_server: Runnin
     assert lines[-1] == "  read: 7"
     refused = _run("read", str(digit), "--rows", "0", "--url", bundled_server.url)
     assert refused.returncode == 2 and "rows a request must be 1 to 28" in refused.stderr
+
+
+def test_act_command_plays_episodes_and_draws_the_first(
+    bundled_server: RunningServer, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    gif = tmp_path / "episode.gif"
+    result = _run("act", "--episodes", "2", "--gif", str(gif), "--url", bundled_server.url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        "episode 1 (seed 1): return 500, balanced to the end",
+        "episode 2 (seed 2): return 500, balanced to the end",
+    ]
+    assert lines[2].startswith("1000 calls to 'cartpole_policy': p50 ")
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 250 and animation.size == (480, 240)  # every 2nd step
+        animation.seek(100)
+        frame = animation.convert("RGB")
+    pole = (204, 153, 102)
+    assert any(frame.getpixel((x, y)) == pole for x in range(480) for y in range(0, 144, 4))
+    missing = _run("act", "--model", "nope", "--url", bundled_server.url)
+    assert missing.returncode == 1 and "nope" in missing.stderr
