@@ -144,3 +144,22 @@ def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServ
     browser.set_window_size(390, 2900)
     browser.save_screenshot(str(SHOTS / "web-page-phone.png"))
     browser.set_window_size(1100, 1000)
+
+
+def test_the_served_policy_balances_the_pole_in_the_page(
+    browser, bundled_server: RunningServer
+) -> None:
+    """The page simulates CartPole and asks the server for every push: 500 calls, the pole up."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1100, 1000)
+    browser.get(f"http://127.0.0.1:{bundled_server.http_port}/")
+    card = browser.find_element(By.ID, "cartpole-card")
+    browser.execute_script("arguments[0].scrollIntoView()", card)
+    browser.find_element(By.ID, "cartpole-play").click()
+    _wait(browser, lambda d: int(card.get_attribute("data-steps") or 0) >= 150)
+    card.screenshot(str(SHOTS / "web-cartpole.png"))  # mid-episode, as people watch it
+    _wait(browser, lambda d: card.get_attribute("data-done") == "1", timeout=60)
+    meta = browser.find_element(By.ID, "cartpole-meta").text
+    assert card.get_attribute("data-steps") == "500", meta
+    assert meta.startswith("balanced for all 500 steps · 500 calls"), meta
