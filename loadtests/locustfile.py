@@ -10,8 +10,9 @@ whole digit timed from its first row to its answer), and with --translate-model
 date_translator `TranslateUser` (a date streamed through the translator, timed to its first
 and its last token, the answer checked), and with --act-model cartpole_policy `ActUser` (a
 CartPole episode played through the policy, each step a request, the episode failed when the
-pole falls before --act-min-return steps). The HTTP port has its own locustfile,
-loadtests/locustfile_http.py, with the same options and checks.
+pole falls before --act-min-return steps), and with --generate-model mnist_cgan `GenerateUser`
+(16 digits of a random class a request, each checked for a digit's ink). The HTTP port has
+its own locustfile, loadtests/locustfile_http.py, with the same options and checks.
 Which models and how often: --classify-model, --infer-model,
 --detect-model, --segment-model (empty skips that task) and --task-weights
 "classify=3,infer=3,detect=1,segment=1"; --images FOLDER sends your images instead (answers then
@@ -40,6 +41,7 @@ from locust import between, events, task  # noqa: E402
 from deepserve import Client, _calls  # noqa: E402
 from loadtests import checks  # noqa: E402
 from loadtests.act_user import ActUser  # noqa: E402, F401  (a user class Locust finds here)
+from loadtests.generate_user import GenerateUser  # noqa: E402, F401
 from loadtests.grpc_user import GrpcUser  # noqa: E402
 from loadtests.http_user import RestUser  # noqa: E402
 from loadtests.payloads import Payload, digit_scenes, image_folder, mnist_digits  # noqa: E402
@@ -60,6 +62,8 @@ DEFAULTS = {
     # A policy playing CartPole (cartpole_policy); empty: ActUser idles.
     "act_model": "",
     "act_min_return": "475",
+    # A class-conditional generator (mnist_cgan); empty: GenerateUser idles.
+    "generate_model": "",
     "task_weights": "classify=3,infer=3,detect=1,segment=1",
     "images": "",
     "http_url": "",

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import cli_connection
 from ._version import __version__
 from .cli_agents import add_agent_commands
+from .cli_generate import add_generate_command
 from .cli_sequences import add_generation_commands, add_sequence_commands
 from .cli_tasks import add_task_commands
 from .server.cli import add_serve_command
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sequence_commands(commands)
     add_generation_commands(commands)
     add_agent_commands(commands)
+    add_generate_command(commands)
     return parser
 
 

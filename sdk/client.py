@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import _calls, _convert, agents, generation
+from . import _calls, _convert, agents, generation, generative
 from ._calls import Call
 from ._connection import Connections
 from ._convert import ImageLike
@@ -141,6 +141,24 @@ class Client(Connections):
         (8, 10)
         """
         return self._run(_calls.infer(model, inputs, outputs, version))
+
+    def generate(
+        self,
+        *,
+        digit: int,
+        n: int = 1,
+        seed: int = 0,
+        model: str = generative.GENERATOR,
+        version: str = "",
+    ) -> np.ndarray:
+        """`n` generated images of `digit` (a conditional GAN), uint8 [n, 28, 28]; image i is
+        seed + i's, the same every time.
+
+        >>> client.generate(digit=7, n=16, seed=1).shape
+        (16, 28, 28)
+        """
+        call = generative.generate_call(model, digit, n, seed, version)
+        return generative.images(self._run(call))
 
     def act(
         self,

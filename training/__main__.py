@@ -20,6 +20,7 @@ FAMILIES = {
     "lstm_reader": "lstm_reader",
     "date_translator": "date_translator",
     "cartpole_policy": "cartpole",
+    "mnist_cgan": "cgan",
 }
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
@@ -44,6 +45,7 @@ _TAKES = {
     "lstm_reader": {"--data", "--out", "--seed", "--threads", "--quick"},
     "date_translator": {"--out", "--seed", "--threads", "--quick"},
     "cartpole_policy": {"--out", "--seed", "--threads", "--quick"},
+    "mnist_cgan": {"--data", "--out", "--seed", "--threads", "--quick"},
 }
 
 

@@ -106,6 +106,19 @@ def _check_finite(model: ModelVersion, spec: TensorSpec, array: np.ndarray) -> N
     )
 
 
+def _check_bounds(model: ModelVersion, spec: TensorSpec, array: np.ndarray) -> None:
+    assert spec.bounds is not None
+    low, high = spec.bounds
+    outside = (array < low) | (array > high)
+    if array.size == 0 or not outside.any():
+        return
+    where = np.unravel_index(int(np.argmax(outside)), array.shape)
+    raise InvalidInput(
+        f"input '{spec.name}': element {list(map(int, where))} is {array[where]}, outside "
+        f"{low}..{high} (model '{model.name}', its config's input_bounds)"
+    )
+
+
 def decode_inputs(
     model: ModelVersion,
     request: InferRequest,
@@ -149,6 +162,8 @@ def decode_inputs(
             _check_bytes_lengths(spec, array, limits.max_bytes_element)
         elif spec.finite:
             _check_finite(model, spec, array)
+        elif spec.bounds is not None:
+            _check_bounds(model, spec, array)
         feeds[tensor.name] = _to_runtime(spec, array)
     missing = [n for n, s in model.inputs.items() if n not in feeds and not s.optional]
     if missing:

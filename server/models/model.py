@@ -42,6 +42,8 @@ class TensorSpec:
     optional: bool = False
     finite: bool = False
     """Its values must be numbers, not NaN or infinities (the config's `finite_inputs`)."""
+    bounds: tuple[int, int] | None = None
+    """The lowest and highest value it takes (the config's `input_bounds`)."""
 
     @property
     def static(self) -> bool:
@@ -74,8 +76,13 @@ class ModelVersion:
 FLOATS = {"FP16", "BF16", "FP32", "FP64"}
 
 
+INTEGERS = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+
+
 def _specs(
-    tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput], finite: bool = False
+    tensors: Sequence[mc.ModelInput] | Sequence[mc.ModelOutput],
+    finite: bool = False,
+    bounds: dict[str, tuple[int, int]] | None = None,
 ) -> dict[str, TensorSpec]:
     specs = {}
     for t in tensors:
@@ -86,8 +93,38 @@ def _specs(
             dims=tuple(t.dims),
             optional=getattr(t, "optional", False),
             finite=finite and datatype in FLOATS,
+            bounds=(bounds or {}).get(t.name),
         )
     return specs
+
+
+def _input_bounds(config: mc.ModelConfig) -> dict[str, tuple[int, int]]:
+    """The config's `input_bounds`, "name:low..high,...": integer inputs whose values outside
+    the range are refused (a class id past the model's classes, say), read once at load."""
+    text = (
+        config.parameters["input_bounds"].string_value
+        if ("input_bounds" in config.parameters)
+        else ""
+    )
+    integers = {t.name for t in config.input if datatype_from_config(t.data_type) in INTEGERS}
+    bounds: dict[str, tuple[int, int]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, span = item.partition(":")
+        low, _, high = span.partition("..")
+        try:
+            bounds[name] = (int(low), int(high))
+        except ValueError:
+            raise ModelLoadError(
+                f"parameter input_bounds: '{item}' is not name:low..high (e.g. class:0..9)"
+            ) from None
+        if name not in integers:
+            raise ModelLoadError(
+                f"parameter input_bounds names '{name}', which is not an integer input of the "
+                f"model (those are {sorted(integers)})"
+            )
+        if bounds[name][0] > bounds[name][1]:
+            raise ModelLoadError(f"parameter input_bounds: '{item}' has low above high")
+    return bounds
 
 
 def _finite_inputs(config: mc.ModelConfig) -> bool:
@@ -130,15 +167,25 @@ def _session_with_graphs_if_possible(
         if not choice.cuda_graphs or gpu_options.cuda_graphs_setting(config) is not None:
             raise
         log.warning("%s: no CUDA graphs (%s); batches padded to fixed sizes instead", label, exc)
-    without = runtime.choose_providers(
+    without = _providers(config, settings, path, gpu_id, cuda_graphs=False)
+    return runtime.create_session(path, without, threads, settings.intra_op_spinning)
+
+
+def _providers(
+    config: mc.ModelConfig,
+    settings: ServerSettings,
+    path: Path,
+    gpu_id: int,
+    cuda_graphs: bool | None = None,
+) -> runtime.ProviderChoice:
+    return runtime.choose_providers(
         config,
         settings.device,
         gpu_id=gpu_id,
         model_file=path,
         engine_cache=settings.engine_cache,
-        cuda_graphs=False,
+        cuda_graphs=cuda_graphs,
     )
-    return runtime.create_session(path, without, threads, settings.intra_op_spinning)
 
 
 def _check_gpu_fallback(label: str, wanted: list[str], got: list[str], device: str) -> None:
@@ -209,13 +256,7 @@ def load_version(
     providers: list[str] = []
     gpu_ids = _instance_gpu_ids(config)
     for gpu_id in gpu_ids:
-        choice = runtime.choose_providers(
-            config,
-            settings.device,
-            gpu_id=gpu_id,
-            model_file=path,
-            engine_cache=settings.engine_cache,
-        )
+        choice = _providers(config, settings, path, gpu_id)
         if runtime.CUDA in choice.names:
             gpu_options.check_gpu_ids(gpu_ids, gpu_options.gpu_count())
         session = _session_with_graphs_if_possible(
@@ -293,7 +334,7 @@ def assemble_version(
         name=config.name,
         version=version,
         config=config,
-        inputs=_specs(config.input, finite=_finite_inputs(config)),
+        inputs=_specs(config.input, _finite_inputs(config), _input_bounds(config)),
         outputs=_specs(config.output),
         labels=labels,
         scheduler=scheduler,

@@ -88,6 +88,18 @@ def infer_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
             observation["parameters"] = {"binary_data_size": len(binary)}
         document = {"inputs": [observation]}
         model = "cartpole_policy"
+    if draw(st.integers(0, 5)) == 0:  # the GAN, with class ids and seeds of any size
+        rows = draw(st.integers(0, 3))
+        values = st.integers(-(1 << 64), 1 << 64) | st.integers(-2, 12)
+        document = {
+            "inputs": [
+                {"name": name, "datatype": draw(st.sampled_from(["INT64", "INT64", "INT32"])),
+                 "shape": [rows, 1], "data": draw(st.lists(values, min_size=rows, max_size=rows))}
+                for name in ("class", "seed")
+            ]
+        }  # fmt: skip
+        binary = b""
+        model = "mnist_cgan"
     if draw(st.integers(0, 9)) == 0:
         document = draw(json_values)
     flaw = draw(st.sampled_from(["none"] * 6 + ["wrong_type", "nested"]))

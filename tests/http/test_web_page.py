@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepserve import Client
@@ -139,11 +140,25 @@ def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServ
     assert browser.find_element(By.ID, "translate-answer").text == "1979-05-03", (
         browser.find_element(By.ID, "translate-meta").text
     )
-    browser.set_window_size(1100, 2300)
+    # The whole page from its top: the window as tall as the page.
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.set_window_size(1100, 3000)
     browser.save_screenshot(str(SHOTS / "web-page.png"))
-    browser.set_window_size(390, 2900)
+    browser.set_window_size(390, 4300)
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(SHOTS / "web-page-phone.png"))
     browser.set_window_size(1100, 1000)
+
+
+def _open_card(browser, server: RunningServer, card_id: str):  # type: ignore[no-untyped-def]
+    """The page, opened afresh, scrolled to one card."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1100, 1000)
+    browser.get(f"http://127.0.0.1:{server.http_port}/")
+    card = browser.find_element(By.ID, card_id)
+    browser.execute_script("arguments[0].scrollIntoView()", card)
+    return card
 
 
 def test_the_served_policy_balances_the_pole_in_the_page(
@@ -152,10 +167,7 @@ def test_the_served_policy_balances_the_pole_in_the_page(
     """The page simulates CartPole and asks the server for every push: 500 calls, the pole up."""
     from selenium.webdriver.common.by import By
 
-    browser.set_window_size(1100, 1000)
-    browser.get(f"http://127.0.0.1:{bundled_server.http_port}/")
-    card = browser.find_element(By.ID, "cartpole-card")
-    browser.execute_script("arguments[0].scrollIntoView()", card)
+    card = _open_card(browser, bundled_server, "cartpole-card")
     browser.find_element(By.ID, "cartpole-play").click()
     _wait(browser, lambda d: int(card.get_attribute("data-steps") or 0) >= 150)
     card.screenshot(str(SHOTS / "web-cartpole.png"))  # mid-episode, as people watch it
@@ -163,3 +175,31 @@ def test_the_served_policy_balances_the_pole_in_the_page(
     meta = browser.find_element(By.ID, "cartpole-meta").text
     assert card.get_attribute("data-steps") == "500", meta
     assert meta.startswith("balanced for all 500 steps · 500 calls"), meta
+
+
+def test_the_gan_card_draws_sixteen_digits_of_the_class_chosen(
+    browser, bundled_server: RunningServer
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    card = _open_card(browser, bundled_server, "gan-card")
+    _wait(browser, lambda d: card.get_attribute("data-drawn") == "7:0")  # on opening
+    Select(browser.find_element(By.ID, "gan-class")).select_by_visible_text("3")
+    _wait(browser, lambda d: card.get_attribute("data-drawn") == "3:0")
+    browser.find_element(By.ID, "gan-more").click()
+    _wait(browser, lambda d: card.get_attribute("data-drawn") == "3:16")
+    meta = browser.find_element(By.ID, "gan-meta").text
+    assert meta.startswith("16 digits '3' from seeds 16..31"), meta
+    # The grid is the served digits, drawn: its top-left cell is seed 16's three.
+    drawn = browser.execute_script(
+        "const c = document.getElementById('gan-grid');"
+        "return Array.from(c.getContext('2d').getImageData(0, 0, 70, 70).data)"
+    )
+    with Client(bundled_server.url) as client:
+        expected = client.generate(digit=3, n=1, seed=16)[0]
+    red = np.array(drawn[0::4], np.uint8).reshape(70, 70)
+    nearest = np.arange(70) * 28 // 70  # the cell is 70 pixels, the digit 28
+    scaled = expected[np.ix_(nearest, nearest)]
+    assert np.abs(red.astype(int) - scaled.astype(int)).mean() < 20
+    card.screenshot(str(SHOTS / "web-gan.png"))

@@ -24,9 +24,9 @@ def _run(
         "--url",
         url,
         "--users",
-        "5",  # one of each user class
+        "6",  # one of each user class
         "--spawn-rate",
-        "5",
+        "6",
         "--duration",
         "10s",
         "--out",
@@ -58,7 +58,7 @@ def test_short_load_test_has_no_failures_and_writes_reports(
         *("--p99-ms", "5000", "--metrics-url", metrics),
         locust=(
             *("--sequence-model", "lstm_reader", "--translate-model", "date_translator"),
-            *("--act-model", "cartpole_policy"),
+            *("--act-model", "cartpole_policy", "--generate-model", "mnist_cgan"),
         ),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -76,6 +76,8 @@ def test_short_load_test_has_no_failures_and_writes_reports(
     assert int(stats["Act cartpole_policy"]["Request Count"]) >= 500
     episodes = stats["Episode cartpole_policy"]
     assert int(episodes["Request Count"]) > 0 and int(episodes["Failure Count"]) == 0
+    # The generate user: 16 digits a request, each with a digit's ink.
+    assert int(stats["Generate mnist_cgan (16 digits)"]["Request Count"]) > 0
     assert int(stats["Aggregated"]["Request Count"]) > 20
     assert int(stats["Aggregated"]["Failure Count"]) == 0
     html = Path(f"{out}.html").read_text()

@@ -120,6 +120,18 @@ def test_the_policy_trains_exports_and_acts(quick_repo: Path, quick_server: Runn
     assert chosen.action in (0, 1) and chosen.values.shape == (2,)  # type: ignore[union-attr]
 
 
+def test_the_gan_trains_exports_and_generates(
+    quick_repo: Path, quick_server: RunningServer
+) -> None:
+    folder = quick_repo / "mnist_cgan"
+    onnx.checker.check_model(onnx.load(str(folder / "1" / "model.onnx")), full_check=True)
+    report = json.loads((folder / "training_report.json").read_text())
+    assert report["same_seed_same_image"] and report["parity_max_pixel_difference"] <= 1
+    assert report["generated"] == 100 and len(report["class_agreement_by_class"]) == 10
+    with Client(quick_server.url) as client:  # one epoch: digits, if not yet good ones
+        assert client.generate(digit=4, n=3, seed=9).shape == (3, 28, 28)
+
+
 def test_the_translator_exports_two_graphs_that_decode_as_pytorch_and_serve(
     quick_repo: Path, quick_server: RunningServer
 ) -> None:
