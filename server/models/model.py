@@ -98,14 +98,15 @@ def _specs(
     return specs
 
 
+def _parameter(config: mc.ModelConfig, key: str) -> str:
+    """A config parameter's value, stripped; "" when absent (read without adding the key)."""
+    return config.parameters[key].string_value.strip() if key in config.parameters else ""
+
+
 def _input_bounds(config: mc.ModelConfig) -> dict[str, tuple[int, int]]:
     """The config's `input_bounds`, "name:low..high,...": integer inputs whose values outside
     the range are refused (a class id past the model's classes, say), read once at load."""
-    text = (
-        config.parameters["input_bounds"].string_value
-        if ("input_bounds" in config.parameters)
-        else ""
-    )
+    text = _parameter(config, "input_bounds")
     integers = {t.name for t in config.input if datatype_from_config(t.data_type) in INTEGERS}
     bounds: dict[str, tuple[int, int]] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -130,11 +131,7 @@ def _input_bounds(config: mc.ModelConfig) -> dict[str, tuple[int, int]]:
 def _finite_inputs(config: mc.ModelConfig) -> bool:
     """The config's `finite_inputs`: "1" refuses NaN and infinities in floating-point inputs
     (a policy would act on them all the same)."""
-    value = (
-        config.parameters["finite_inputs"].string_value.strip()
-        if ("finite_inputs" in config.parameters)
-        else ""
-    )
+    value = _parameter(config, "finite_inputs")
     if value not in ("", "0", "1"):
         raise ModelLoadError(f"parameter finite_inputs must be '0' or '1', got '{value}'")
     return value == "1"
