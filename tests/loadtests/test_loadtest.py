@@ -73,8 +73,9 @@ def test_short_load_test_has_no_failures_and_writes_reports(
     assert int(last["Request Count"]) > 0 and int(first["Request Count"]) > 0
     assert float(first["Median Response Time"]) <= float(last["Median Response Time"])
     # The act user: CartPole episodes a step a request, each balanced to the end.
-    # (an episode is 500 steps: a split server may not finish one in 10 s; none may fail)
-    assert int(stats["Act cartpole_policy"]["Request Count"]) >= 100
+    # An episode is 500 steps: a loaded split server may not finish one in 10 s. Random pushes
+    # drop the pole within about 22 steps, and a dropped pole ends its episode as a failure.
+    assert int(stats["Act cartpole_policy"]["Request Count"]) >= 40
     episodes = stats.get("Episode cartpole_policy", {"Failure Count": "0"})
     assert int(episodes["Failure Count"]) == 0
     # The generate user: 16 digits a request, each with a digit's ink.

@@ -128,8 +128,13 @@ def test_sigterm_drains_accepted_requests(tmp_path: Path, retry: bool) -> None:
     write_model(repo, "slow", slow_matmul(), CONFIG)
     # The health watch below stays open through the drain, as a load balancer's would.
     http_port = free_port()
+    # The queue these clients build (up to 40 x 64 items) nears the default 2 s wait bound on
+    # a slow machine: this test is about the drain, so that bound is lifted.
     with run_server(
-        repo, tmp_path, "--grace-seconds", "20", "--http-port", str(http_port)
+        repo,
+        tmp_path,
+        *("--grace-seconds", "20", "--http-port", str(http_port)),
+        *("--max-queue-wait-ms", "0"),
     ) as server:
         health_channel = grpc.insecure_channel(server.url)
         watch = health_pb2_grpc.HealthStub(health_channel).Watch(
