@@ -11,10 +11,11 @@ date_translator `TranslateUser` (a date streamed through the translator, timed t
 and its last token, the answer checked), and with --act-model cartpole_policy `ActUser` (a
 CartPole episode played through the policy, each step a request, the episode failed when the
 pole falls before --act-min-return steps), and with --generate-model mnist_cgan `GenerateUser`
-(16 digits of a random class a request, each checked for a digit's ink). The HTTP port has
-its own locustfile, loadtests/locustfile_http.py, with the same options and checks.
-Which models and how often: --classify-model, --infer-model,
---detect-model, --segment-model (empty skips that task) and --task-weights
+(16 digits of a random class a request, each checked for a digit's ink), and with
+--similar-model word_similar `WordsUser` (8 words embedded, then one searched for, checked).
+The HTTP port has its own locustfile, loadtests/locustfile_http.py, with the same options and
+checks. Which models and how often: --classify-model, --infer-model, --detect-model,
+--segment-model (empty skips that task) and --task-weights
 "classify=3,infer=3,detect=1,segment=1"; --images FOLDER sends your images instead (answers then
 checked for shape only). Every option also reads DEEPSERVE_LOCUST_<OPTION> from the environment.
 
@@ -46,6 +47,7 @@ from loadtests.grpc_user import GrpcUser  # noqa: E402
 from loadtests.http_user import RestUser  # noqa: E402
 from loadtests.payloads import Payload, digit_scenes, image_folder, mnist_digits  # noqa: E402
 from loadtests.translate_user import TranslateUser, date_pairs  # noqa: E402
+from loadtests.words_user import WordsUser  # noqa: E402, F401
 
 T = TypeVar("T")
 
@@ -64,6 +66,9 @@ DEFAULTS = {
     "act_min_return": "475",
     # A class-conditional generator (mnist_cgan); empty: GenerateUser idles.
     "generate_model": "",
+    # Word vectors (word_similar, word_embed); empty: WordsUser idles.
+    "similar_model": "",
+    "embed_model": "word_embed",
     "task_weights": "classify=3,infer=3,detect=1,segment=1",
     "images": "",
     "http_url": "",

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .agents import Action
     from .aio import AsyncClient
     from .client import Client
+    from .embeddings import Neighbour, UnknownWordsError
     from .errors import (
         AuthenticationError,
         DeadlineExceededError,
@@ -56,6 +57,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("AsyncSequenceSession", "SequenceSession"), "sequences"),
     **dict.fromkeys(("Token", "Translation"), "generation"),
+    **dict.fromkeys(("Neighbour", "UnknownWordsError"), "embeddings"),
 }
 
 
@@ -87,6 +89,7 @@ __all__ = [
     "Label",
     "ModelInfo",
     "ModelNotFoundError",
+    "Neighbour",
     "PermissionDeniedError",
     "Segmentation",
     "SequenceSession",
@@ -94,5 +97,6 @@ __all__ = [
     "Token",
     "Translation",
     "UnavailableError",
+    "UnknownWordsError",
     "__version__",
 ]

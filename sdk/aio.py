@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import _calls, _convert, agents, generation, generative
+from . import _calls, _convert, agents, embeddings, generation, generative
 from ._calls import Call
 from ._connection import Connections
 from ._convert import ImageLike
@@ -133,6 +133,34 @@ class AsyncClient(Connections):
         """
         call = generative.generate_call(model, digit, n, seed, version)
         return generative.images(await self._run(call))
+
+    async def embed(
+        self, words: str | Sequence[str], *, model: str = embeddings.EMBEDDER, version: str = ""
+    ) -> np.ndarray:
+        """Unit vectors of words (see Client.embed)."""
+        listed, single = embeddings.word_list(words)
+        call = embeddings.embed_call(model, listed, version)
+        found = embeddings.vectors(await self._run(call), listed)
+        return found[0] if single else found
+
+    async def similar(
+        self,
+        query: str | Sequence[float] | np.ndarray,
+        *,
+        k: int = 10,
+        model: str = embeddings.SEARCHER,
+        embedder: str = embeddings.EMBEDDER,
+        version: str = "",
+    ) -> list[embeddings.Neighbour]:
+        """The k words nearest a word or a vector (see Client.similar)."""
+        word = query if isinstance(query, str) else None
+        vector: Sequence[float] | np.ndarray
+        if isinstance(query, str):
+            vector = await self.embed(query, model=embedder, version=version)
+        else:
+            vector = query
+        call = embeddings.similar_call(model, embeddings.query_vectors(vector), k, version)
+        return embeddings.neighbours(await self._run(call), k, word)
 
     async def act(
         self,

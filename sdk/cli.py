@@ -15,6 +15,7 @@ from pathlib import Path
 from . import cli_connection
 from ._version import __version__
 from .cli_agents import add_agent_commands
+from .cli_embeddings import add_embedding_commands
 from .cli_generate import add_generate_command
 from .cli_sequences import add_generation_commands, add_sequence_commands
 from .cli_tasks import add_task_commands
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_commands(commands)
     add_agent_commands(commands)
     add_generate_command(commands)
+    add_embedding_commands(commands)
     return parser
 
 

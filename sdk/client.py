@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import _calls, _convert, agents, generation, generative
+from . import _calls, _convert, agents, embeddings, generation, generative
 from ._calls import Call
 from ._connection import Connections
 from ._convert import ImageLike
@@ -159,6 +159,42 @@ class Client(Connections):
         """
         call = generative.generate_call(model, digit, n, seed, version)
         return generative.images(self._run(call))
+
+    def embed(
+        self, words: str | Sequence[str], *, model: str = embeddings.EMBEDDER, version: str = ""
+    ) -> np.ndarray:
+        """Unit vectors of words: FP32 [D] for one word, [N, D] for a list. A word outside the
+        vocabulary raises UnknownWordsError naming it.
+
+        >>> client.embed(["list", "tuple"]).shape
+        (2, 64)
+        """
+        listed, single = embeddings.word_list(words)
+        found = embeddings.vectors(self._run(embeddings.embed_call(model, listed, version)), listed)
+        return found[0] if single else found
+
+    def similar(
+        self,
+        query: str | Sequence[float] | np.ndarray,
+        *,
+        k: int = 10,
+        model: str = embeddings.SEARCHER,
+        embedder: str = embeddings.EMBEDDER,
+        version: str = "",
+    ) -> list[embeddings.Neighbour]:
+        """The k words nearest a word (itself left out) or a vector, best first, by cosine.
+
+        >>> [n.word for n in client.similar("monday", k=3)]
+        ['sunday', 'thursday', 'week']
+        """
+        word = query if isinstance(query, str) else None
+        vector: Sequence[float] | np.ndarray
+        if isinstance(query, str):
+            vector = self.embed(query, model=embedder, version=version)
+        else:
+            vector = query
+        call = embeddings.similar_call(model, embeddings.query_vectors(vector), k, version)
+        return embeddings.neighbours(self._run(call), k, word)
 
     def act(
         self,

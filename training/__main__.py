@@ -3,6 +3,7 @@ export one model family into the model repository, or `all` of them in turn.
 
     deepserve-train mnist --data ../shared/data/mnist --out models
     deepserve-train all --data ../shared/data/mnist --weights resnet20-cifar10-12fca82f.th --quick
+    deepserve-train word_vectors --text /usr/share/doc/python3.11/html/_sources   # python3-doc
     deepserve-train fp16 --models models --out models     # FP16 variants, checked on held-out data
 """
 
@@ -21,6 +22,7 @@ FAMILIES = {
     "date_translator": "date_translator",
     "cartpole_policy": "cartpole",
     "mnist_cgan": "cgan",
+    "word_vectors": "word_vectors",
 }
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
@@ -46,6 +48,7 @@ _TAKES = {
     "date_translator": {"--out", "--seed", "--threads", "--quick"},
     "cartpole_policy": {"--out", "--seed", "--threads", "--quick"},
     "mnist_cgan": {"--data", "--out", "--seed", "--threads", "--quick"},
+    "word_vectors": {"--text", "--out", "--seed", "--threads", "--quick"},
 }
 
 

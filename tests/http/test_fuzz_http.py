@@ -100,6 +100,28 @@ def infer_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         }  # fmt: skip
         binary = b""
         model = "mnist_cgan"
+    if draw(st.integers(0, 5)) == 0:  # the word models: any strings, any numbers
+        rows = draw(st.sampled_from([0, 1, 2, 3, 257]))
+        if draw(st.booleans()):
+            words = st.text(max_size=12) | st.sampled_from(["list", "tuple"]) | json_values
+            tensor = {
+                "name": "word",
+                "datatype": "BYTES",
+                "shape": [rows, 1],
+                "data": draw(st.lists(words, min_size=min(rows, 9), max_size=min(rows, 9))),
+            }
+            model = "word_embed"
+        else:
+            size = rows * draw(st.sampled_from([64, 64, 3]))
+            tensor = {
+                "name": "vector",
+                "datatype": "FP32",
+                "shape": [rows, 64],
+                "data": draw(st.lists(st.floats(width=32), min_size=size, max_size=size)),
+            }
+            model = "word_similar"
+        document = {"inputs": [tensor]}
+        binary = b""
     if draw(st.integers(0, 9)) == 0:
         document = draw(json_values)
     flaw = draw(st.sampled_from(["none"] * 6 + ["wrong_type", "nested"]))

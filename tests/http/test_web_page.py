@@ -203,3 +203,35 @@ def test_the_gan_card_draws_sixteen_digits_of_the_class_chosen(
     scaled = expected[np.ix_(nearest, nearest)]
     assert np.abs(red.astype(int) - scaled.astype(int)).mean() < 20
     card.screenshot(str(SHOTS / "web-gan.png"))
+
+
+def test_the_words_card_shows_the_served_nearest_words_and_their_map(
+    browser, bundled_server: RunningServer
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    card = _open_card(browser, bundled_server, "words-card")
+    _wait(browser, lambda d: card.get_attribute("data-word") == "monday")  # on opening
+    with Client(bundled_server.url) as client:
+        expected = [n.word for n in client.similar("integer", k=10)]
+    box = browser.find_element(By.ID, "words-text")
+    box.clear()
+    box.send_keys("Integer", Keys.ENTER)
+    _wait(browser, lambda d: card.get_attribute("data-word") == "integer")
+    assert card.get_attribute("data-neighbours").split(",") == expected
+    chips = [chip.text.split()[0] for chip in card.find_elements(By.CSS_SELECTOR, "#words-near li")]
+    assert chips == expected
+    # The map: the word and its ten neighbours drawn (dark ink on white).
+    ink = browser.execute_script(
+        "const c = document.getElementById('words-map');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i + 2] < 200) n++; return n"
+    )
+    assert ink > 200
+    card.screenshot(str(SHOTS / "web-words.png"))
+    box.clear()
+    box.send_keys("zzqx", Keys.ENTER)
+    _wait(browser, lambda d: card.get_attribute("data-word") == "zzqx")
+    meta = browser.find_element(By.ID, "words-meta").text
+    assert meta.startswith("'zzqx' is not in the vocabulary"), meta

@@ -24,9 +24,9 @@ def _run(
         "--url",
         url,
         "--users",
-        "6",  # one of each user class
+        "7",  # one of each user class
         "--spawn-rate",
-        "6",
+        "7",
         "--duration",
         "10s",
         "--out",
@@ -59,6 +59,7 @@ def test_short_load_test_has_no_failures_and_writes_reports(
         locust=(
             *("--sequence-model", "lstm_reader", "--translate-model", "date_translator"),
             *("--act-model", "cartpole_policy", "--generate-model", "mnist_cgan"),
+            *("--similar-model", "word_similar"),
         ),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -80,6 +81,9 @@ def test_short_load_test_has_no_failures_and_writes_reports(
     assert int(episodes["Failure Count"]) == 0
     # The generate user: 16 digits a request, each with a digit's ink.
     assert int(stats["Generate mnist_cgan (16 digits)"]["Request Count"]) > 0
+    # The words user: words embedded, then one searched for, each answer checked.
+    assert int(stats["Embed word_embed (8 words)"]["Request Count"]) > 0
+    assert int(stats["Similar word_similar"]["Request Count"]) > 0
     assert int(stats["Aggregated"]["Request Count"]) > 20
     assert int(stats["Aggregated"]["Failure Count"]) == 0
     html = Path(f"{out}.html").read_text()

@@ -22,6 +22,7 @@ from ..server_process import RunningServer, run_server
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "tests" / "data" / "pretrained" / "resnet20-cifar10-12fca82f.th"
+TEXT = ROOT / "tests" / "data" / "python-docs"
 FAMILIES = ("mnist", "cifar10_resnet20", "resnet_transfer", "ssd", "segmentation")
 
 
@@ -44,6 +45,8 @@ def quick_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(data),
         "--weights",
         str(WEIGHTS),
+        "--text",
+        str(TEXT),
         "--out",
         str(out),
         "--threads",
@@ -130,6 +133,19 @@ def test_the_gan_trains_exports_and_generates(
     assert report["generated"] == 100 and len(report["class_agreement_by_class"]) == 10
     with Client(quick_server.url) as client:  # one epoch: digits, if not yet good ones
         assert client.generate(digit=4, n=3, seed=9).shape == (3, 28, 28)
+
+
+def test_word_vectors_train_export_and_serve(quick_repo: Path, quick_server: RunningServer) -> None:
+    for name in ("word_embed", "word_similar"):
+        onnx.checker.check_model(onnx.load(str(quick_repo / name / "1" / "model.onnx")), True)
+    report = json.loads((quick_repo / "word_embed" / "training_report.json").read_text())
+    assert report["parity_max_difference"] < 1e-5 and report["held_out_files"] == 1
+    assert report["words"] > 1000 and 0 <= report["held_out_context_auc"] <= 1
+    with Client(quick_server.url) as client:  # one epoch: neighbours, if not yet good ones
+        found = client.similar("python", k=5)
+        vector = client.embed("python")
+    assert len(found) == 5 and "python" not in [n.word for n in found]
+    assert vector.shape == (64,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
 
 
 def test_the_translator_exports_two_graphs_that_decode_as_pytorch_and_serve(
