@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from tritonclient.grpc import model_config_pb2 as mc
 
+from . import gan_measures
 from .cli_args import add_common, parse
 from .export import OPSET, ExportSpec, TensorInfo, write_config
 from .mnist_data import load_split
@@ -185,19 +186,26 @@ def export(generator: Generator, out: Path) -> Path:
     return path
 
 
-def class_agreement(generated: Path, classifier: Path, per_class: int) -> tuple[float, list[float]]:
-    """The share of generated digits (seeds 0 .. per_class - 1 of each class) the classifier
-    reads as the class asked for, overall and per class."""
-    generate, classify = cpu_session(generated), cpu_session(classifier)
-    agreement = []
+def generated_digits(generated: Path, per_class: int) -> np.ndarray:
+    """uint8 [CLASSES * per_class, 28, 28]: seeds 0 .. per_class - 1 of each class in turn."""
+    generate = cpu_session(generated)
+    batches = []
     for digit in range(CLASSES):
         feeds = {
             "class": np.full((per_class, 1), digit, np.int64),
             "seed": np.arange(per_class, dtype=np.int64)[:, None],
         }
-        images = generate.run(["image"], feeds)[0]
-        logits = classify.run(None, {classify.get_inputs()[0].name: images})[0]
-        agreement.append(float((logits.argmax(1) == digit).mean()))
+        batches.append(generate.run(["image"], feeds)[0][..., 0])
+    return np.concatenate(batches)
+
+
+def class_agreement(digits: np.ndarray, classifier: Path) -> tuple[float, list[float]]:
+    """The share of generated digits (generated_digits' order) the classifier reads as the
+    class asked for, overall and per class."""
+    classify = cpu_session(classifier)
+    logits = classify.run(None, {classify.get_inputs()[0].name: digits[..., None]})[0]
+    asked = np.repeat(np.arange(CLASSES), len(digits) // CLASSES)
+    agreement = [float((logits.argmax(1)[asked == d] == d).mean()) for d in range(CLASSES)]
     return float(np.mean(agreement)), agreement
 
 
@@ -246,11 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     got = session.run(["image"], {"class": np.array([[3], [8]]), "seed": np.array([[1], [2]])})[0]
     parity = int(np.abs(got.astype(int) - expected.astype(int)).max())
     per_class = 10 if args.quick else 100
-    overall, agreement = class_agreement(path, judge, per_class)
+    digits = generated_digits(path, per_class)
+    overall, agreement = class_agreement(digits, judge)
+    fid, fid_floor = gan_measures.fid_style(judge, digits, split.test_images, args.seed)
     table = ", ".join(f"{d}: {a:.2f}" for d, a in enumerate(agreement))
     print(
         f"{NAME}: the classifier agrees with the class asked for on {overall:.4f} of "
-        f"{per_class * CLASSES} generated digits ({table}); same seed, same image: "
+        f"{per_class * CLASSES} generated digits ({table}); FID-style distance {fid:.2f} "
+        f"(real against real: {fid_floor:.2f}); same seed, same image: "
         f"{same_seed_same_image}; PyTorch vs ONNX Runtime max pixel difference {parity}; "
         f"trained {seconds:.0f} s"
     )
@@ -261,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         "class_agreement_by_class": agreement,
         "generated": per_class * CLASSES,
         "judge": f"{judge.parent.parent.name} (digit classifier)",
+        "fid_style": fid,
+        "fid_style_floor": fid_floor,
         "same_seed_same_image": same_seed_same_image,
         "parity_max_pixel_difference": parity,
         "epochs": args.epochs,
@@ -288,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             "Metrics": f"the bundled `mnist` classifier reads {per_class * CLASSES} generated "
             f"digits ({per_class} seeds a class) as the class asked for: {overall:.4f}. By "
             f"class: {table}.",
+            "FID-style distance": gan_measures.card_text(fid, fid_floor, len(digits)),
             "Parity": f"PyTorch against ONNX Runtime: max pixel difference {parity} (of 255); "
             f"the same seed gives the same image: {same_seed_same_image}.",
             "Size": f"{onnx_size_mb(path):.2f} MB. CPU latency (ms per run, median): "

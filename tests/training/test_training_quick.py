@@ -131,6 +131,7 @@ def test_the_gan_trains_exports_and_generates(
     report = json.loads((folder / "training_report.json").read_text())
     assert report["same_seed_same_image"] and report["parity_max_pixel_difference"] <= 1
     assert report["generated"] == 100 and len(report["class_agreement_by_class"]) == 10
+    assert report["fid_style"] > 0 and report["fid_style_floor"] > 0
     with Client(quick_server.url) as client:  # one epoch: digits, if not yet good ones
         assert client.generate(digit=4, n=3, seed=9).shape == (3, 28, 28)
 
