@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from deepserve import Client
 from deepserve.v1 import vision_pb2 as vpb
 from deepserve.v1 import vision_pb2_grpc as vpb_grpc
 
@@ -425,3 +426,61 @@ def test_config_overrides_never_fail_inside(tmp_path: Path, examples: int) -> No
             request.inputs.add(name="image", datatype="UINT8", shape=[1, 8])
             request.raw_input_contents.append(bytes(8))
             assert stub.ModelInfer(request).outputs[0].shape == [1, 10]
+
+
+# ---- the bundled models of other shapes: a policy, a generator, word vectors ----------------
+
+
+def _raw(rows: list[bytes]) -> bytes:
+    return b"".join(len(w).to_bytes(4, "little") + w for w in rows)
+
+
+@st.composite
+def bundled_model_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    """Near-valid calls of cartpole_policy (any floats: NaN, inf), mnist_cgan (any integers as
+    class and seed), word_embed (any bytes as words: not UTF-8, empty, long) and word_similar
+    (any floats), batch sizes in and out of bounds, now and then cut short."""
+    model = draw(st.sampled_from(["cartpole_policy", "mnist_cgan", "word_embed", "word_similar"]))
+    rows = draw(st.sampled_from([0, 1, 1, 2, 2, 7, 65, 257]))
+    request = pb.ModelInferRequest(model_name=model)
+    floats = st.floats(-10, 10, width=32) if draw(st.integers(0, 2)) else st.floats(width=32)
+    if model in ("cartpole_policy", "word_similar"):
+        name, width = ("observation", 4) if model == "cartpole_policy" else ("vector", 64)
+        width = draw(st.sampled_from([width, width, width, width - 1, 0]))
+        row = draw(st.lists(floats, min_size=width, max_size=width))
+        request.inputs.add(name=name, datatype="FP32", shape=[rows, width])
+        data = [np.tile(np.array(row, np.float32), (rows, 1)).tobytes()]
+    elif model == "mnist_cgan":
+        data = []
+        for name in ("class", "seed"):
+            value = draw(st.integers(-3, 12) | st.integers(-(1 << 63), (1 << 63) - 1))
+            datatype = draw(st.sampled_from(["INT64", "INT64", "INT64", "INT32"]))
+            request.inputs.add(name=name, datatype=datatype, shape=[rows, 1])
+            data.append(np.full(rows, value, np.int64).tobytes())
+    else:
+        columns = draw(st.sampled_from([1, 1, 1, 2, 0]))
+        word = draw(
+            st.text(max_size=20).map(str.encode)
+            | st.binary(max_size=40)
+            | st.sampled_from([b"list", b"tuple", b"a" * 5000])
+        )
+        request.inputs.add(name="word", datatype="BYTES", shape=[rows, columns])
+        data = [_raw([word] * (rows * columns))]
+    if draw(st.integers(0, 7)) == 0:
+        data[0] = data[0][: draw(st.integers(0, len(data[0])))]
+    request.raw_input_contents.extend(data)
+    return request
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_bundled_models_never_fail_inside(bundled_server: RunningServer, examples: int) -> None:
+    codes: Counter = Counter()
+    with grpc.insecure_channel(bundled_server.url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        run_property(examples, bundled_model_requests(), lambda r: _call(stub.ModelInfer, r, codes))
+    print(f"bundled models fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
+    assert codes["OK"] and codes["INVALID_ARGUMENT"]
+    with Client(bundled_server.url) as client:  # still serving, right
+        assert client.similar(client.embed("tuple"), k=1)[0].word == "tuple"
+        assert client.act([0.0, 0.0, 0.0, 0.0]).action in (0, 1)  # type: ignore[union-attr]
+        assert client.generate(digit=2, n=2).shape == (2, 28, 28)

@@ -8,27 +8,21 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
-from hypothesis import strategies as st
 from onnx import numpy_helper
 from PIL import Image
-from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from deepserve import AsyncClient, Client, DeepserveError, UnknownWordsError
 
 from ..server_process import RunningServer
-from .test_fuzz import EXAMPLES, _call, run_property
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -161,50 +155,6 @@ def test_bad_word_lists_and_vectors_are_refused(bundled_server: RunningServer) -
             with pytest.raises(DeepserveError, match=message.replace("(", r"\(")):
                 call()
         assert client.similar("list", k=1)  # still serving
-
-
-@st.composite
-def word_model_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
-    """Near-valid calls of either word model: any bytes as words (not UTF-8, empty, long),
-    any floats as vectors (NaN, inf, huge), batch sizes and shapes in and out of bounds."""
-    rows = draw(st.sampled_from([0, 1, 1, 2, 2, 7, 7, 256, 257]))
-    if draw(st.booleans()):
-        request = pb.ModelInferRequest(model_name="word_embed")
-        columns = draw(st.sampled_from([1, 1, 1, 2, 0]))
-        words = draw(
-            st.lists(
-                st.text(max_size=20).map(str.encode)
-                | st.binary(max_size=40)
-                | st.sampled_from([b"list", b"tuple", b"a" * 5000]),
-                min_size=min(rows * columns, 20), max_size=min(rows * columns, 20),
-            )
-        )  # fmt: skip
-        items = [words[i % max(len(words), 1)] if words else b"" for i in range(rows * columns)]
-        data = b"".join(len(w).to_bytes(4, "little") + w for w in items)
-        request.inputs.add(name="word", datatype="BYTES", shape=[rows, columns])
-    else:
-        request = pb.ModelInferRequest(model_name="word_similar")
-        width = draw(st.sampled_from([64, 64, 64, 63, 0]))
-        values = st.floats(-10, 10, width=32) if draw(st.integers(0, 2)) else st.floats(width=32)
-        row = draw(st.lists(values, min_size=width, max_size=width))
-        data = np.tile(np.array(row, np.float32), (rows, 1)).tobytes()
-        request.inputs.add(name="vector", datatype="FP32", shape=[rows, width])
-    if draw(st.integers(0, 7)) == 0:
-        data = data[: draw(st.integers(0, len(data)))]
-    request.raw_input_contents.append(data)
-    return request
-
-
-@pytest.mark.parametrize("examples", EXAMPLES)
-def test_word_models_never_fail_inside(bundled_server: RunningServer, examples: int) -> None:
-    codes: Counter = Counter()
-    with grpc.insecure_channel(bundled_server.url) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        run_property(examples, word_model_requests(), lambda r: _call(stub.ModelInfer, r, codes))
-    print(f"word model fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
-    assert codes["OK"] and codes["INVALID_ARGUMENT"]
-    with Client(bundled_server.url) as client:  # still serving, right
-        assert client.similar(client.embed("tuple"), k=1)[0].word == "tuple"
 
 
 def test_similar_command_prints_and_plots(bundled_server: RunningServer, tmp_path: Path) -> None:
