@@ -57,7 +57,7 @@ class Control:
         return ModelMetadata(
             name=model.name,
             versions=[str(v) for v in served],
-            platform=PLATFORM,
+            platform=model.config.platform or PLATFORM,
             inputs=describe(model.inputs),
             outputs=describe(model.outputs),
         )

@@ -22,11 +22,13 @@ from ..protocol.errors import (
     ModelNotFound,
     ModelUnavailable,
     PermissionDenied,
+    ServingError,
 )
 from ..protocol.numbers import decimal
 from ..protocol.types import IndexEntry, VersionStatistics
 from ..settings import ServerSettings
 from . import repository
+from .ensemble import EnsembleScheduler, is_ensemble
 from .limits import check_resources
 from .model import ModelVersion, load_version
 
@@ -99,8 +101,29 @@ class ModelManager:
         self.settings = settings
         self._executor = executor
         self._entries: dict[str, ModelEntry] = {}
-        self._on_change = on_change
+        self._notify = on_change
         self.startup_done = False
+
+    def _on_change(self) -> None:
+        self._refresh_ensembles()
+        self._notify()
+
+    def _refresh_ensembles(self) -> None:
+        """An ensemble is ready while every step's model serves; else UNAVAILABLE, naming the
+        step (its calls fail naming it too)."""
+        for entry in self._entries.values():
+            newest = entry.versions.get(max(entry.versions)) if entry.versions else None
+            if newest is None or not isinstance(newest.scheduler, EnsembleScheduler):
+                continue
+            down = [
+                f"{step.label}: {problem}"
+                for step, problem in newest.scheduler.step_models()
+                if isinstance(problem, ServingError)
+            ]
+            if down:
+                entry.state, entry.reason = State.UNAVAILABLE, down[0]
+            elif entry.state is State.UNAVAILABLE:
+                entry.state, entry.reason = State.READY, ""
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -121,7 +144,8 @@ class ModelManager:
         return find_version(self._entry(name), version)
 
     def is_ready(self, name: str, version: str = "") -> bool:
-        return serves(self.get, name, version)
+        """Served and READY (an ensemble whose step is down serves, but is not ready)."""
+        return serves(self.get, name, version) and self._entry(name).state is State.READY
 
     def ready_models(self) -> list[ModelVersion]:
         return [v for e in self._entries.values() for v in e.versions.values()]
@@ -181,9 +205,20 @@ class ModelManager:
     async def load_all(self, names: tuple[str, ...] = ()) -> None:
         """Load the given models (every model in the repository when empty), in parallel."""
         wanted = list(names) or repository.model_names(self.settings.model_repository)
-        await asyncio.gather(*(self._load_logged(n) for n in wanted))
+        # Ensembles after the models they chain: their steps are checked against those.
+        chains = [n for n in wanted if self._is_ensemble(n)]
+        await asyncio.gather(*(self._load_logged(n) for n in wanted if n not in chains))
+        for name in chains:  # one after another: an ensemble may chain another
+            await self._load_logged(name)
         self.startup_done = True
         self._on_change()
+
+    def _is_ensemble(self, name: str) -> bool:
+        try:
+            config = repository.read_config(self.settings.model_repository / name)
+        except ModelLoadError:
+            return False  # its load says why
+        return is_ensemble(config)
 
     async def _load_logged(self, name: str) -> None:
         try:
@@ -240,7 +275,8 @@ class ModelManager:
         check_resources(config, self.settings)
         chosen = repository.select_versions(config, repository.version_folders(model_dir))
         return {
-            v: load_version(model_dir, config, v, self.settings, self._executor) for v in chosen
+            v: load_version(model_dir, config, v, self.settings, self._executor, self.get)
+            for v in chosen
         }
 
     # ---- repository control from callers (RepositoryModelLoad / Unload) ----------------------

@@ -26,8 +26,9 @@ from ..runtime import gpu_options
 from ..runtime import sessions as runtime
 from ..settings import ServerSettings
 from ..tasks import Task
-from . import activation, repository
+from . import activation, ensemble, repository
 from .autoconfig import complete_config
+from .ensemble import is_ensemble
 from .generators import load_generator
 
 log = logging.getLogger(__name__)
@@ -227,8 +228,25 @@ def load_version(
     version: int,
     settings: ServerSettings,
     executor: Executor,
+    lookup: ensemble.Lookup | None = None,
 ) -> ModelVersion:
-    """Build every instance of one version and warm each up. Blocking: call from a thread."""
+    """Build every instance of one version and warm each up. Blocking: call from a thread.
+    `lookup`: the models serving now, which an ensemble's steps are checked against."""
+    if is_ensemble(config):
+        if lookup is None:
+            raise ModelLoadError(f"ensemble '{config.name}' needs the models it chains")
+        steps = ensemble.plan(config, lookup)
+        log.info("ensemble '%s' version %d: %s", config.name, version,
+                 " -> ".join(s.label for s in steps))  # fmt: skip
+        return assemble_version(
+            config,
+            version,
+            {},
+            ensemble.EnsembleScheduler(config.name, steps, lookup),
+            ModelStats(),
+            [],
+            VersionHistograms.of(config.name, version),
+        )
     if is_generator(config):
         loaded = load_generator(model_dir, config, version, settings, executor)
         return assemble_version(

@@ -21,6 +21,7 @@ from ..protocol.numbers import decimal
 CONFIG_FILENAME = "config.pbtxt"
 DEFAULT_MODEL_FILENAME = "model.onnx"
 ONNX_PLATFORM = "onnxruntime_onnx"
+ENSEMBLE_PLATFORM = "ensemble"
 ONNX_BACKEND = "onnxruntime"
 SERVED_BACKENDS = (ONNX_BACKEND, SEQ2SEQ_BACKEND)
 """ONNX models, and text generators (an encoder and a one-step decoder the server loops)."""
@@ -58,9 +59,10 @@ def check_config(config: mc.ModelConfig, name: str, source: str) -> mc.ModelConf
     if config.name and config.name != name:
         raise ModelLoadError(f"{source} names the model '{config.name}' but its folder is '{name}'")
     config.name = name
-    if config.platform and config.platform != ONNX_PLATFORM:
+    if config.platform and config.platform not in (ONNX_PLATFORM, ENSEMBLE_PLATFORM):
         raise ModelLoadError(
-            f"platform '{config.platform}' is not served; deepserve runs '{ONNX_PLATFORM}' models"
+            f"platform '{config.platform}' is not served; deepserve runs '{ONNX_PLATFORM}' "
+            f"models and '{ENSEMBLE_PLATFORM}' chains of them"
         )
     if config.backend and config.backend not in SERVED_BACKENDS:
         raise ModelLoadError(

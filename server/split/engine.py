@@ -24,6 +24,7 @@ from ..batching.scheduler import JobResult, Scheduler
 from ..batching.sequences import SequenceScheduler
 from ..core.shared_memory import SharedMemory
 from ..models import repository
+from ..models.ensemble import EnsembleScheduler
 from ..models.manager import ModelManager
 from ..models.model import ModelVersion
 from ..models.watch import watch_repository
@@ -44,10 +45,11 @@ TABLE_INTERVAL_S = 1.0
 FLUSH_WAIT_S = 0.5
 
 
-def _own_scheduler(model: ModelVersion) -> Scheduler | SequenceScheduler:
-    """The engine's versions run in it: their schedulers are the batchers themselves."""
+def _own_scheduler(model: ModelVersion) -> Scheduler | SequenceScheduler | EnsembleScheduler:
+    """The engine's versions run in it: their schedulers are the batchers themselves (an
+    ensemble's, its steps' batchers)."""
     scheduler = model.scheduler
-    if not isinstance(scheduler, Scheduler | SequenceScheduler):
+    if not isinstance(scheduler, Scheduler | SequenceScheduler | EnsembleScheduler):
         raise InferenceFailed(f"model '{model.name}' is not run by this engine")
     return scheduler
 
@@ -247,7 +249,11 @@ class Engine:
             scheduler = _own_scheduler(model)
             arrays = wire.arrays(feeds, buffers)
             job: asyncio.Future[JobResult]
-            if isinstance(scheduler, SequenceScheduler):
+            if isinstance(scheduler, EnsembleScheduler):
+                job = asyncio.ensure_future(
+                    scheduler.submit(arrays, items, outputs, priority, timeout_us, deadline_s)
+                )
+            elif isinstance(scheduler, SequenceScheduler):
                 step = SequenceStep(*sequence) if sequence is not None else None
                 job = asyncio.ensure_future(
                     scheduler.submit(arrays, items, outputs, deadline_s=deadline_s, sequence=step)

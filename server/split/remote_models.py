@@ -264,7 +264,8 @@ class EngineModels:
         return found if version else self._newest.get(name, found)
 
     def is_ready(self, name: str, version: str = "") -> bool:
-        return serves(self.get, name, version)
+        """Served and READY (an ensemble whose step is down serves, but is not ready)."""
+        return serves(self.get, name, version) and self._entry(name).state is State.READY
 
     def versions_of(self, name: str) -> list[ModelVersion]:
         return list(self._entry(name).versions.values())
