@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+import tritonclient.http as tritonhttp
 from tritonclient.utils import InferenceServerException
 
 from ..onnx_models import accumulator, accumulator_config, add_constant, add_sub, write_model
-from ..server_process import run_server
+from ..server_process import free_port, run_server
 
 ADD_CONFIG = """
 max_batch_size: 8
@@ -104,12 +105,18 @@ def _call(client: triton.InferenceServerClient, x: np.ndarray) -> dict[str, np.n
 
 
 def test_the_chain_answers_as_its_steps_would(repository: Path, tmp_path: Path) -> None:
-    with run_server(repository, tmp_path) as server:
+    http_port = free_port()
+    with run_server(repository, tmp_path, "--http-port", str(http_port)) as server:
         client = triton.InferenceServerClient(server.url)
         x = np.arange(12, dtype=np.float32).reshape(3, 4)
         got = _call(client, x)
         np.testing.assert_allclose(got["sum"], (x + 2) + (x + 10))
         np.testing.assert_allclose(got["diff"], np.full((3, 4), -8.0))
+        rest = tritonhttp.InferenceServerClient(f"127.0.0.1:{http_port}")
+        given = tritonhttp.InferInput("x", [1, 4], "FP32")
+        given.set_data_from_numpy(x[:1])
+        answer = rest.infer("chain", [given])
+        np.testing.assert_allclose(answer.as_numpy("sum"), 2 * x[:1] + 12)
         metadata = client.get_model_metadata("chain")
         assert metadata.platform == "ensemble"
         assert [t.name for t in metadata.inputs] == ["x"]
@@ -124,10 +131,10 @@ def test_the_chain_answers_as_its_steps_would(repository: Path, tmp_path: Path) 
             np.testing.assert_allclose(answer["sum"], 2 * v + 12, rtol=1e-6)
         for name in ("add_two", "add_ten", "add_sub"):
             stats = client.get_inference_statistics(name).model_stats[0]
-            assert stats.inference_count == 99, (name, stats.inference_count)
+            assert stats.inference_count == 100, (name, stats.inference_count)
             assert stats.execution_count < stats.inference_count, name  # batched
         chain = client.get_inference_statistics("chain").model_stats[0]
-        assert chain.inference_stats.success.count == 97
+        assert chain.inference_stats.success.count == 98
 
 
 def test_bad_plans_are_refused_at_load_naming_the_step(repository: Path, tmp_path: Path) -> None:
