@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ..batching.scheduler import JobResult
 from ..batching.sequences import SequenceStep
 from ..batching.stats import RequestTiming
+from ..observability import request_context, tracing
 from ..protocol import codecs
 from ..protocol.errors import InvalidInput, ModelLoadError, ServingError
 from .repository import ENSEMBLE_PLATFORM
@@ -262,6 +264,11 @@ class EnsembleScheduler:
             raise type(exc)(f"ensemble '{self.name}' {step.label}: {exc}") from exc
         feeds = {model_input: pool[tensor] for model_input, tensor in step.inputs.items()}
         started = time.perf_counter_ns()
+        record = request_context.current.get()
+        span = tracing.start_step(record.span if record else None, step.label, step.model)
+        if span is not None and record is not None:
+            # This step runs in its own task: its scheduler's spans go under the step's.
+            request_context.current.set(dataclasses.replace(record, span=span))
         try:
             items = _check_feeds(self.name, step, model, feeds)
             result = await model.scheduler.submit(
@@ -270,6 +277,9 @@ class EnsembleScheduler:
         except ServingError as exc:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise type(exc)(f"ensemble '{self.name}' {step.label}: {exc}") from exc
+        finally:
+            if span is not None:
+                span.end()
         total = time.perf_counter_ns() - started
         timing = RequestTiming(result.queue_ns, result.batch_input_ns, result.infer_ns,
                                result.batch_output_ns, result.batch_items)  # fmt: skip

@@ -2,7 +2,8 @@
 
 A span per request, from the transport: its W3C trace context comes from the incoming metadata
 (`traceparent`), so a client's trace continues in the server. Under it, `queue` (waiting for a
-batch) and `compute` (its share of the batch run, linked to the batch). Each batch is a span of
+batch) and `compute` (its share of the batch run, linked to the batch); for an ensemble, a span
+per step, with that step's `queue` and `compute` under it. Each batch is a span of
 its own, `batch`, that links every request span in it, with the ONNX Runtime run under it.
 Spans about the scheduler are written after the fact with the measured times, so the hot path
 does no tracing work when tracing is off, and little when it is on.
@@ -132,6 +133,17 @@ def end_request(span: Any, code: str, model: str, version: str) -> None:
     if code != "OK":
         span.set_status(Status(StatusCode.ERROR, code))
     span.end()
+
+
+def start_step(parent: Any, name: str, model: str) -> Any:
+    """A span under `parent` (a request's span) for one step of an ensemble; None when off."""
+    if _tracer is None or parent is None:
+        return None
+    from opentelemetry import trace
+
+    return _tracer.start_span(
+        name, context=trace.set_span_in_context(parent), attributes={"deepserve.model": model}
+    )
 
 
 def record_batch(

@@ -32,6 +32,18 @@ dynamic_batching { }
 instance_group [ { count: 1 kind: KIND_CPU } ]
 parameters { key: "intra_op_thread_count" value { string_value: "1" } }
 """
+NEGATE_TWICE = """
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "x" data_type: TYPE_INT32 dims: [ 3 ] } ]
+output [ { name: "y" data_type: TYPE_INT32 dims: [ 3 ] } ]
+ensemble_scheduling {
+  step { model_name: "negate" model_version: -1
+         input_map { key: "x" value: "x" } output_map { key: "y" value: "negated" } }
+  step { model_name: "negate" model_version: -1
+         input_map { key: "x" value: "negated" } output_map { key: "y" value: "y" } }
+}
+"""
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
@@ -41,6 +53,8 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, InMe
     repo = tmp_path_factory.mktemp("traced") / "models"
     write_model(repo, "negate", int_negate())
     write_model(repo, "slow", slow_matmul(), SLOW_CONFIG)
+    (repo / "negate_twice" / "1").mkdir(parents=True)
+    (repo / "negate_twice" / "config.pbtxt").write_text(NEGATE_TWICE)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -152,3 +166,26 @@ def test_the_sdk_sends_the_applications_trace_context(traced) -> None:
     server = next(s for s in exporter.get_finished_spans() if s.name == "ModelInfer")
     assert server.context.trace_id == app_span.get_span_context().trace_id
     assert server.parent.span_id == app_span.get_span_context().span_id
+
+
+def test_an_ensemble_has_a_span_per_step_with_its_phases_under_it(traced) -> None:
+    _, url, exporter = traced
+    exporter.clear()
+    request = pb.ModelInferRequest(model_name="negate_twice")
+    request.inputs.add(name="x", datatype="INT32", shape=[1, 3])
+    request.raw_input_contents.append(np.array([[1, 2, 3]], np.int32).tobytes())
+    with grpc.insecure_channel(url) as channel:
+        answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert np.frombuffer(answer.raw_output_contents[0], np.int32).tolist() == [1, 2, 3]
+    spans = exporter.get_finished_spans()
+    server = next(s for s in spans if s.name == "ModelInfer")
+    assert server.attributes["deepserve.model"] == "negate_twice"
+    steps = sorted(
+        (s for s in spans if s.parent and s.parent.span_id == server.context.span_id),
+        key=lambda s: s.start_time,
+    )
+    assert [s.name for s in steps] == ["step 1 (model 'negate')", "step 2 (model 'negate')"]
+    assert steps[0].end_time <= steps[1].start_time  # the second reads the first's output
+    for step in steps:
+        under = {s.name for s in spans if s.parent and s.parent.span_id == step.context.span_id}
+        assert under == {"queue", "compute"}, step.name
