@@ -6,15 +6,22 @@ naming the step; an unloaded step makes the ensemble not ready and its calls fai
 from __future__ import annotations
 
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 import tritonclient.http as tritonhttp
+from hypothesis import strategies as st
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from ..grpc.test_fuzz import EXAMPLES, run_property
+from ..grpc.test_fuzz import _call as _fuzz_call
 from ..onnx_models import accumulator, accumulator_config, add_constant, add_sub, write_model
 from ..server_process import free_port, run_server
 
@@ -195,3 +202,34 @@ def test_an_unloaded_step_makes_the_ensemble_unready(repository: Path, tmp_path:
             client.infer("chain", [wrong])
         assert bad.value.status() == "StatusCode.INVALID_ARGUMENT"
         assert "expected shape [-1, 4], got [1, 3]" in bad.value.message()
+
+
+@st.composite
+def chain_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    """Calls of the chain with any shapes, datatypes, lengths and floats."""
+    request = pb.ModelInferRequest(model_name="chain")
+    rows = draw(st.sampled_from([0, 1, 2, 8, 9]))
+    width = draw(st.sampled_from([4, 4, 4, 3, 0]))
+    datatype = draw(st.sampled_from(["FP32", "FP32", "FP32", "FP16", "INT32", "BYTES"]))
+    name = draw(st.sampled_from(["x", "x", "x", "y", ""]))
+    request.inputs.add(name=name, datatype=datatype, shape=[rows, width])
+    values = draw(st.lists(st.floats(width=32), min_size=rows * width, max_size=rows * width))
+    data = np.array(values, np.float32).tobytes()
+    if draw(st.integers(0, 5)) == 0:
+        data = data[: draw(st.integers(0, len(data)))]
+    request.raw_input_contents.append(data)
+    if draw(st.booleans()):
+        request.outputs.add(name=draw(st.sampled_from(["sum", "diff", "a", "OUTPUT0"])))
+    return request
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_the_chain_never_fails_inside(repository: Path, tmp_path: Path, examples: int) -> None:
+    codes: Counter = Counter()
+    with run_server(repository, tmp_path) as server, grpc.insecure_channel(server.url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        run_property(examples, chain_requests(), lambda r: _fuzz_call(stub.ModelInfer, r, codes))
+        print(f"ensemble fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
+        assert codes["OK"] and codes["INVALID_ARGUMENT"]
+        client = triton.InferenceServerClient(server.url)
+        assert _call(client, np.zeros((1, 4), np.float32))["sum"].tolist() == [[12.0] * 4]
