@@ -91,4 +91,6 @@ def test_rss_comes_back_after_each_storm_of_compressed_messages(tmp_path: Path) 
     # On a loaded machine one message's buffer was seen still in use in a gRPC thread's heap
     # for many seconds (not garbage: no trim gives it back); never more than that one.
     assert max(afters) < before * 1.1 + BOMB_BYTES / (1 << 20)
-    assert afters[-1] < afters[0] + BOMB_BYTES / (1 << 20)  # storms do not add up
+    # Storms do not add up: the last leaves no more than the ones before it did (that one
+    # buffer aside).
+    assert afters[-1] < max(afters[:-1]) + BOMB_BYTES / (1 << 20) / 2

@@ -112,13 +112,9 @@ def infer_calls(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
             }
             model = "word_embed"
         else:
-            size = rows * draw(st.sampled_from([64, 64, 3]))
-            tensor = {
-                "name": "vector",
-                "datatype": "FP32",
-                "shape": [rows, 64],
-                "data": draw(st.lists(st.floats(width=32), min_size=size, max_size=size)),
-            }
+            width = draw(st.sampled_from([64, 64, 3]))
+            row = draw(st.lists(st.floats(width=32), min_size=width, max_size=width))
+            tensor = {"name": "vector", "datatype": "FP32", "shape": [rows, 64], "data": row * rows}
             model = "word_similar"
         document = {"inputs": [tensor]}
         binary = b""
