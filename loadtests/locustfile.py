@@ -12,7 +12,9 @@ and its last token, the answer checked), and with --act-model cartpole_policy `A
 CartPole episode played through the policy, each step a request, the episode failed when the
 pole falls before --act-min-return steps), and with --generate-model mnist_cgan `GenerateUser`
 (16 digits of a random class a request, each checked for a digit's ink), and with
---similar-model word_similar `WordsUser` (8 words embedded, then one searched for, checked).
+--similar-model word_similar `WordsUser` (8 words embedded, then one searched for, checked),
+and with --read-model read_number `ReadUser` (a house number read by the pipeline in one call,
+its text checked).
 The HTTP port has its own locustfile, loadtests/locustfile_http.py, with the same options and
 checks. Which models and how often: --classify-model, --infer-model, --detect-model,
 --segment-model (empty skips that task) and --task-weights
@@ -45,7 +47,14 @@ from loadtests.act_user import ActUser  # noqa: E402, F401  (a user class Locust
 from loadtests.generate_user import GenerateUser  # noqa: E402, F401
 from loadtests.grpc_user import GrpcUser  # noqa: E402
 from loadtests.http_user import RestUser  # noqa: E402
-from loadtests.payloads import Payload, digit_scenes, image_folder, mnist_digits  # noqa: E402
+from loadtests.payloads import (  # noqa: E402
+    Payload,
+    digit_scenes,
+    image_folder,
+    mnist_digits,
+    number_scenes,
+)
+from loadtests.read_user import ReadUser, check_reading  # noqa: E402
 from loadtests.translate_user import TranslateUser, date_pairs  # noqa: E402
 from loadtests.words_user import WordsUser  # noqa: E402, F401
 
@@ -69,6 +78,8 @@ DEFAULTS = {
     # Word vectors (word_similar, word_embed); empty: WordsUser idles.
     "similar_model": "",
     "embed_model": "word_embed",
+    # A pipeline reading house numbers (read_number); empty: ReadUser idles.
+    "read_model": "",
     "task_weights": "classify=3,infer=3,detect=1,segment=1",
     "images": "",
     "http_url": "",
@@ -153,6 +164,12 @@ def _prepare(environment, **_) -> None:
             date_pairs(),
             lambda pair: client.translate(pair[0], model=options.translate_model).text,
             lambda pair, text: _raise(None if text == pair[1] else ValueError(text)),
+        )
+    if options.read_model:
+        ReadUser.numbers = _reference(
+            number_scenes(32),
+            lambda p: client.read(p.pixels, model=options.read_model),
+            check_reading,
         )
     Payloads.digits, Payloads.scenes, Payloads.segment_scenes = digits, scenes, segment_scenes
     RestUser.digits = digits  # for loadtests/locustfile_http.py

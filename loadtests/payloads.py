@@ -52,6 +52,19 @@ def digit_scenes(count: int = 64, seed: int = 7) -> list[Payload]:
     ]
 
 
+def number_scenes(count: int = 64, seed: int = 11) -> list[Payload]:
+    """House numbers of 2 to 6 held-out digits; each payload's digits are the number's, left
+    to right."""
+    from deepserve.training.number_scenes import make_number_scenes
+
+    images = _read_idx(SAMPLE / "t10k-images-idx3-ubyte-8000-8499.gz")
+    labels = _read_idx(SAMPLE / "t10k-labels-idx1-ubyte-8000-8499.gz")
+    scenes = make_number_scenes(images, labels, count, seed)
+    return [
+        Payload(f"number-{i}", s.image, tuple(int(d) for d in s.text)) for i, s in enumerate(scenes)
+    ]
+
+
 def image_folder(folder: Path) -> list[Payload]:
     payloads = []
     for path in sorted(folder.rglob("*")):

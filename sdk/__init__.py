@@ -31,7 +31,16 @@ if TYPE_CHECKING:
         UnavailableError,
     )
     from .generation import Token, Translation
-    from .results import Box, Classification, Detection, Label, ModelInfo, Segmentation
+    from .results import (
+        Box,
+        Character,
+        Classification,
+        Detection,
+        Label,
+        ModelInfo,
+        Reading,
+        Segmentation,
+    )
     from .sequences import AsyncSequenceSession, SequenceSession
 
 # Loaded on first use, so `deepserve.server` and the command line do not load the client.
@@ -53,7 +62,17 @@ _LAZY = {
         "errors",
     ),
     **dict.fromkeys(
-        ("Box", "Classification", "Detection", "Label", "ModelInfo", "Segmentation"), "results"
+        (
+            "Box",
+            "Character",
+            "Classification",
+            "Detection",
+            "Label",
+            "ModelInfo",
+            "Reading",
+            "Segmentation",
+        ),
+        "results",
     ),
     **dict.fromkeys(("AsyncSequenceSession", "SequenceSession"), "sequences"),
     **dict.fromkeys(("Token", "Translation"), "generation"),
@@ -80,6 +99,7 @@ __all__ = [
     "AsyncSequenceSession",
     "AuthenticationError",
     "Box",
+    "Character",
     "Classification",
     "Client",
     "DeadlineExceededError",
@@ -91,6 +111,7 @@ __all__ = [
     "ModelNotFoundError",
     "Neighbour",
     "PermissionDeniedError",
+    "Reading",
     "Segmentation",
     "SequenceSession",
     "ServerBusyError",

@@ -71,6 +71,7 @@ TASKS: dict[str, TaskRpc] = {
     ),
     "detect": TaskRpc("detection", "Detect", vpb.DetectRequest, _convert.detections),
     "segment": TaskRpc("segmentation", "Segment", vpb.SegmentRequest, _convert.segmentations),
+    "read": TaskRpc("read", "Read", vpb.ReadRequest, _convert.readings),
 }
 """By the name of the task's HTTP route and SDK method."""
 

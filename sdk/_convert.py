@@ -17,7 +17,16 @@ from tritonclient.utils import (
     triton_to_np_dtype,
 )
 
-from .results import Box, Classification, Detection, Label, ModelInfo, Segmentation
+from .results import (
+    Box,
+    Character,
+    Classification,
+    Detection,
+    Label,
+    ModelInfo,
+    Reading,
+    Segmentation,
+)
 from .v1 import vision_pb2 as vpb
 
 # What one image may be: a path, encoded bytes, a numpy array (HxW or HxWxC uint8) or a PIL image.
@@ -81,6 +90,19 @@ def detections(response: vpb.DetectResponse) -> list[list[Detection]]:
             Detection(Box(d.box.x1, d.box.y1, d.box.x2, d.box.y2), d.label, d.index, d.score)
             for d in result.detections
         ]
+        for result in response.results
+    ]
+
+
+def readings(response: vpb.ReadResponse) -> list[Reading]:
+    return [
+        Reading(
+            result.text,
+            tuple(
+                Character(c.text, Box(c.box.x1, c.box.y1, c.box.x2, c.box.y2), c.score)
+                for c in result.characters
+            ),
+        )
         for result in response.results
     ]
 

@@ -17,7 +17,7 @@ from ._convert import ImageLike
 from .agents import Action
 from .errors import DeepserveError, from_rpc_error
 from .generation import Token, Translation
-from .results import Classification, Detection, ModelInfo, Segmentation
+from .results import Classification, Detection, ModelInfo, Reading, Segmentation
 from .sequences import AsyncSequenceSession
 
 
@@ -62,7 +62,7 @@ class AsyncClient(Connections):
         version: str = "",
         **options: Any,
     ) -> Any:
-        """Any task of the server's Vision API by name ('classify', 'detect', 'segment');
+        """Any task of the server's Vision API by name ('classify', 'detect', 'segment', 'read');
         `options` are fields of its request message. The typed methods below call this."""
         return await self._run(_calls.task(name, images, model, version, options))
 
@@ -93,6 +93,17 @@ class AsyncClient(Connections):
             score_threshold=score_threshold,
             max_detections=max_detections,
         )
+
+    async def read(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        version: str = "",
+    ) -> Reading | list[Reading]:
+        """The text of an image (or of each image of a list), with a box per character in
+        its own pixels: a house number's digits from `read_number`."""
+        return await self.task("read", images, model=model, version=version)
 
     async def segment(
         self,

@@ -1,4 +1,4 @@
-"""`deepserve classify | detect | segment IMAGE...`: the SDK from the command line."""
+"""`deepserve classify | detect | segment | read-number IMAGE...`: the SDK from the command line."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from PIL import Image
 
 from . import cli_connection
 from .client import Client
-from .drawing import draw_detections, overlay_mask
+from .drawing import draw_detections, draw_reading, overlay_mask
 from .errors import DeepserveError
-from .results import Classification, Detection, Segmentation
+from .results import Classification, Detection, Reading, Segmentation
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -83,6 +83,19 @@ def _run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_read(args: argparse.Namespace) -> int:
+    results = cast(list[Reading], _client(args).read(list(args.images), model=args.model))
+    for image, reading in zip(args.images, results, strict=True):
+        print(f"{image}: {reading.text or '(nothing read)'}")
+        for character in reading.characters:
+            print(f"  {character}")
+        if args.out:
+            path = _out_path(args.out, image, len(args.images) > 1)
+            draw_reading(Image.open(image), reading).save(path)
+            print(f"  drawn to {path}")
+    return 0
+
+
 def add_task_commands(commands: argparse._SubParsersAction) -> None:
     classify = commands.add_parser("classify", help="top labels of images")
     _common(classify)
@@ -114,6 +127,19 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:
         help="PNG with the mask coloured over the image (a folder when several)",
     )
     segment.set_defaults(run=guarded(_run_segment))
+
+    # `read` is the sequence model's row-by-row reading (cli_sequences).
+    read = commands.add_parser(
+        "read-number", help="the number in pictures of house numbers (a read task: read_number)"
+    )
+    _common(read)
+    read.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="PNG with each character's box drawn (a folder when several images)",
+    )
+    read.set_defaults(run=guarded(_run_read))
 
 
 def guarded(run):

@@ -16,7 +16,7 @@ from ._convert import ImageLike
 from .agents import Action
 from .errors import DeepserveError, from_rpc_error
 from .generation import Token, Translation
-from .results import Classification, Detection, ModelInfo, Segmentation
+from .results import Classification, Detection, ModelInfo, Reading, Segmentation
 from .sequences import SequenceSession
 
 
@@ -76,7 +76,7 @@ class Client(Connections):
         version: str = "",
         **options: Any,
     ) -> Any:
-        """Any task of the server's Vision API by name ('classify', 'detect', 'segment');
+        """Any task of the server's Vision API by name ('classify', 'detect', 'segment', 'read');
         `options` are fields of its request message. The typed methods below call this.
 
         >>> client.task("classify", "digit.png", model="mnist", top_k=3)
@@ -112,6 +112,17 @@ class Client(Connections):
             score_threshold=score_threshold,
             max_detections=max_detections,
         )
+
+    def read(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        version: str = "",
+    ) -> Reading | list[Reading]:
+        """The text of an image (or of each image of a list), with a box per character in
+        its own pixels: a house number's digits from `read_number`."""
+        return self.task("read", images, model=model, version=version)
 
     def segment(
         self,

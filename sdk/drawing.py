@@ -1,4 +1,5 @@
-"""Pictures of results, for people: labelled boxes, and a mask coloured over its image."""
+"""Pictures of results, for people: labelled boxes, text read with its characters' boxes, and
+a mask coloured over its image."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import colorsys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .results import Detection, Segmentation
+from .results import Detection, Reading, Segmentation
 
 
 def palette(count: int) -> np.ndarray:
@@ -27,6 +28,22 @@ def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Im
         left, top = d.box.x1, max(0.0, d.box.y1 - 12)
         draw.rectangle(draw.textbbox((left, top), text), fill=colour)
         draw.text((left, top), text, fill=(0, 0, 0))
+    return canvas
+
+
+def draw_reading(image: Image.Image, reading: Reading) -> Image.Image:
+    """Each character's box in its own colour, and the text read across the top."""
+    canvas = image.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    colours = palette(max(len(reading.characters), 1))
+    for i, character in enumerate(reading.characters):
+        colour = tuple(int(c) for c in colours[i])
+        draw.rectangle(character.box.as_tuple(), outline=colour, width=2)
+        left, top = character.box.x1, character.box.y2 + 2
+        draw.text((left, top), character.text, fill=colour)
+    banner = f"read: {reading.text or '(nothing)'}"
+    draw.rectangle(draw.textbbox((4, 4), banner), fill=(0, 0, 0))
+    draw.text((4, 4), banner, fill=(255, 255, 255))
     return canvas
 
 

@@ -80,6 +80,33 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class Character:
+    text: str
+    box: Box
+    score: float
+
+    def __str__(self) -> str:
+        b = self.box
+        return f"{self.text} ({self.score:.3f}) at [{b.x1:.0f}, {b.y1:.0f}, {b.x2:.0f}, {b.y2:.0f}]"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The text of one image, and each character's box, left to right.
+
+    >>> reading = client.read("house.png")
+    >>> reading.text
+    '4071'
+    """
+
+    text: str
+    characters: tuple[Character, ...]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
 class Segmentation:
     """A class index per pixel of the original image; labels[i] names class i."""
 

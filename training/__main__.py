@@ -23,6 +23,8 @@ FAMILIES = {
     "cartpole_policy": "cartpole",
     "mnist_cgan": "cgan",
     "word_vectors": "word_vectors",
+    # After ssd and mnist: the pipeline of them (and its reading accuracy).
+    "read_number": "read_number",
 }
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
@@ -49,6 +51,7 @@ _TAKES = {
     "cartpole_policy": {"--out", "--seed", "--threads", "--quick"},
     "mnist_cgan": {"--data", "--out", "--seed", "--threads", "--quick"},
     "word_vectors": {"--text", "--out", "--seed", "--threads", "--quick"},
+    "read_number": {"--data", "--out", "--threads", "--quick"},
 }
 
 

@@ -6,16 +6,23 @@ from __future__ import annotations
 import numpy as np
 
 from .metrics import mean_average_precision, mean_iou
+from .number_scenes import NumberScene, make_number_scenes
 from .scenes import Scene, make_scenes
 
 DETECTION_SEED = 424242
 SEGMENTATION_SEED = 515151
+NUMBER_SEED = 616161
 SEGMENTATION_CLASSES = 11
 """Background and the ten digits."""
 
 
 def detection_scenes(split, count: int, seed: int = DETECTION_SEED) -> list[Scene]:
     return make_scenes(split.test_images, split.test_labels, count, seed)
+
+
+def number_scenes(split, count: int) -> list[NumberScene]:
+    """House numbers of 2 to 6 held-out digits: the read_number pipeline's reading test."""
+    return make_number_scenes(split.test_images, split.test_labels, count, NUMBER_SEED)
 
 
 def segmentation_scenes(split, count: int) -> list[Scene]:

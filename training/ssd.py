@@ -23,7 +23,7 @@ from . import fp16
 from .cli_args import add_common, parse
 from .detector import SIZE, DetectorExport, build_ssd
 from .export import ExportSpec, TensorInfo, export_onnx
-from .held_out import detection_map, detection_scenes
+from .held_out import detection_map, detection_scenes, number_scenes
 from .metrics import box_iou
 from .mnist_data import load_split
 from .model_files import (
@@ -34,13 +34,14 @@ from .model_files import (
     write_model_card,
     write_report,
 )
+from .number_scenes import NumberScene, make_number_scene
 from .scenes import Scene, make_scene
 
 LABELS = [str(d) for d in range(10)]
 OUTPUTS = ["boxes", "scores", "classes", "count"]
 
 
-def _batch(scenes: list[Scene], device: str):
+def _batch(scenes: list[Scene | NumberScene], device: str):
     images = [
         torch.from_numpy(s.image).permute(2, 0, 1).float().div(255).to(device) for s in scenes
     ]
@@ -62,7 +63,10 @@ def train(
     seed: int,
     device: str,
     max_steps: int | None = None,
+    number_share: float = 0.0,
 ) -> torch.nn.Module:
+    """`number_share` of each batch are house-number scenes (digits side by side, which
+    scattered digits never show), the rest scattered digits."""
     torch.manual_seed(seed)
     model = build_ssd().to(device)
     steps_per_epoch = scenes_per_epoch // batch_size
@@ -75,9 +79,14 @@ def train(
     with tqdm(total=total, desc="ssd", unit="step") as bar:
         for step in range(total):
             scene_seed = seed * 10_000_019 + step * batch_size
-            scenes = [
+            numbers = round(batch_size * number_share)
+            scenes: list[Scene | NumberScene] = [
                 make_scene(split.train_images, split.train_labels, scene_seed + i)
-                for i in range(batch_size)
+                for i in range(batch_size - numbers)
+            ]
+            scenes += [
+                make_number_scene(split.train_images, split.train_labels, scene_seed + i)
+                for i in range(batch_size - numbers, batch_size)
             ]
             losses = model(*_batch(scenes, device))
             loss = sum(losses.values())
@@ -156,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes-per-epoch", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--held-out", type=int, default=500, help="held-out scenes to evaluate")
+    parser.add_argument(
+        "--number-share",
+        type=float,
+        default=0.25,
+        help="share of each batch that are house-number scenes (read_number reads them)",
+    )
     args = parse(parser, argv)
     if args.quick:
         args.held_out = 8
@@ -170,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.device,
         max_steps=3 if args.quick else None,
+        number_share=args.number_share,
     ).cpu()
     train_seconds = time.perf_counter() - started
     export = DetectorExport(model).eval()
@@ -207,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     path = export_onnx(export, torch.from_numpy(scenes[0].image[None]), spec, args.out)
     session = cpu_session(path)
     onnx_map, per_class = detection_map(lambda images: session.run(None, {"image": images}), scenes)
+    numbers = number_scenes(split, args.held_out)
+    number_map, _ = detection_map(lambda images: session.run(None, {"image": images}), numbers)
     # Parity: same detections (count, classes) and boxes / scores within 1e-4 on held-out scenes.
     images = np.stack([s.image for s in scenes[:16]])
     got, expected = session.run(None, {"image": images}), run_torch(images)
@@ -219,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_scenes": len(scenes),
         "map50_onnx": onnx_map,
         "map50_torch": torch_map,
+        "map50_number_scenes": number_map,
         "ap50_per_digit": per_class,
         "parity_max_abs_diff": diff,
         "parity_same_detections": same_detections,
@@ -227,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "nms_placement": placement,
         "train_seconds": train_seconds,
         "epochs": args.epochs,
+        "number_share": args.number_share,
         "seed": args.seed,
         "quick": args.quick,
         "data": split.description,
@@ -243,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
             "Input / output": "`image` uint8 [N, 320, 320, 3]; `boxes` fp32 [N, 100, 4] "
             "(x1 y1 x2 y2 pixels of the 320x320 input), `scores` fp32 [N, 100], `classes` int64 "
             "[N, 100] (digit), `count` int64 [N]; rows past `count` are zero.",
-            "Data": f"Digit scenes (MNIST digits 20-90 px on 320x320 canvases), made afresh each "
-            f"epoch from the training digits ({split.description}); evaluated on "
-            f"{len(scenes)} held-out scenes of held-out digits.",
+            "Data": f"Digit scenes (MNIST digits 20-90 px on 320x320 canvases) and, as "
+            f"{args.number_share:.0%} of each batch, house numbers (2 to 6 digits side by side), "
+            f"made afresh each step from the training digits ({split.description}); evaluated "
+            f"on {len(scenes)} held-out scenes of held-out digits.",
             "Command": "`python -m deepserve.training.ssd --data DIR --out models` "
-            f"(epochs {args.epochs}, seed {args.seed})",
+            f"(epochs {args.epochs}, number share {args.number_share}, seed {args.seed})",
             "Metrics": f"mAP@0.5 over the 10 digits: {onnx_map:.4f} (ONNX Runtime), "
-            f"{torch_map:.4f} (PyTorch).",
+            f"{torch_map:.4f} (PyTorch); on {len(numbers)} held-out house numbers "
+            f"{number_map:.4f}.",
             "Parity": f"PyTorch vs ONNX Runtime on 16 held-out scenes: same detections "
             f"{same_detections}, max abs diff of boxes and scores {diff:.2e}.",
             "Size and speed": size_and_speed(path, latency, 1),

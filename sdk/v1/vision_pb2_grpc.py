@@ -49,6 +49,11 @@ class VisionStub(object):
                 request_serializer=deepserve_dot_v1_dot_vision__pb2.SegmentRequest.SerializeToString,
                 response_deserializer=deepserve_dot_v1_dot_vision__pb2.SegmentResponse.FromString,
                 _registered_method=True)
+        self.Read = channel.unary_unary(
+                '/deepserve.v1.Vision/Read',
+                request_serializer=deepserve_dot_v1_dot_vision__pb2.ReadRequest.SerializeToString,
+                response_deserializer=deepserve_dot_v1_dot_vision__pb2.ReadResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/deepserve.v1.Vision/ListModels',
                 request_serializer=deepserve_dot_v1_dot_vision__pb2.ListModelsRequest.SerializeToString,
@@ -80,6 +85,14 @@ class VisionServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Read(self, request, context):
+        """The text in each image with a box per character, from a reading model or pipeline
+        (read_number: the digits of a house number).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """The models the server holds, with their task and input size.
         """
@@ -104,6 +117,11 @@ def add_VisionServicer_to_server(servicer, server):
                     servicer.Segment,
                     request_deserializer=deepserve_dot_v1_dot_vision__pb2.SegmentRequest.FromString,
                     response_serializer=deepserve_dot_v1_dot_vision__pb2.SegmentResponse.SerializeToString,
+            ),
+            'Read': grpc.unary_unary_rpc_method_handler(
+                    servicer.Read,
+                    request_deserializer=deepserve_dot_v1_dot_vision__pb2.ReadRequest.FromString,
+                    response_serializer=deepserve_dot_v1_dot_vision__pb2.ReadResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -192,6 +210,33 @@ class Vision(object):
             '/deepserve.v1.Vision/Segment',
             deepserve_dot_v1_dot_vision__pb2.SegmentRequest.SerializeToString,
             deepserve_dot_v1_dot_vision__pb2.SegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Read(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deepserve.v1.Vision/Read',
+            deepserve_dot_v1_dot_vision__pb2.ReadRequest.SerializeToString,
+            deepserve_dot_v1_dot_vision__pb2.ReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

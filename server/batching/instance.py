@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..protocol.codecs import datatype_from_config, numpy_dtype
-from ..protocol.errors import InferenceFailed, InvalidInput, ModelLoadError
+from ..protocol.errors import ModelLoadError
+from ..runtime import ort_errors
 from ..runtime import sessions as runtime
 from .queue import Job
 
@@ -79,10 +79,8 @@ def _invoke(run: Any, *args: Any) -> Any:
     """ONNX Runtime's errors as the server's: the model refusing the inputs, or a failure."""
     try:
         return run(*args)
-    except InvalidArgument as exc:
-        raise InvalidInput(f"the model rejected the inputs: {exc}") from exc
     except Exception as exc:
-        raise InferenceFailed(f"inference failed: {exc}") from exc
+        raise ort_errors.translate(exc) from exc
 
 
 def _merged(jobs: Sequence[Job], name: str) -> np.ndarray:

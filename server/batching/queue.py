@@ -206,3 +206,13 @@ class JobQueue:
         while self._expiries and not self._expiries[0][3].queued:
             heapq.heappop(self._expiries)
         return self._expiries[0][0] if self._expiries else None
+
+
+class NoQueue:
+    """The queue of a scheduler where nothing waits (an ensemble, whose steps queue in their own
+    models; a split server's generator, whose engine keeps the queue): empty, no capacity."""
+
+    capacity = 0
+
+    def __len__(self) -> int:
+        return 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ..batching.queue import NoQueue
 from ..batching.scheduler import JobResult
 from ..batching.sequences import SequenceStep
 from ..batching.stats import RequestTiming
@@ -200,6 +201,7 @@ class EnsembleScheduler:
     schedulers."""
 
     batching = False
+    queue = NoQueue()
 
     def __init__(self, name: str, steps: list[Step], get: Lookup) -> None:
         self.name = name

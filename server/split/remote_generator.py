@@ -10,18 +10,10 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..batching.decode_loop import GeneratorScheduler, Token
+from ..batching.queue import NoQueue
 from ..protocol.generator_config import generator_config
 from . import wire
 from .engine_client import EngineClient
-
-
-class _NoQueue:
-    """Nothing waits here: the engine's loop keeps the queue (and its metrics)."""
-
-    capacity = 0
-
-    def __len__(self) -> int:
-        return 0
 
 
 class RemoteGenerator(GeneratorScheduler):
@@ -33,7 +25,7 @@ class RemoteGenerator(GeneratorScheduler):
         self.max_tokens = generator_config(config).max_tokens
         self._version = version
         self._pinned = pinned
-        self.queue = _NoQueue()
+        self.queue = NoQueue()  # the engine's loop keeps the queue (and its metrics)
 
     async def generate(
         self, text: bytes, max_tokens: int, deadline_s: float | None = None

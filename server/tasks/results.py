@@ -65,3 +65,19 @@ class Mask:
         buffer = io.BytesIO()
         Image.fromarray(self.mask).save(buffer, format="PNG", optimize=False)
         return buffer.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class Character:
+    text: str
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    text: str
+    """The characters left to right."""
+    characters: list[Character]
+    width: int
+    height: int

@@ -438,13 +438,20 @@ def _raw(rows: list[bytes]) -> bytes:
 @st.composite
 def bundled_model_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
     """Near-valid calls of cartpole_policy (any floats: NaN, inf), mnist_cgan (any integers as
-    class and seed), word_embed (any bytes as words: not UTF-8, empty, long) and word_similar
-    (any floats), batch sizes in and out of bounds, now and then cut short."""
-    model = draw(st.sampled_from(["cartpole_policy", "mnist_cgan", "word_embed", "word_similar"]))
+    class and seed), word_embed (any bytes as words: not UTF-8, empty, long), word_similar
+    (any floats), the read_number pipeline (any pixels, batches past what its steps take) and
+    its glue models called alone (any boxes, scores and logits, shapes that disagree), batch
+    sizes in and out of bounds, now and then cut short."""
+    model = draw(st.sampled_from([
+        "cartpole_policy", "mnist_cgan", "word_embed", "word_similar",
+        "read_number", "digit_crops", "number_order",
+    ]))  # fmt: skip
     rows = draw(st.sampled_from([0, 1, 1, 2, 2, 7, 65, 257]))
     request = pb.ModelInferRequest(model_name=model)
     floats = st.floats(-10, 10, width=32) if draw(st.integers(0, 2)) else st.floats(width=32)
-    if model in ("cartpole_policy", "word_similar"):
+    if model in ("read_number", "digit_crops", "number_order"):
+        data = _pipeline_inputs(draw, request, model, min(rows, 9), floats)
+    elif model in ("cartpole_policy", "word_similar"):
         name, width = ("observation", 4) if model == "cartpole_policy" else ("vector", 64)
         width = draw(st.sampled_from([width, width, width, width - 1, 0]))
         row = draw(st.lists(floats, min_size=width, max_size=width))
@@ -472,6 +479,36 @@ def bundled_model_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
     return request
 
 
+def _pipeline_inputs(draw: st.DrawFn, request, model: str, rows: int, floats) -> list[bytes]:
+    """The pipeline's tensors: images of any pixels (now and then a side off by one), boxes,
+    scores and logits of any floats, each with its own count of rows or detections."""
+    data = []
+    if model in ("read_number", "digit_crops"):
+        side = draw(st.sampled_from([320, 320, 320, 319]))
+        pixel = draw(st.integers(0, 255))
+        request.inputs.add(name="image", datatype="UINT8", shape=[rows, side, side, 3])
+        data.append(np.full((rows, side, side, 3), pixel, np.uint8).tobytes())
+    if model == "digit_crops":
+        detections = draw(st.sampled_from([100, 100, 3, 0]))
+        for name, shape in (("boxes", [rows, detections, 4]), ("scores", [rows, detections])):
+            if draw(st.integers(0, 5)) == 0:
+                shape[1] = draw(st.integers(0, 120))  # a count that disagrees with the other
+            value = draw(floats)
+            request.inputs.add(name=name, datatype="FP32", shape=shape)
+            data.append(np.full(shape, value, np.float32).tobytes())
+    if model == "number_order":
+        crops = rows * draw(st.sampled_from([8, 8, 8, 7]))
+        for name, shape in (
+            ("logits", [crops, 10]),
+            ("digit_boxes", [rows, 8, 4]),
+            ("digit_scores", [rows, 8]),
+        ):
+            value = draw(floats)
+            request.inputs.add(name=name, datatype="FP32", shape=shape)
+            data.append(np.full(shape, value, np.float32).tobytes())
+    return data
+
+
 @pytest.mark.parametrize("examples", EXAMPLES)
 def test_bundled_models_never_fail_inside(bundled_server: RunningServer, examples: int) -> None:
     codes: Counter = Counter()
@@ -484,3 +521,4 @@ def test_bundled_models_never_fail_inside(bundled_server: RunningServer, example
         assert client.similar(client.embed("tuple"), k=1)[0].word == "tuple"
         assert client.act([0.0, 0.0, 0.0, 0.0]).action in (0, 1)  # type: ignore[union-attr]
         assert client.generate(digit=2, n=2).shape == (2, 28, 28)
+        assert client.read(np.zeros((320, 320, 3), np.uint8)).text == ""

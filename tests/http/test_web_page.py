@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from deepserve import Client
 
@@ -142,9 +143,9 @@ def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServ
     )
     # The whole page from its top: the window as tall as the page.
     browser.execute_script("window.scrollTo(0, 0)")
-    browser.set_window_size(1100, 3000)
+    browser.set_window_size(1100, 3500)
     browser.save_screenshot(str(SHOTS / "web-page.png"))
-    browser.set_window_size(390, 4300)
+    browser.set_window_size(390, 4900)
     browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(SHOTS / "web-page-phone.png"))
     browser.set_window_size(1100, 1000)
@@ -235,3 +236,32 @@ def test_the_words_card_shows_the_served_nearest_words_and_their_map(
     _wait(browser, lambda d: card.get_attribute("data-word") == "zzqx")
     meta = browser.find_element(By.ID, "words-meta").text
     assert meta.startswith("'zzqx' is not in the vocabulary"), meta
+
+
+def test_the_house_number_card_reads_a_picture_and_draws_its_digits(
+    browser, bundled_server: RunningServer, tmp_path: Path
+) -> None:
+    """One Vision `read` call to the read_number pipeline; the digits' boxes drawn."""
+    from selenium.webdriver.common.by import By
+
+    card = _open_card(browser, bundled_server, "house-card")
+    sample = ROOT / "docs" / "images" / "house.png"
+    with Client(bundled_server.url) as client:
+        expected = client.read(str(sample))
+    assert expected.text == "7453"  # the sample is a held-out house number read right
+    _wait(browser, lambda d: d.find_element(By.ID, "house").get_attribute("data-characters"))
+    assert browser.find_element(By.ID, "house-text").text == expected.text
+    chips = [c.text.split()[0] for c in card.find_elements(By.CSS_SELECTOR, "#house-digits li")]
+    assert chips == list(expected.text)
+    card.screenshot(str(SHOTS / "web-read.png"))
+    # A picture of its own size (twice the sample's) uploaded: read the same, boxes scaled.
+    bigger = tmp_path / "bigger.png"
+    with Image.open(sample) as picture:
+        picture.resize((640, 640)).save(bigger)
+    browser.execute_script("document.getElementById('house').dataset.characters = ''")
+    browser.find_element(By.ID, "house-file").send_keys(str(bigger))
+    house = browser.find_element(By.ID, "house")
+    drawn = _wait(browser, lambda d: house.get_attribute("data-characters"))
+    assert int(drawn) == len(expected.text)
+    assert browser.find_element(By.ID, "house-text").text == expected.text
+    assert browser.find_element(By.ID, "house").get_attribute("width") == "640"

@@ -24,9 +24,9 @@ def _run(
         "--url",
         url,
         "--users",
-        "7",  # one of each user class
+        "8",  # one of each user class
         "--spawn-rate",
-        "7",
+        "8",
         "--duration",
         "10s",
         "--out",
@@ -59,7 +59,7 @@ def test_short_load_test_has_no_failures_and_writes_reports(
         locust=(
             *("--sequence-model", "lstm_reader", "--translate-model", "date_translator"),
             *("--act-model", "cartpole_policy", "--generate-model", "mnist_cgan"),
-            *("--similar-model", "word_similar"),
+            *("--similar-model", "word_similar", "--read-model", "read_number"),
         ),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -84,6 +84,8 @@ def test_short_load_test_has_no_failures_and_writes_reports(
     # The words user: words embedded, then one searched for, each answer checked.
     assert int(stats["Embed word_embed (8 words)"]["Request Count"]) > 0
     assert int(stats["Similar word_similar"]["Request Count"]) > 0
+    # The read user: house numbers read by the pipeline in one call, each text checked.
+    assert int(stats["Read read_number"]["Request Count"]) > 0
     assert int(stats["Aggregated"]["Request Count"]) > 20
     assert int(stats["Aggregated"]["Failure Count"]) == 0
     html = Path(f"{out}.html").read_text()

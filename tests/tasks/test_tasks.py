@@ -11,11 +11,13 @@ import pytest
 from PIL import Image
 
 from deepserve.server.http.openapi import spec
-from deepserve.server.protocol.errors import InvalidInput, LimitExceeded
+from deepserve.server.protocol.errors import InvalidInput, LimitExceeded, TaskNotSupported
 from deepserve.server.tasks import TASKS, for_model
 from deepserve.server.tasks.base import parse_query
 from deepserve.server.tasks.classify import ClassifyOptions, ClassifyTask
 from deepserve.server.tasks.detect import DetectOptions, DetectTask
+from deepserve.server.tasks.read import ReadOptions, ReadTask
+from deepserve.server.tasks.results import Box
 from deepserve.server.tasks.segment import SegmentTask
 from deepserve.v1 import vision_pb2 as vpb
 
@@ -25,7 +27,7 @@ IMAGE = {"image_height": "28", "image_width": "28", "image_channels": "1"}
 def test_every_task_is_an_rpc_a_route_and_documented() -> None:
     methods = vpb.DESCRIPTOR.services_by_name["Vision"].methods_by_name
     paths = spec()["paths"]
-    assert list(TASKS) == ["classification", "detection", "segmentation"]
+    assert list(TASKS) == ["classification", "detection", "read", "segmentation"]
     for task in TASKS.values():
         assert task.rpc in methods, task.rpc
         assert methods[task.rpc].input_type.name == f"{task.rpc}Request"
@@ -94,6 +96,39 @@ def test_detection_boxes_come_back_in_the_images_own_pixels() -> None:
     message = DetectTask.response_message("ssd", "1", found, DetectOptions())
     as_json = DetectTask.results_json(found, DetectOptions())
     assert message.results[0].detections[0].box.x2 == as_json[0]["detections"][0]["box"]["x2"]
+
+
+def test_reading_gives_text_and_boxes_in_the_images_own_pixels() -> None:
+    parameters = {"task": "read", "image_height": "100", "image_width": "200",
+                  "image_channels": "3"}  # fmt: skip
+    outputs = ["number", "digits", "boxes", "confidences", "count"]
+    task = for_model("read_number", parameters, ["image"], outputs, {})
+    assert isinstance(task, ReadTask)
+    boxes = np.zeros((2, 8, 4), np.float32)
+    boxes[0, :2] = [[10, 10, 20, 30], [30, 10, 40, 30]]
+    confidences = np.zeros((2, 8), np.float32)
+    confidences[0, :2] = [0.9, 0.8]
+    readings = task.finish(
+        {
+            "number": np.array([b"41", b"\xff"], object),  # the second not UTF-8: replaced
+            "boxes": boxes,
+            "confidences": confidences,
+            "count": np.array([2, 0]),
+        },
+        [(200, 400), (100, 200)],
+        ReadOptions(),
+    )
+    first, second = readings
+    assert first.text == "41" and [c.text for c in first.characters] == ["4", "1"]
+    assert first.characters[1].box == Box(60.0, 20.0, 80.0, 60.0)
+    assert first.characters[0].score == pytest.approx(0.9)
+    assert second.text == "\ufffd" and second.characters == []
+    message = ReadTask.response_message("read_number", "1", readings, ReadOptions())
+    as_json = ReadTask.results_json(readings, ReadOptions())
+    assert message.results[0].text == as_json[0]["text"] == "41"
+    assert message.results[0].characters[1].box.x2 == as_json[0]["characters"][1]["box"]["x2"]
+    with pytest.raises(TaskNotSupported, match="lacks outputs"):
+        raise for_model("read_number", parameters, ["image"], ["number"], {})
 
 
 def test_masks_in_every_encoding_and_the_size_limit() -> None:

@@ -136,6 +136,21 @@ def test_the_gan_trains_exports_and_generates(
         assert client.generate(digit=4, n=3, seed=9).shape == (3, 28, 28)
 
 
+def test_the_read_number_pipeline_is_written_measured_and_served(
+    quick_repo: Path, quick_server: RunningServer
+) -> None:
+    for name in ("digit_crops", "number_order"):
+        onnx.checker.check_model(onnx.load(str(quick_repo / name / "1" / "model.onnx")), True)
+    report = json.loads((quick_repo / "read_number" / "training_report.json").read_text())
+    assert report["scenes"] == 8 and 0 <= report["exact_match"] <= 1
+    assert "exact-match reading accuracy" in (quick_repo / "read_number" / "README.md").read_text()
+    mnist = json.loads((quick_repo / "mnist" / "training_report.json").read_text())
+    assert mnist["scene_crops_scenes"] == 16 and 0 <= mnist["number_crop_accuracy"] <= 1
+    with Client(quick_server.url) as client:  # quick models: a reading, if not yet a right one
+        reading = client.read(np.zeros((320, 320, 3), np.uint8))
+    assert isinstance(reading.text, str) and len(reading.characters) == len(reading.text)
+
+
 def test_word_vectors_train_export_and_serve(quick_repo: Path, quick_server: RunningServer) -> None:
     for name in ("word_embed", "word_similar"):
         onnx.checker.check_model(onnx.load(str(quick_repo / name / "1" / "model.onnx")), True)
