@@ -142,14 +142,17 @@ def _row(way: str, result: LoadResult) -> dict[str, Any]:
     }
 
 
-def run(concurrencies: list[int], seconds: float, pictures: int) -> dict[str, Any]:
+def run(concurrencies: list[int], seconds: float, pictures: int, device: str) -> dict[str, Any]:
     scenes = number_scenes(pictures)
-    images = [s.image for s in scenes]
+    images = [s.pixels for s in scenes]
     stages = stage_payloads(images)
     pipeline = [_request("read_number", {"image": i[None]}).SerializeToString() for i in images]
     rows: list[dict[str, Any]] = []
     stage_rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as scratch, run_server(MODELS, Path(scratch)) as server:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        run_server(MODELS, Path(scratch), "--device", device, timeout=120) as server,
+    ):
         for name, payloads in stages.items():  # each stage alone, at concurrency 1
             result = asyncio.run(run_load(server.url, payloads, 1, seconds / 2))
             stage_rows.append(_row(name, result))
@@ -166,6 +169,7 @@ def run(concurrencies: list[int], seconds: float, pictures: int) -> dict[str, An
                     f"errors {row['errors']}"
                 )
     return {
+        "device": device,
         "pictures": pictures,
         "seconds_each": seconds,
         "stages_alone_c1": stage_rows,
@@ -193,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured per way and level")
     parser.add_argument("--pictures", type=int, default=32, help="held-out house numbers sent")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON and plot")
+    parser.add_argument("--device", default="cpu", help="the server's --device (cpu, cuda)")
     args = parser.parse_args(argv)
-    report = run(args.concurrency, args.seconds, args.pictures)
+    report = run(args.concurrency, args.seconds, args.pictures, args.device)
     c1 = next(r for r in report["rows"] if r["way"] == "pipeline" and r["concurrency"] == 1)
     print(
         "stages alone at c=1: "
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_report(
             report,
-            args.out / "pipeline-read_number-cpu",
+            args.out / f"pipeline-read_number-{args.device}",
             x="concurrency",
             xlabel="concurrent clients",
             group=lambda row: (row["way"],),
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 Panel("throughput_per_s", "Pictures read per second", "pictures / s"),
                 Panel("p50_ms", "Median latency", "ms"),
             ],
-            title="read_number: the pipeline, its slowest stage alone, the chain by hand (CPU)",
+            title=f"read_number: pipeline, slowest stage alone, chain by hand ({args.device})",
         )
     return 0
 

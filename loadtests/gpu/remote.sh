@@ -11,6 +11,7 @@
 #   bash loadtests/gpu/remote.sh tests OUT_DIR                  # pytest -m cuda
 #   bash loadtests/gpu/remote.sh split OUT_DIR [MODEL]          # front ends 1..8 (resnet50)
 #   bash loadtests/gpu/remote.sh generate OUT_DIR               # the date translator's decode loop
+#   bash loadtests/gpu/remote.sh pipeline OUT_DIR               # read_number vs its stages, by hand
 #
 # Parts wait in $STAGE (default /tmp/deepserve-gpu). The benchmark runs each model (default:
 # mnist cifar10_resnet20) at concurrency $CONCURRENCY (1 to 256) with $IMAGES images per request
@@ -151,8 +152,16 @@ case "$step" in
         | tee "$out/generate-$answers.log"
     done
     ;;
+  pipeline)
+    # The read_number ensemble against its slowest stage alone and the chain by hand (2 files).
+    out=${1:?pipeline needs an output folder}
+    output_folder "$out"
+    "$PYTHON" -m loadtests.pipeline_bench --device "${DEVICE:-cuda}" \
+      --concurrency "${CONCURRENCY:-1,16,64}" --seconds "${DURATION:-4}" --out "$out" 2>&1 \
+      | tee "$out/pipeline.log"
+    ;;
   *)
-    sed -n '2,20p' "$0"
+    sed -n '2,21p' "$0"
     exit 2
     ;;
 esac

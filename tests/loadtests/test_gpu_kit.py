@@ -111,6 +111,18 @@ def test_generate_step_measures_both_batching_modes_both_ways(tmp_path: Path) ->
     assert len([p for p in out.rglob("*") if p.is_file()]) <= 8
 
 
+def test_pipeline_step_measures_the_three_ways(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    printed = _step(tmp_path, "pipeline", str(out))
+    report = json.loads((out / "pipeline-read_number-cpu.json").read_text())
+    assert {(r["way"], r["concurrency"]) for r in report["rows"]} == {
+        (way, c) for way in ("pipeline", "slowest stage", "hand chain") for c in (1, 2)
+    }
+    assert all(r["throughput_per_s"] > 0 and r["errors"] == 0 for r in report["rows"])
+    assert "pipeline / slowest stage" in printed
+    assert len([p for p in out.rglob("*") if p.is_file()]) <= 8
+
+
 def test_tests_step_selects_the_cuda_tests(tmp_path: Path) -> None:
     printed = _step(tmp_path, "tests", str(tmp_path / "out"))
     assert re.search(r"\b[1-9]\d* skipped", printed) and "needs onnxruntime-gpu" in printed
