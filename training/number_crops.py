@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from .number_graphs import MAX_DIGITS, crops_graph
+from .number_graphs import crops_graph
 from .number_scenes import make_number_scenes
 
 JITTER = 0.06
@@ -37,11 +37,13 @@ def scene_crops(
         out, _, kept = session.run(
             None, {"image": np.stack([s.image for s in chunk]), "boxes": boxes, "scores": scores}
         )
-        out = out.reshape(len(chunk), MAX_DIGITS, 28, 28)
+        # A crop per digit kept, scene after scene; within a scene by score, and equal
+        # scores keep the scene's order.
+        start = 0
         for row, scene in enumerate(chunk):
-            # The graph orders crops by score; equal scores keep the scene's order.
             found = int((kept[row] > 0).sum())
             if found == len(scene.text):
-                crops.append(out[row, :found])
+                crops.append(out[start : start + found, ..., 0])
                 classes.append(scene.labels)
+            start += found
     return np.concatenate(crops), np.concatenate(classes)

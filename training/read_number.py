@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         "read_number: house numbers read by a pipeline of four models",
         {
             "What": "A Triton ensemble: `ssd` finds the digits, `digit_crops` keeps those "
-            f"scoring {SCORE_MIN} or more that no better box covers and cuts each out as MNIST "
-            "draws digits (RoiAlign, ink by colour, white on black, 20 px in 28), `mnist` "
+            f"scoring above {SCORE_MIN} (chosen on house numbers of training digits) that no "
+            "better box covers and cuts each out as MNIST draws digits (RoiAlign, ink by "
+            "colour, white on black, 20 px in 28), `mnist` "
             "classifies the crops, `number_order` puts them left to right and writes the "
             "number. Each step runs in its own model's batcher; tensors pass between steps "
             "in the server's memory.",
@@ -211,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             f'("4071"), `digits` int64 [N, {MAX_DIGITS}] (-1 past the last), `boxes` fp32 '
             f"[N, {MAX_DIGITS}, 4] (x1 y1 x2 y2 input pixels, left to right), `confidences` "
             f"fp32 [N, {MAX_DIGITS}] (classifier probability times detector score), `count` "
-            f"int64 [N]. N is at most {MAX_CLASSIFIER_BATCH // MAX_DIGITS} per call: each image "
-            f"gives {MAX_DIGITS} crops, and mnist takes {MAX_CLASSIFIER_BATCH} at a time. The "
+            f"int64 [N]. A call holds up to 32 pictures (ssd's largest batch) with up to "
+            f"{MAX_CLASSIFIER_BATCH} digits together (mnist's), so "
+            f"{MAX_CLASSIFIER_BATCH // MAX_DIGITS} pictures always fit. The "
             "Vision API's `read` task sends one image per call and answers text with a box per "
             "character.",
             "Data": f"{len(scenes)} house numbers of 2 to 6 held-out MNIST digits "
@@ -222,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             "(after the ssd and mnist scripts)",
             "Metrics": f"exact-match reading accuracy {measured['exact_match']:.1%} on "
             f"{len(scenes)} held-out house numbers ({lengths}).",
-            "What Triton's format cannot say": "The crops of N images are N x "
-            f"{MAX_DIGITS} rows of one batch for the classifier, a change of batch size that a "
+            "What Triton's format cannot say": "The crops of N images are as many rows of one "
+            "batch for the classifier as the images hold digits, a change of batch size that a "
             "batching model's config cannot state; so the glue models and the ensemble take "
             "the batch as a plain first dimension (max_batch_size 0), as Triton allows, and "
             "the batching steps (ssd, mnist) still batch across calls.",

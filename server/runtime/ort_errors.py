@@ -15,11 +15,12 @@ from ..protocol.errors import InferenceFailed, InvalidInput, ServingError
 _SHAPES_DISAGREE = re.compile(r"reshape|broadcast|shape|dimension|dim value", re.IGNORECASE)
 _SOURCE = re.compile(r"\S*/\S+\.(?:h|cc|cpp|cu):\d+\s+(?:[^()]*\([^)]*\)(?: const)?\s+)?")
 _CHECK = re.compile(r"[^.]*? was false\.\s*")
+_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
 
 def message(exc: Exception) -> str:
-    text = str(exc).split("Status Message: ", 1)[-1]
-    return _CHECK.sub("", _SOURCE.sub("", text)).strip()
+    text = _PREFIX.sub("", str(exc)).split("Status Message: ", 1)[-1]
+    return " ".join(_CHECK.sub("", _SOURCE.sub("", text)).split())
 
 
 def translate(exc: Exception) -> ServingError:

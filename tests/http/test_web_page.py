@@ -143,9 +143,9 @@ def test_upload_a_scene_and_count_its_boxes(browser, bundled_server: RunningServ
     )
     # The whole page from its top: the window as tall as the page.
     browser.execute_script("window.scrollTo(0, 0)")
-    browser.set_window_size(1100, 3500)
+    browser.set_window_size(1100, 3900)
     browser.save_screenshot(str(SHOTS / "web-page.png"))
-    browser.set_window_size(390, 4900)
+    browser.set_window_size(390, 5600)
     browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(SHOTS / "web-page-phone.png"))
     browser.set_window_size(1100, 1000)

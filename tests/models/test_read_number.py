@@ -152,9 +152,13 @@ def test_bad_calls_name_what_was_wrong(bundled_server: RunningServer, scenes: li
         np.zeros((1, 320, 319, 3), np.uint8)
     )
     assert "FP32" in call(np.zeros((1, 320, 320, 3), np.float32), "FP32")
-    # Nine images are 72 crops: more than the classifier step takes at once, said so.
-    message = call(np.stack([image] * 9))
+    # More digits in one call than the classifier step takes at once, said so.
+    many = next(s.image for s in scenes if len(s.text) >= 4)
+    message = call(np.stack([many] * 20))
     assert "step 3" in message and "mnist" in message and "64" in message, message
+    # More pictures than the detector takes at once, said so.
+    message = call(np.stack([image] * 33))
+    assert "step 1" in message and "ssd" in message and "32" in message, message
     with Client(bundled_server.url) as sdk:
         with pytest.raises(DeepserveError) as raised:
             sdk.read(b"not a picture")

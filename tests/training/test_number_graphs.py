@@ -15,7 +15,7 @@ import pytest
 
 from deepserve.server.protocol.errors import InvalidInput
 from deepserve.server.runtime import ort_errors
-from deepserve.training.number_graphs import MAX_DIGITS, crops_graph, order_graph
+from deepserve.training.number_graphs import MAX_DIGITS, SCORE_MIN, crops_graph, order_graph
 from deepserve.training.number_scenes import make_number_scenes
 
 from ..mnist_sample import digits
@@ -56,7 +56,8 @@ def test_crops_keep_the_digits_and_mnist_reads_them(
         # A duplicate of the first digit (as a per-class NMS leaves one for another class),
         # scoring lower, and a weak box elsewhere: neither is a digit.
         found = np.concatenate([found, found[:1] + 1, [[5, 5, 40, 40]]]).astype(np.float32)
-        confidence = np.concatenate([confidence, [confidence[0] - 0.1, 0.1]]).astype(np.float32)
+        weak = SCORE_MIN / 2
+        confidence = np.concatenate([confidence, [confidence[0] - 0.1, weak]]).astype(np.float32)
         boxes.append(found)
         scores.append(confidence)
     detected, detected_scores = _detections(boxes, scores)
@@ -64,7 +65,8 @@ def test_crops_keep_the_digits_and_mnist_reads_them(
     cut, kept, kept_scores = crops.run(
         None, {"image": pictures, "boxes": detected, "scores": detected_scores}
     )
-    assert cut.shape == (len(scenes) * MAX_DIGITS, 28, 28, 1) and cut.dtype == np.uint8
+    digit_count = sum(len(s.text) for s in scenes)
+    assert cut.shape == (digit_count, 28, 28, 1) and cut.dtype == np.uint8  # a crop a digit
     for scene, row_boxes, row_scores in zip(scenes, kept, kept_scores, strict=True):
         n = len(scene.text)
         assert (row_scores > 0).sum() == n  # the duplicate and the weak box are gone
@@ -72,9 +74,7 @@ def test_crops_keep_the_digits_and_mnist_reads_them(
         ours = sorted(map(tuple, row_boxes[:n].tolist()))
         assert ours == sorted(map(tuple, scene.boxes.tolist()))
     # The crops look like MNIST: white ink on black whatever the scene's colours.
-    real = cut.reshape(len(scenes), MAX_DIGITS, 28, 28)
-    for row in real:
-        digit = row[0]
+    for digit in cut[..., 0]:
         assert digit[:3].max() == 0 and digit[-3:].max() == 0  # margin above and below
         assert digit.max() == 255 and 0.05 < (digit > 127).mean() < 0.5
     (logits,) = ort.InferenceSession(str(MNIST)).run(None, {"image": cut})
@@ -129,19 +129,39 @@ def test_hostile_boxes_cost_nothing_and_fail_nothing(crops: ort.InferenceSession
         )
         seconds = time.perf_counter() - started
         assert seconds < 0.5, (name, seconds)
-        assert cut.shape == (MAX_DIGITS, 28, 28, 1), name
+        assert cut.shape[1:] == (28, 28, 1) and 1 <= len(cut) <= MAX_DIGITS, name
         assert np.isfinite(kept).all() and (kept >= 0).all() and (kept <= 320).all(), name
+
+
+def test_a_picture_without_digits_gives_one_blank_crop_and_no_number(
+    crops: ort.InferenceSession, order: ort.InferenceSession
+) -> None:
+    image = np.full((2, 320, 320, 3), 90, np.uint8)
+    boxes, scores = _detections([np.zeros((0, 4))] * 2, [np.zeros(0)] * 2)
+    cut, kept, kept_scores = crops.run(None, {"image": image, "boxes": boxes, "scores": scores})
+    assert cut.shape == (1, 28, 28, 1) and not kept_scores.any()
+    logits = np.zeros((1, 10), np.float32)
+    number, digit_ids, _, _, count = order.run(
+        None, {"logits": logits, "digit_boxes": kept, "digit_scores": kept_scores}
+    )
+    assert list(number) == ["", ""] and count.tolist() == [0, 0] and (digit_ids == -1).all()
 
 
 def test_shapes_that_disagree_are_the_callers_error(order: ort.InferenceSession) -> None:
     feeds = {
-        "logits": np.zeros((7, 10), np.float32),  # not K rows per image
+        "logits": np.zeros((3, 10), np.float32),  # three rows for five digits
         "digit_boxes": np.zeros((1, MAX_DIGITS, 4), np.float32),
-        "digit_scores": np.zeros((1, MAX_DIGITS), np.float32),
+        "digit_scores": np.float32([[0.9] * 5 + [0] * 3]),
     }
     with pytest.raises(Exception) as raised:
         order.run(None, feeds)
     error = ort_errors.translate(raised.value)
-    assert isinstance(error, InvalidInput)
-    assert "cannot be reshaped" in str(error) and "{7,10}" in str(error)
-    assert "/" not in str(error) and "::" not in str(error), str(error)
+    assert isinstance(error, InvalidInput), error
+    assert "out of" in str(error), str(error)
+    assert "onnxruntime_src" not in str(error) and "::" not in str(error), str(error)
+    feeds["digit_scores"] = np.zeros((1, MAX_DIGITS - 1), np.float32)  # K - 1 slots for K boxes
+    with pytest.raises(Exception) as raised:
+        order.run(None, feeds)
+    error = ort_errors.translate(raised.value)
+    assert isinstance(error, InvalidInput), error
+    assert "onnxruntime_src" not in str(error) and "::" not in str(error), str(error)
