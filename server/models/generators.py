@@ -22,6 +22,7 @@ from ..protocol.generator_config import (
     generator_config,
 )
 from ..runtime import sessions as runtime
+from ..runtime.session_options import session_tuning
 from ..settings import ServerSettings
 from . import repository
 
@@ -47,7 +48,7 @@ def _session(
     if not path.is_file():
         raise ModelLoadError(f"version {version} has no graph file {filename}")
     choice = runtime.choose_providers(config, settings.device, model_file=path)
-    threads = runtime.intra_op_threads(config, settings.intra_op_threads)
+    threads = session_tuning(config, settings.intra_op_threads, settings.max_intra_op_threads)
     return runtime.create_session(path, choice, threads, settings.intra_op_spinning)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..protocol.errors import ModelLoadError
+from ..runtime.session_options import session_tuning
 from ..settings import ServerSettings
 
 MAX_QUEUE_SIZE = 1 << 20
@@ -21,20 +22,8 @@ def check_resources(config: mc.ModelConfig, settings: ServerSettings) -> None:
     for group in config.instance_group:
         if group.count < 0 or any(gpu < 0 for gpu in group.gpus):
             raise ModelLoadError("instance_group count and gpus must not be negative")
-    threads = config.parameters.get("intra_op_thread_count")
-    if threads is not None and threads.string_value.strip():
-        try:
-            count = int(threads.string_value)
-        except ValueError:
-            raise ModelLoadError(
-                f"parameter intra_op_thread_count must be an integer, got "
-                f"'{threads.string_value[:40]}'"
-            ) from None
-        if not 0 <= count <= settings.max_intra_op_threads:
-            raise ModelLoadError(
-                f"intra_op_thread_count {count} is outside 0..{settings.max_intra_op_threads} "
-                "(--max-intra-op-threads)"
-            )
+    # Thread counts, execution mode and graph level: checked as the sessions will read them.
+    session_tuning(config, 0, settings.max_intra_op_threads)
     if not 0 <= config.max_batch_size <= settings.max_batch_size_limit:
         raise ModelLoadError(
             f"max_batch_size {config.max_batch_size} is outside 0..{settings.max_batch_size_limit}"

@@ -24,6 +24,7 @@ from ..protocol.generator_config import is_generator
 from ..protocol.sequence_config import sequence_config
 from ..runtime import gpu_options
 from ..runtime import sessions as runtime
+from ..runtime.session_options import SessionTuning, session_tuning
 from ..settings import ServerSettings
 from ..tasks import Task
 from . import activation, ensemble, repository
@@ -151,7 +152,7 @@ def _instance_gpu_ids(config: mc.ModelConfig) -> list[int]:
 def _session_with_graphs_if_possible(
     path: Path,
     choice: runtime.ProviderChoice,
-    threads: int,
+    threads: SessionTuning,
     settings: ServerSettings,
     config: mc.ModelConfig,
     gpu_id: int,
@@ -265,7 +266,7 @@ def load_version(
         )
     label = f"model '{config.name}' version {version}"
     path = repository.model_file(model_dir, version, config)
-    threads = runtime.intra_op_threads(config, settings.intra_op_threads)
+    threads = session_tuning(config, settings.intra_op_threads, settings.max_intra_op_threads)
     instances: list[Instance] = []
     completed = config
     providers: list[str] = []

@@ -21,6 +21,7 @@ from ..protocol.errors import ModelLoadError
 from ..protocol.numbers import decimal
 from ..protocol.sequence_config import sequence_config
 from . import gpu_options
+from .session_options import SessionTuning, session_tuning
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +130,20 @@ def choose_providers(
 
 
 def intra_op_threads(config: mc.ModelConfig, default: int) -> int:
-    parameter = config.parameters.get("intra_op_thread_count")
-    if parameter is not None and parameter.string_value.strip():
-        try:
-            return int(parameter.string_value)
-        except ValueError as exc:
-            raise ModelLoadError(
-                f"parameter intra_op_thread_count must be an integer, got "
-                f"'{parameter.string_value}'"
-            ) from exc
-    return default
+    return session_tuning(config, default).intra_op_threads
 
 
 def create_session(
-    path: Path, choice: ProviderChoice, threads: int, spinning: bool = False
+    path: Path, choice: ProviderChoice, threads: int | SessionTuning, spinning: bool = False
 ) -> ort.InferenceSession:
     """The intra-op threads spin-wait between a run's operators (a wake-up for each of them
     cost mnist 0.16 ms a run here) and stop when the run ends, so they do not burn the cores
     the event loop and front ends need between batches; `spinning`: they go on spinning after
-    a run too (ONNX Runtime's own default)."""
+    a run too (ONNX Runtime's own default). `threads`: intra-op threads, or every setting the
+    config gives (session_options.session_tuning)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    tuning = SessionTuning(intra_op_threads=threads) if isinstance(threads, int) else threads
+    tuning.apply(options)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "0" if spinning else "1")
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import _ctypes
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from deepserve.server.protocol.errors import ModelLoadError
 from deepserve.server.runtime import gpu_options
+from deepserve.server.runtime.session_options import SessionTuning, session_tuning
 from deepserve.server.runtime.sessions import (
     CPU,
     CUDA,
@@ -267,3 +269,45 @@ def test_cuda_graphs_follow_the_config_when_it_says() -> None:
     bad.parameters["cuda_graphs"].string_value = "yes"
     with pytest.raises(ModelLoadError, match="cuda_graphs must be '0', '1' or 'auto', got 'yes'"):
         choose_providers(bad, "auto", GPU_BUILD)
+
+
+def test_graph_level_threads_and_execution_mode_reach_the_session(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(int_negate())
+    config = _config(
+        "optimization { graph { level: 1 } }\n"
+        'parameters { key: "intra_op_thread_count" value { string_value: "1" } }\n'
+        'parameters { key: "inter_op_thread_count" value { string_value: "2" } }\n'
+        'parameters { key: "execution_mode" value { string_value: "parallel" } }'
+    )
+    tuning = session_tuning(config, 0, 8)
+    assert tuning == SessionTuning(
+        intra_op_threads=1, inter_op_threads=2, parallel=True, graph_level=1
+    )
+    options = create_session(path, choose_providers(mc.ModelConfig(), "cpu"), tuning)
+    got = options.get_session_options()
+    assert got.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert got.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert (got.intra_op_num_threads, got.inter_op_num_threads) == (1, 2)
+    # Unset: every optimisation, sequential, as before.
+    cpu = choose_providers(mc.ModelConfig(), "cpu")
+    plain = create_session(path, cpu, session_tuning(_config(), 0)).get_session_options()
+    assert plain.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def _parameter(key: str, value: str) -> str:
+    return f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}'
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("optimization { graph { level: 7 } }", "optimization.graph.level 7 is not one of"),
+        ('parameters { key: "execution_mode" value { string_value: "fast" } }', "execution_mode"),
+        (_parameter("inter_op_thread_count", "99"), "inter_op_thread_count 99 is outside 0..8"),
+        (_parameter("intra_op_thread_count", "-1"), "intra_op_thread_count -1 is outside"),
+    ],
+)
+def test_bad_session_settings_are_load_errors_naming_the_field(field: str, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        session_tuning(_config(field), 0, 8)
