@@ -5,6 +5,7 @@ export one model family into the model repository, or `all` of them in turn.
     deepserve-train all --data ../shared/data/mnist --weights resnet20-cifar10-12fca82f.th --quick
     deepserve-train word_vectors --text /usr/share/doc/python3.11/html/_sources   # python3-doc
     deepserve-train fp16 --models models --out models     # FP16 variants, checked on held-out data
+    deepserve-train quantize --models models --out models # INT8 variants, checked and timed
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ FAMILIES = {
 # Made on request only (not trained, not part of `all`): a benchmark model.
 EXTRA = {"resnet50": "resnet50"}
 # Tools over an exported repository.
-TOOLS = {"fp16": "fp16"}
+TOOLS = {"fp16": "fp16", "quantize": "quantize"}
 # Options each family's command line takes, for `all` to pass on.
 _TAKES = {
     "mnist": {"--data", "--out", "--seed", "--device", "--threads", "--quick", "--fp16"},
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*FAMILIES, *EXTRA, *TOOLS, "all"):
         print(__doc__)
         print("families:", ", ".join(FAMILIES), "or all; benchmark models:", ", ".join(EXTRA))
-        print("tools:", ", ".join(TOOLS), "(FP16 variants of exported models)")
+        print("tools:", ", ".join(TOOLS), "(FP16 and INT8 variants of exported models)")
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     family, rest = argv[0], argv[1:]
     if family != "all":

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import warnings
 from pathlib import Path
 
 import onnx
-from google.protobuf import text_format
 from onnx import TensorProto
-from tritonclient.grpc import model_config_pb2 as mc
 
+from . import variants
 from .mnist_data import DEFAULT_DATA
 from .model_files import onnx_size_mb, write_model_card, write_report
+from .variants import newest_version, read_config
 
 SUFFIX = "_fp16"
+VARIANT_SUFFIXES = ("_fp16", "_int8")
 MAX_DROP_POINTS = 0.3
 
 
@@ -83,46 +83,13 @@ def half_precision(model: onnx.ModelProto) -> onnx.ModelProto:
     return converted
 
 
-def newest_version(model_dir: Path) -> Path:
-    versions = sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.name.isdigit() and (p / "model.onnx").is_file()
-    )
-    if not versions:
-        raise FileNotFoundError(f"{model_dir.name}: no <version>/model.onnx")
-    return model_dir / str(versions[-1]) / "model.onnx"
-
-
-def _takes_images(config: mc.ModelConfig) -> bool:
-    return (
-        config.backend != "seq2seq"
-        and not config.HasField("sequence_batching")
-        and bool(config.input)
-        and len(config.input[0].dims) == 3
-    )
-
-
-def read_config(model_dir: Path) -> mc.ModelConfig:
-    return text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
-
-
 def write_variant(model_dir: Path, out: Path) -> Path:
-    """Write <out>/<name>_fp16: version 1 from the newest version of `model_dir`, its config
-    under the new name, and its label files and notices. Returns the variant's folder."""
-    config = read_config(model_dir)
-    source = newest_version(model_dir)
-    variant = out / f"{config.name}{SUFFIX}"
-    path = variant / "1" / "model.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(half_precision(onnx.load(str(source))), str(path))
-    config.name = variant.name
-    config.parameters["precision"].string_value = "FP16"
-    (variant / "config.pbtxt").write_text(text_format.MessageToString(config))
-    for extra in model_dir.iterdir():
-        if extra.is_file() and (extra.suffix == ".txt" or extra.name == "NOTICE"):
-            shutil.copyfile(extra, variant / extra.name)
-    return variant
+    """Write <out>/<name>_fp16 from the newest version of `model_dir`; returns its folder."""
+
+    def convert(source: Path, destination: Path) -> None:
+        onnx.save(half_precision(onnx.load(str(source))), str(destination))
+
+    return variants.write_variant(model_dir, out, SUFFIX, "FP16", convert)
 
 
 def check_variant(model_dir: Path, variant: Path, data: Path, cifar10: Path | None) -> dict:
@@ -179,15 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         help="write the variants without measuring them (random-weight benchmark models)",
     )
     args = parser.parse_args(argv)
-    names = args.names or sorted(
-        p.name
-        for p in args.models.iterdir()
-        if (p / "config.pbtxt").is_file()
-        and not p.name.endswith(SUFFIX)
-        # Image models only: a sequence model's state, a generator's text or a policy's
-        # actions are not among the checked metrics.
-        and _takes_images(read_config(p))
-    )
+    # Image models only: a sequence model's state, a generator's text or a policy's actions
+    # are not among the checked metrics.
+    names = args.names or variants.image_models(args.models, VARIANT_SUFFIXES)
     failed = []
     for name in names:
         variant = write_variant(args.models / name, args.out)

@@ -83,7 +83,8 @@ def _classification(
         "fp32": 1.0,
         "fp16": float((_top1(fp32, images) == _top1(fp16, images)).mean()),
         "note": "No labelled data of this model's classes is here (for CIFAR-10, --cifar10 "
-        "DIR measures accuracy), so this is how often FP16 picks FP32's class.",
+        "DIR measures accuracy), so this is how often the lower-precision variant picks "
+        "FP32's class.",
     }
 
 
