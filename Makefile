@@ -64,13 +64,15 @@ test: $(VENV)/.installed-dev system-tools typecheck
 lint: $(VENV)/.installed-dev typecheck
 	$(BIN)/ruff check .
 
-# mypy over the package as it is installed (deepserve is sdk/, deepserve.server is server/):
+# mypy over the package as it is installed (deepserve is sdk/, deepserve.server is server/,
+# deepserve.tuning is tuning/):
 # it reads a tree of links laid out that way.
 TYPECHECK_TREE := build/typecheck
 typecheck: $(VENV)/.installed-dev
 	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/deepserve
 	for entry in sdk/*; do ln -s "$(CURDIR)/$$entry" $(TYPECHECK_TREE)/deepserve/; done
 	ln -s "$(CURDIR)/server" $(TYPECHECK_TREE)/deepserve/server
+	ln -s "$(CURDIR)/tuning" $(TYPECHECK_TREE)/deepserve/tuning
 	cd $(TYPECHECK_TREE) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
 		--cache-dir $(CURDIR)/$(TYPECHECK_TREE)-cache -p deepserve
 

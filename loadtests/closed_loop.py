@@ -88,8 +88,10 @@ async def run_load(
     duration_s: float,
     warmup_s: float = 1.0,
     channels: int = 1,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> LoadResult:
-    """gRPC ModelInfer, closed loop, over `channels` shared channels (connections)."""
+    """gRPC ModelInfer, closed loop, over `channels` shared channels (connections);
+    `metadata`: headers of every call (a bearer token)."""
     options = [
         ("grpc.max_receive_message_length", 64 << 20),
         ("grpc.max_send_message_length", 64 << 20),
@@ -108,7 +110,7 @@ async def run_load(
 
         async def send(n: int) -> str | None:
             try:
-                await call(payloads[n % len(payloads)], timeout=30)
+                await call(payloads[n % len(payloads)], timeout=30, metadata=metadata or None)
             except grpc.aio.AioRpcError as error:
                 return f"{error.code().name}: {error.details()}"
             return None

@@ -20,6 +20,7 @@ from .cli_generate import add_generate_command
 from .cli_sequences import add_generation_commands, add_sequence_commands
 from .cli_tasks import add_task_commands
 from .server.cli import add_serve_command
+from .tuning.cli import add_tune_command
 
 
 def _env(name: str, default: str) -> str:
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_commands(commands)
     add_generate_command(commands)
     add_embedding_commands(commands)
+    add_tune_command(commands)
     return parser
 
 
