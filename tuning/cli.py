@@ -315,7 +315,7 @@ def _tune(args: argparse.Namespace, say) -> int:
     return 0
 
 
-def _side_by_side(bench, start, winner) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _side_by_side(bench: Any, start: Any, winner: Any) -> dict[str, Any]:
     runs: dict[str, list[dict]] = {"default": [], "winner": []}
     for _ in range(CONFIRM_ROUNDS):
         runs["default"].append(bench.measure(start))
