@@ -242,13 +242,13 @@ def _tune(args: argparse.Namespace, say) -> int:
         if "rows" not in first:
             raise TuneError(f"the current configuration does not serve: {first.get('error')}")
         budget_from = "--p99-ms"
-        if budget is None:  # two loads of the current config: one stall moves it less
+        if budget is None:  # two loads of the current config: its own spread is allowed
             second = bench.measure(start).get("rows") or first["rows"]
             budget = {
-                c: (row["p99_ms"] + second[c]["p99_ms"]) / 2 * DEFAULT_SLACK
+                c: max(row["p99_ms"], second[c]["p99_ms"]) * DEFAULT_SLACK
                 for c, row in first["rows"].items()
             }
-            budget_from = "the current configuration's p99 (mean of two loads) + 10 %"
+            budget_from = "the current configuration's p99 (the higher of two loads) + 10 %"
         alone = first["rows"][str(concurrency[0])]["p50_ms"]
         if args.p99_ms is not None and args.p99_ms < IMPOSSIBLE * alone:
             raise TuneError(
@@ -261,8 +261,11 @@ def _tune(args: argparse.Namespace, say) -> int:
         say(f"{args.mode} search over {', '.join(f'{k} {v}' for k, v in dims.items())}")
         run = search.quick if args.mode == "quick" else search.full
         winner, winner_result = run(start, dims)
-        say("confirming: the current configuration and the winner, side by side ...")
-        confirm: dict[str, Any] = _side_by_side(bench, start, winner)
+        if winner == start:  # nothing beat it: no second look at the same configuration
+            confirm: dict[str, Any] = {"default": first, "winner": first}
+        else:
+            say("confirming: the current configuration and the winner, side by side ...")
+            confirm = _side_by_side(bench, start, winner)
         base = score(confirm["default"])
         confirm["throughput_ratio"] = score(confirm["winner"]) / base if base else 0.0
         confirm["ratio_by_concurrency"] = _ratios(confirm["default"], confirm["winner"])

@@ -116,7 +116,6 @@ class Search:
             "rows" in result
             and result.get("answers_ok")
             and not feasible(result, self.budget)
-            and feasible(best, self.budget)
             and score(result) > MARGIN * score(best)
             and not result.get("measured_again")
         )
