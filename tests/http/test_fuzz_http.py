@@ -224,6 +224,20 @@ def test_http_never_fails_inside(bundled_server: RunningServer, examples: int) -
     assert status == 200 and json.loads(body)["results"][0]["labels"][0]["label"] == "7"
 
 
+@pytest.mark.parametrize("value", ["null", "5", "1000000000", "[1]"])
+def test_bytes_data_that_is_not_text_is_a_400_naming_the_input(
+    bundled_server: RunningServer, value: str
+) -> None:
+    """Found by the fuzz: null as a BYTES element was a TypeError (500); a number would have
+    been that many zero bytes."""
+    tensor = f'{{"name": "word", "datatype": "BYTES", "shape": [1, 1], "data": [{value}]}}'
+    body = f'{{"inputs": [{tensor}]}}'
+    status, answer = _post(bundled_server.http_port, "/v2/models/word_embed/infer", body.encode(),
+                           {"Content-Type": "application/json"})  # fmt: skip
+    assert status == 400, answer
+    assert b"input 'word': BYTES values must be strings" in answer
+
+
 # ---- system shared memory ---------------------------------------------------------------------
 
 DIGIT_BYTES = 28 * 28

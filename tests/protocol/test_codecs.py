@@ -114,3 +114,19 @@ def test_config_datatype_names() -> None:
     assert codecs.datatype_from_config(mc.TYPE_STRING) == "BYTES"
     assert codecs.config_type_from_datatype("BYTES") == mc.TYPE_STRING
     assert codecs.datatype_from_config(mc.TYPE_FP16) == "FP16"
+
+
+@pytest.mark.parametrize("value", [None, 5, 10**9, 1.5, [1], {"a": 1}])
+def test_bytes_values_must_be_text_naming_the_input_and_type(value) -> None:
+    """JSON data of a BYTES input: null or a number is the caller's error (bytes(10**9) would
+    allocate a gigabyte of zeros)."""
+    tensor = InputTensor("word", "BYTES", (2,), None, ["ok", value])
+    with pytest.raises(
+        InvalidInput,
+        match=f"input 'word': BYTES values must be strings, got {type(value).__name__}",
+    ):
+        codecs.decode_input(tensor)
+    assert codecs.decode_input(InputTensor("word", "BYTES", (2,), None, ["ok", b"x"])).tolist() == [
+        b"ok",
+        b"x",
+    ]
