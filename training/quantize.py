@@ -28,7 +28,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from . import variants
 from .mnist_data import DEFAULT_DATA, digits_as, load_split
 from .model_files import cpu_latency_ms, onnx_size_mb, write_model_card, write_report
-from .precision_check import CIFAR10, compare
+from .precision_check import CIFAR10, _labels, compare
 from .scenes import make_scenes
 from .variants import newest_version, read_config
 
@@ -50,13 +50,6 @@ def _task(config: mc.ModelConfig) -> str:
     return config.parameters["task"].string_value if "task" in config.parameters else ""
 
 
-def _labels(model_dir: Path, config: mc.ModelConfig) -> list[str]:
-    for output in config.output:
-        if output.label_filename and (model_dir / output.label_filename).is_file():
-            return (model_dir / output.label_filename).read_text().split()
-    return []
-
-
 def _cifar10_training(folder: Path, count: int) -> np.ndarray:
     records = np.fromfile(folder / "data_batch_1.bin", np.uint8).reshape(-1, 1 + 3 * 32 * 32)
     images = records[:count, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -74,7 +67,7 @@ def calibration_images(
         return np.stack([s.image for s in scenes]), f"{count} scenes of training digits"
     height, width, channels = (int(d) for d in config.input[0].dims)
     cifar10_batch = cifar10 / "data_batch_1.bin" if cifar10 is not None else None
-    if _labels(model_dir, config) == CIFAR10 and cifar10_batch and cifar10_batch.is_file():
+    if _labels(config, model_dir) == CIFAR10 and cifar10_batch and cifar10_batch.is_file():
         return _cifar10_training(cifar10, count), f"{count} CIFAR-10 training images"
     images = digits_as(split.train_images[:count], height, width, channels)
     return images, f"{count} training MNIST digits as {height}x{width}x{channels} images"

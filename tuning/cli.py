@@ -348,11 +348,11 @@ def _only(dims: dict[str, list], knobs: str | None) -> dict[str, list]:
     if knobs is None:
         return dims
     wanted = [k.strip() for k in knobs.split(",") if k.strip()]
-    known = ("precision", "max_batch_size", "instances", "threads", "queue_delay_us",
-             "preferred", "graph_level")  # fmt: skip
+    from .space import KNOBS
+
     for knob in wanted:
-        if knob not in known:
-            raise TuneError(f"unknown knob '{knob}': use {', '.join(known)}")
+        if knob not in KNOBS:
+            raise TuneError(f"unknown knob '{knob}': use {', '.join(KNOBS)}")
     return {name: values for name, values in dims.items() if name in wanted}
 
 

@@ -12,12 +12,22 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .search import Budget, Result, feasible, score
+from .search import Budget, Result, feasible
 
 
 def top(result: Result) -> dict[str, float]:
     rows = result.get("rows") or {}
     return rows[max(rows, key=int)] if rows else {}
+
+
+def _as_model(config: mc.ModelConfig, model: str, precision: str) -> mc.ModelConfig:
+    """The winning config under the model's own name, its precision said where not FP32."""
+    winner = mc.ModelConfig()
+    winner.CopyFrom(config)
+    winner.name = model
+    if precision != "fp32":
+        winner.parameters["precision"].string_value = precision.upper()
+    return winner
 
 
 def write_winner(
@@ -27,11 +37,7 @@ def write_winner(
     (a lower-precision variant's graph becomes the model's), so clients call it unchanged."""
     folder = out / model
     folder.mkdir(parents=True, exist_ok=True)
-    winner = mc.ModelConfig()
-    winner.CopyFrom(config)
-    winner.name = model
-    if precision != "fp32":
-        winner.parameters["precision"].string_value = precision.upper()
+    winner = _as_model(config, model, precision)
     (folder / "config.pbtxt").write_text(text_format.MessageToString(winner))
     if graph is not None:
         (folder / "1").mkdir(exist_ok=True)
@@ -52,15 +58,12 @@ def apply_winner(
     if not before.exists():
         shutil.copyfile(model_dir / "config.pbtxt", before)
         done.append(f"kept the previous config as {before.name}")
-    winner = mc.ModelConfig()
-    winner.CopyFrom(config)
-    winner.name = model_dir.name
+    winner = _as_model(config, model_dir.name, precision if graph is not None else "fp32")
     if precision != "fp32" and graph is not None:
         versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
         version = model_dir / str(max(versions, default=0) + 1)
         version.mkdir()
         shutil.copyfile(graph, version / "model.onnx")
-        winner.parameters["precision"].string_value = precision.upper()
         done.append(f"the {precision.upper()} graph is version {version.name}")
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(winner))
     done.append(f"wrote {model_dir.name}/config.pbtxt")
@@ -168,6 +171,3 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 def summary_budget(budget: Budget) -> str:
     return ", ".join(f"c={c} {ms:.1f} ms" for c, ms in budget.items())
-
-
-__all__ = ["apply_winner", "score", "write_report", "write_winner"]

@@ -15,6 +15,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 CPU_PRECISIONS = ("fp32", "int8")
 GPU_PRECISIONS = ("fp32", "fp16", "tensorrt", "tensorrt_fp16")
 SUFFIXES = {"fp32": "", "int8": "_int8", "fp16": "_fp16", "tensorrt": "", "tensorrt_fp16": ""}
+KNOBS = ("precision", "max_batch_size", "instances", "threads", "queue_delay_us", "preferred",
+         "graph_level")  # fmt: skip
+"""Every knob `dimensions` may offer, in its order."""
 GRAPH_LEVELS = (0, 1, -1)  # Triton's: all, basic and extended, basic
 
 
