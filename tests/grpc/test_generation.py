@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import queue
 import struct
 import time
@@ -342,11 +341,6 @@ def test_many_clients_at_once_over_http(server: RunningServer) -> None:
 # ---- streams abandoned, and fuzzed ----------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("DEEPSERVE_FRONTENDS")),
-    reason="in a split server 10,000 abandoned streams take about ten minutes here and its "
-    "memory grew 13 % (an open problem); the single-process pass measures it",
-)
 def test_ten_thousand_abandoned_streams_leave_no_memory_behind(server: RunningServer) -> None:
     """Clients that start an endless answer and go away after its first token: each answer
     leaves the step batch, and the server's memory comes back to where it was."""
