@@ -69,9 +69,15 @@ def random_date(rng: random.Random) -> dt.date:
 
 
 def examples(
-    count: int, seed: int, formats: dict[str, Format], exclude: set[dt.date] | None = None
+    count: int,
+    seed: int,
+    formats: dict[str, Format],
+    exclude: set[dt.date] | None = None,
+    indent: int = 0,
 ) -> list[tuple[str, str]]:
-    """(text, ISO) pairs: random dates, each written in a random one of `formats`."""
+    """(text, ISO) pairs: random dates, each written in a random one of `formats`, after 0 to
+    `indent` spaces: shifted copies teach the model to find the day, month and year by what
+    they look like rather than where a layout puts them."""
     rng = random.Random(seed)
     names = sorted(formats)
     pairs = []
@@ -79,7 +85,8 @@ def examples(
         date = random_date(rng)
         if exclude and date in exclude:
             continue
-        pairs.append((formats[rng.choice(names)](date), date.isoformat()))
+        text = formats[rng.choice(names)](date)
+        pairs.append((" " * rng.randint(0, indent) + text, date.isoformat()))
     return pairs
 
 

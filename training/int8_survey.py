@@ -208,9 +208,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['int8']:.4f}; INT8 speed: {speeds}", flush=True)  # fmt: skip
         results.append(result)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "int8-survey-cpu.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_survey(args.out / "int8-survey-cpu.json", results)
     return 0
+
+
+def write_survey(path: Path, results: list[dict]) -> None:
+    """The families surveyed replace their entries; the others' stay as they were."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(path.read_text()) if path.exists() else []
+    by_family = {r["family"]: r for r in kept} | {r["family"]: r for r in results}
+    ordered = [by_family.pop(name) for name in FAMILIES if name in by_family]
+    path.write_text(json.dumps([*ordered, *by_family.values()], indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
-"""Property-based fuzzing (hypothesis) of every request path against real servers: ModelInfer
-with random shapes, datatypes, byte lengths and typed contents; the Vision RPCs with corrupt,
-truncated and oversized images of every format and wrong parameters; and config overrides.
-Whatever is sent, the answer is never INTERNAL or UNKNOWN, and the server keeps answering
-correctly. CI runs a bounded number of examples; `pytest -m fuzz_long` runs thousands."""
+"""Property-based fuzzing (hypothesis) of request paths against real servers: ModelInfer with
+random shapes, datatypes, byte lengths and typed contents; the Vision RPCs with corrupt,
+truncated and oversized images of every format and wrong parameters (config overrides and the
+bundled models of other shapes: test_fuzz_config, test_fuzz_bundled). Whatever is sent, the
+answer is never INTERNAL or UNKNOWN, and the server keeps answering correctly. CI runs a
+bounded number of examples; `pytest -m fuzz_long` runs thousands."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from deepserve import Client
 from deepserve.v1 import vision_pb2 as vpb
 from deepserve.v1 import vision_pb2_grpc as vpb_grpc
 
@@ -36,8 +35,7 @@ from ..hostile_images import (
     rle_bmp_many_runs,
     rle_bmp_wide_delta,
 )
-from ..onnx_models import CLASSIFIER_CONFIG, DIGIT_LABELS, linear_classifier, write_model
-from ..server_process import RunningServer, run_server
+from ..server_process import RunningServer
 
 CI_EXAMPLES = int(os.environ.get("DEEPSERVE_FUZZ_EXAMPLES", "120"))
 LONG_EXAMPLES = 3000
@@ -67,7 +65,7 @@ def run_property(examples: int, strategy: st.SearchStrategy, check: Callable[[An
     prop()
 
 
-def _call(rpc: Callable[..., Any], request: Any, codes: Counter) -> None:
+def call_checked(rpc: Callable[..., Any], request: Any, codes: Counter) -> None:
     try:
         rpc(request, timeout=60)
         codes["OK"] += 1
@@ -201,7 +199,7 @@ def test_model_infer_never_fails_inside(server: RunningServer, examples: int) ->
         stubs = (stub, pb_grpc.GRPCInferenceServiceStub(gzipped))  # compressed messages too
 
         def send(request: pb.ModelInferRequest) -> None:
-            _call(stubs[request.ByteSize() % 2].ModelInfer, request, codes)
+            call_checked(stubs[request.ByteSize() % 2].ModelInfer, request, codes)
 
         key = f"/deepserve-fuzz-{os.getpid()}"
         region = shm.create_shared_memory_region(REGION, key, REGION_BYTES)
@@ -318,207 +316,10 @@ def test_vision_never_fails_inside(bundled_server: RunningServer, examples: int)
         run_property(
             examples,
             vision_calls(),
-            lambda call: _call(getattr(stub, call[0]), call[1], codes),
+            lambda call: call_checked(getattr(stub, call[0]), call[1], codes),
         )
         print(f"Vision fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
         answer = stub.Classify(
             vpb.ClassifyRequest(model="mnist", images=[vpb.Image(encoded=DIGIT)])
         )
     assert answer.results[0].labels[0].label == "7"
-
-
-# ---- config overrides ------------------------------------------------------------------------
-
-FIELDS = {
-    "max_batch_size": st.integers(-5, 1 << 33),
-    "platform": st.sampled_from(["onnxruntime_onnx", "tensorrt_plan", "", "python"]),
-    "backend": st.sampled_from(["onnxruntime", "python", ""]),
-    "default_model_filename": st.sampled_from(
-        ["model.onnx", "../x.onnx", "/etc/passwd", "missing.onnx", "labels.txt", "~/m.onnx"]
-    ),
-    "input": st.lists(
-        st.fixed_dictionaries(
-            {
-                "name": st.sampled_from(["image", "x", ""]),
-                "data_type": st.sampled_from(["TYPE_UINT8", "TYPE_FP32", "TYPE_STRING"]),
-                "dims": st.lists(st.integers(-3, 1 << 20), max_size=3),
-            }
-        ),
-        max_size=2,
-    ),
-    "output": st.lists(
-        st.fixed_dictionaries(
-            {
-                "name": st.sampled_from(["logits", "y"]),
-                "data_type": st.sampled_from(["TYPE_FP32", "TYPE_INT64"]),
-                "dims": st.lists(st.integers(-1, 20), max_size=2),
-                "label_filename": st.sampled_from(
-                    ["labels.txt", "../../etc/hostname", "/proc/self/environ", "1", "nope.txt"]
-                ),
-            }
-        ),
-        max_size=2,
-    ),
-    "instance_group": st.lists(
-        st.fixed_dictionaries(
-            {
-                "count": st.integers(-1, 64),
-                "kind": st.sampled_from(["KIND_CPU", "KIND_GPU", "KIND_AUTO"]),
-                "gpus": st.lists(st.integers(-1, 4), max_size=2),
-            }
-        ),
-        max_size=2,
-    ),
-    "dynamic_batching": st.fixed_dictionaries(
-        {
-            "max_queue_delay_microseconds": st.integers(0, 1000),
-            "preferred_batch_size": st.lists(st.integers(-1, 64), max_size=3),
-            "priority_levels": st.integers(0, 5000),
-            "default_priority_level": st.integers(0, 10),
-            "default_queue_policy": st.fixed_dictionaries(
-                {"max_queue_size": st.integers(0, 1 << 24)}
-            ),
-        }
-    ),
-    "parameters": st.dictionaries(
-        st.sampled_from(["intra_op_thread_count", "task", "image_height"]),
-        st.fixed_dictionaries({"string_value": st.sampled_from(["1", "-4", "99999", "x", ""])}),
-        max_size=2,
-    ),
-    "version_policy": st.sampled_from(
-        [{"all": {}}, {"latest": {"num_versions": 3}}, {"specific": {"versions": [1, 9]}}]
-    ),
-}
-
-
-@st.composite
-def config_overrides(draw: st.DrawFn) -> str:
-    if draw(st.integers(0, 9)) == 0:
-        return draw(st.text(max_size=64))  # not JSON at all
-    chosen = draw(st.lists(st.sampled_from(sorted(FIELDS)), unique=True, max_size=5))
-    return json.dumps({key: draw(FIELDS[key]) for key in chosen})
-
-
-@pytest.mark.parametrize("examples", EXAMPLES)
-def test_config_overrides_never_fail_inside(tmp_path: Path, examples: int) -> None:
-    repo = tmp_path / "models"
-    labels = {"labels.txt": "\n".join(DIGIT_LABELS) + "\n"}
-    write_model(repo, "classifier", linear_classifier(), CLASSIFIER_CONFIG, files=labels)
-    write_model(repo, "steady", linear_classifier(seed=2), CLASSIFIER_CONFIG, files=labels)
-    codes: Counter = Counter()
-    with (
-        run_server(repo, tmp_path, "--model-control-mode", "explicit") as server,
-        grpc.insecure_channel(server.url) as channel,
-    ):
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-
-        def load(config: str) -> None:
-            request = pb.RepositoryModelLoadRequest(model_name="classifier")
-            request.parameters["config"].string_param = config
-            _call(stub.RepositoryModelLoad, request, codes)
-
-        run_property(min(examples, 60) if examples == CI_EXAMPLES else examples,
-                     config_overrides(), load)  # fmt: skip
-        print(f"config override fuzz, {sum(codes.values())} loads: {dict(codes.most_common())}")
-        stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="classifier"))
-        for name in ("classifier", "steady"):
-            request = pb.ModelInferRequest(model_name=name)
-            request.inputs.add(name="image", datatype="UINT8", shape=[1, 8])
-            request.raw_input_contents.append(bytes(8))
-            assert stub.ModelInfer(request).outputs[0].shape == [1, 10]
-
-
-# ---- the bundled models of other shapes: a policy, a generator, word vectors ----------------
-
-
-def _raw(rows: list[bytes]) -> bytes:
-    return b"".join(len(w).to_bytes(4, "little") + w for w in rows)
-
-
-@st.composite
-def bundled_model_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
-    """Near-valid calls of cartpole_policy (any floats: NaN, inf), mnist_cgan (any integers as
-    class and seed), word_embed (any bytes as words: not UTF-8, empty, long), word_similar
-    (any floats), the read_number pipeline (any pixels, batches past what its steps take) and
-    its glue models called alone (any boxes, scores and logits, shapes that disagree), batch
-    sizes in and out of bounds, now and then cut short."""
-    model = draw(st.sampled_from([
-        "cartpole_policy", "mnist_cgan", "word_embed", "word_similar",
-        "read_number", "digit_crops", "number_order",
-    ]))  # fmt: skip
-    rows = draw(st.sampled_from([0, 1, 1, 2, 2, 7, 65, 257]))
-    request = pb.ModelInferRequest(model_name=model)
-    floats = st.floats(-10, 10, width=32) if draw(st.integers(0, 2)) else st.floats(width=32)
-    if model in ("read_number", "digit_crops", "number_order"):
-        data = _pipeline_inputs(draw, request, model, min(rows, 9), floats)
-    elif model in ("cartpole_policy", "word_similar"):
-        name, width = ("observation", 4) if model == "cartpole_policy" else ("vector", 64)
-        width = draw(st.sampled_from([width, width, width, width - 1, 0]))
-        row = draw(st.lists(floats, min_size=width, max_size=width))
-        request.inputs.add(name=name, datatype="FP32", shape=[rows, width])
-        data = [np.tile(np.array(row, np.float32), (rows, 1)).tobytes()]
-    elif model == "mnist_cgan":
-        data = []
-        for name in ("class", "seed"):
-            value = draw(st.integers(-3, 12) | st.integers(-(1 << 63), (1 << 63) - 1))
-            datatype = draw(st.sampled_from(["INT64", "INT64", "INT64", "INT32"]))
-            request.inputs.add(name=name, datatype=datatype, shape=[rows, 1])
-            data.append(np.full(rows, value, np.int64).tobytes())
-    else:
-        columns = draw(st.sampled_from([1, 1, 1, 2, 0]))
-        word = draw(
-            st.text(max_size=20).map(str.encode)
-            | st.binary(max_size=40)
-            | st.sampled_from([b"list", b"tuple", b"a" * 5000])
-        )
-        request.inputs.add(name="word", datatype="BYTES", shape=[rows, columns])
-        data = [_raw([word] * (rows * columns))]
-    if draw(st.integers(0, 7)) == 0:
-        data[0] = data[0][: draw(st.integers(0, len(data[0])))]
-    request.raw_input_contents.extend(data)
-    return request
-
-
-def _pipeline_inputs(draw: st.DrawFn, request, model: str, rows: int, floats) -> list[bytes]:
-    """The pipeline's tensors: images of any pixels (now and then a side off by one), boxes,
-    scores and logits of any floats, each with its own count of rows or detections."""
-    data = []
-    if model in ("read_number", "digit_crops"):
-        side = draw(st.sampled_from([320, 320, 320, 319]))
-        pixel = draw(st.integers(0, 255))
-        request.inputs.add(name="image", datatype="UINT8", shape=[rows, side, side, 3])
-        data.append(np.full((rows, side, side, 3), pixel, np.uint8).tobytes())
-    if model == "digit_crops":
-        detections = draw(st.sampled_from([100, 100, 3, 0]))
-        for name, shape in (("boxes", [rows, detections, 4]), ("scores", [rows, detections])):
-            if draw(st.integers(0, 5)) == 0:
-                shape[1] = draw(st.integers(0, 120))  # a count that disagrees with the other
-            value = draw(floats)
-            request.inputs.add(name=name, datatype="FP32", shape=shape)
-            data.append(np.full(shape, value, np.float32).tobytes())
-    if model == "number_order":
-        crops = rows * draw(st.sampled_from([8, 8, 8, 7]))
-        for name, shape in (
-            ("logits", [crops, 10]),
-            ("digit_boxes", [rows, 8, 4]),
-            ("digit_scores", [rows, 8]),
-        ):
-            value = draw(floats)
-            request.inputs.add(name=name, datatype="FP32", shape=shape)
-            data.append(np.full(shape, value, np.float32).tobytes())
-    return data
-
-
-@pytest.mark.parametrize("examples", EXAMPLES)
-def test_bundled_models_never_fail_inside(bundled_server: RunningServer, examples: int) -> None:
-    codes: Counter = Counter()
-    with grpc.insecure_channel(bundled_server.url) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        run_property(examples, bundled_model_requests(), lambda r: _call(stub.ModelInfer, r, codes))
-    print(f"bundled models fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
-    assert codes["OK"] and codes["INVALID_ARGUMENT"]
-    with Client(bundled_server.url) as client:  # still serving, right
-        assert client.similar(client.embed("tuple"), k=1)[0].word == "tuple"
-        assert client.act([0.0, 0.0, 0.0, 0.0]).action in (0, 1)  # type: ignore[union-attr]
-        assert client.generate(digit=2, n=2).shape == (2, 28, 28)
-        assert client.read(np.zeros((320, 320, 3), np.uint8)).text == ""

@@ -21,7 +21,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from ..grpc.test_fuzz import EXAMPLES, run_property
-from ..grpc.test_fuzz import _call as _fuzz_call
+from ..grpc.test_fuzz import call_checked as _fuzz_call
 from ..onnx_models import accumulator, accumulator_config, add_constant, add_sub, write_model
 from ..server_process import free_port, run_server
 

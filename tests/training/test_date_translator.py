@@ -39,3 +39,18 @@ def test_texts_and_answers_encode_and_decode():
     assert bytes(text[0][:15]) == b"3rd of May 1979" and not text[0][15:].any()
     tokens = encode_answers(["1979-05-03"])
     assert tokens.shape == (1, 11) and decode_tokens(tokens[0]) == "1979-05-03"
+
+
+def test_indented_examples_are_the_same_dates_shifted_and_still_fit():
+    plain = dates.examples(2000, seed=5, formats=dates.TRAIN_FORMATS)
+    shifted = dates.examples(2000, seed=5, formats=dates.TRAIN_FORMATS, indent=6)
+    indents = [len(text) - len(text.lstrip(" ")) for text, _ in shifted]
+    assert set(indents) == set(range(7))  # every shift from none to six spaces
+    assert max(len(text.encode()) for text, _ in shifted) <= dates.MAX_TEXT
+    assert all(text.lstrip(" ") in _every_writing(iso) for text, iso in shifted)
+    assert len(plain) == len(shifted)
+
+
+def _every_writing(iso: str) -> set[str]:
+    day = dt.date.fromisoformat(iso)
+    return {write(day) for write in dates.TRAIN_FORMATS.values()}
