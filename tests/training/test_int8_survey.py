@@ -11,7 +11,8 @@ from deepserve.training import int8_survey
 
 def test_a_survey_of_one_family_keeps_the_others(tmp_path: Path) -> None:
     path = tmp_path / "int8-survey-cpu.json"
-    int8_survey.write_survey(path, [{"family": "word_embed", "fp32": 1.0}, {"family": "lstm_reader"}])
+    first = [{"family": "word_embed", "fp32": 1.0}, {"family": "lstm_reader"}]
+    int8_survey.write_survey(path, first)
     int8_survey.write_survey(path, [{"family": "word_embed", "fp32": 0.5}, {"family": "extra"}])
     written = json.loads(path.read_text())
     assert [r["family"] for r in written] == ["lstm_reader", "word_embed", "extra"]
