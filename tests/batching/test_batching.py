@@ -97,10 +97,13 @@ def _batching_repository(root: Path) -> Path:
         "slow_ordered": _slow_config("dynamic_batching { preserve_ordering: true }", instances=2),
     }
     # Four times the work: the busy request must still run when the last of the priority
-    # test's requests arrives, however loaded the machine is.
+    # test's requests arrives, and the big one of the ordering test when the small one
+    # reaches the server (through a front end process in a split server), however loaded the
+    # machine is.
     slower = slow_matmul(depth=256)
+    slowest_first = {"slow_priority", "slow_unordered", "slow_ordered"}
     for name, config in variants.items():
-        write_model(repo, name, slower if name == "slow_priority" else slow, config)
+        write_model(repo, name, slower if name in slowest_first else slow, config)
     return repo
 
 
@@ -360,7 +363,7 @@ def test_preserve_ordering(batching_server, model: str, big_first: bool) -> None
     async def scenario(stub):
         order: list[str] = []
         big = asyncio.create_task(_timed(stub, _request(model, _slow_input(1)), order, "big"))
-        await asyncio.sleep(3 * BUSY_SETTLE_S)  # big must be running first: it takes ~80 ms
+        await asyncio.sleep(10 * BUSY_SETTLE_S)  # big must be running first: ~320 ms
         small = asyncio.create_task(
             _timed(stub, _request(model, _slow_input(2, 1)), order, "small")
         )
