@@ -26,7 +26,7 @@ DETECTION_SCENES = 500
 SEGMENTATION_SCENES = 200
 
 
-def _labels(config: mc.ModelConfig, model_dir: Path) -> list[str]:
+def label_names(config: mc.ModelConfig, model_dir: Path) -> list[str]:
     for output in config.output:
         if output.label_filename and (model_dir / output.label_filename).is_file():
             return (model_dir / output.label_filename).read_text().split()
@@ -130,4 +130,4 @@ def compare(
         return _detection(fp32, fp16, data)
     if task == "segmentation":
         return _segmentation(fp32, fp16, data)
-    return _classification(config, _labels(config, model_dir), fp32, fp16, data, cifar10)
+    return _classification(config, label_names(config, model_dir), fp32, fp16, data, cifar10)

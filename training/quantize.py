@@ -28,7 +28,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from . import variants
 from .mnist_data import DEFAULT_DATA, digits_as, load_split
 from .model_files import cpu_latency_ms, onnx_size_mb, write_model_card, write_report
-from .precision_check import CIFAR10, _labels, compare
+from .precision_check import CIFAR10, compare, label_names
 from .scenes import make_scenes
 from .variants import newest_version, read_config
 
@@ -67,7 +67,7 @@ def calibration_images(
         return np.stack([s.image for s in scenes]), f"{count} scenes of training digits"
     height, width, channels = (int(d) for d in config.input[0].dims)
     cifar10_batch = cifar10 / "data_batch_1.bin" if cifar10 is not None else None
-    if _labels(config, model_dir) == CIFAR10 and cifar10_batch and cifar10_batch.is_file():
+    if label_names(config, model_dir) == CIFAR10 and cifar10_batch and cifar10_batch.is_file():
         return _cifar10_training(cifar10, count), f"{count} CIFAR-10 training images"
     images = digits_as(split.train_images[:count], height, width, channels)
     return images, f"{count} training MNIST digits as {height}x{width}x{channels} images"

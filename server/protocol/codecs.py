@@ -190,14 +190,16 @@ def decode_input(tensor: InputTensor) -> np.ndarray:
             f"input '{name}': holds {len(values)} values, expected {count} for shape {list(shape)}"
         )
     if datatype == "BYTES":
-        # Text or bytes only: bytes(n) of a number would make n zero bytes, and of null fails.
-        if not all(isinstance(v, str | bytes) for v in values):
-            bad = next(v for v in values if not isinstance(v, str | bytes))
-            raise InvalidInput(
-                f"input '{name}': BYTES values must be strings, got {type(bad).__name__}"
-            )
         array = np.empty(count, dtype=object)
-        array[:] = [v.encode() if isinstance(v, str) else v for v in values]
+        for i, value in enumerate(values):
+            if isinstance(value, str):
+                array[i] = value.encode()
+            elif isinstance(value, bytes):
+                array[i] = value
+            else:  # bytes(n) of a number would make n zero bytes, and of null fails
+                raise InvalidInput(
+                    f"input '{name}': BYTES values must be strings, got {type(value).__name__}"
+                )
         return array.reshape(shape)
     if dtype.kind in "iu":
         return _integers(values, dtype, name).reshape(shape)

@@ -20,8 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from ..grpc.test_fuzz import EXAMPLES, run_property
-from ..grpc.test_fuzz import call_checked as _fuzz_call
+from ..grpc.test_fuzz import EXAMPLES, call_checked, run_property
 from ..onnx_models import accumulator, accumulator_config, add_constant, add_sub, write_model
 from ..server_process import free_port, run_server
 
@@ -228,7 +227,7 @@ def test_the_chain_never_fails_inside(repository: Path, tmp_path: Path, examples
     codes: Counter = Counter()
     with run_server(repository, tmp_path) as server, grpc.insecure_channel(server.url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        run_property(examples, chain_requests(), lambda r: _fuzz_call(stub.ModelInfer, r, codes))
+        run_property(examples, chain_requests(), lambda r: call_checked(stub.ModelInfer, r, codes))
         print(f"ensemble fuzz, {sum(codes.values())} requests: {dict(codes.most_common())}")
         assert codes["OK"] and codes["INVALID_ARGUMENT"]
         client = triton.InferenceServerClient(server.url)
