@@ -9,14 +9,23 @@ average step batch (the model's statistics), and the server's own CPU a token (f
 client, on the same cores, is not counted). `--answers whole` asks for one response with the
 whole answer instead of a response a token (first token = last).
 
+`--frontends N` splits the server (N front-end processes take the transport, the engine runs
+the decode loop) and the engine's own CPU a token is reported beside the server's: where front
+ends and clients have cores of their own (`--load-processes P` spreads the clients over P
+processes), the engine is what bounds tokens/s.
+
     python -m loadtests.generate_bench --concurrency 1,16,64 --duration 10 --out docs/benchmarks
     python -m loadtests.generate_bench --answers whole --out docs/benchmarks
+    python -m loadtests.generate_bench --frontends 4 --load-processes 4 --concurrency 64
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
 import random
 import shutil
 import tempfile
@@ -32,9 +41,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from deepserve import generation
 from deepserve.training import dates
 
-from .call_cost import process_cpu_s
 from .figures import int_list, write_json
 from .local_server import run_server
+from .split_bench import cpu_by_role
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "date_translator"
@@ -101,6 +110,37 @@ async def _statistics(stub: pb_grpc.GRPCInferenceServiceStub, model: str) -> tup
     return stats.inference_count, stats.execution_count
 
 
+Record = dict[str, list[float]]
+
+
+async def _clients(
+    url: str,
+    model: str,
+    seeds: list[int],
+    texts: list[str],
+    stream: bool,
+    measure_from: float,
+    stop_at: float,
+) -> Record:
+    """`seeds`' clients on one channel: warming up until `measure_from`, then measured until
+    `stop_at` (perf_counter times: one clock for every process on Linux)."""
+    async with grpc.aio.insecure_channel(url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        warm: Record = {"first": [], "last": [], "tokens": []}
+        await asyncio.gather(
+            *(_client(stub, model, texts, -1 - seed, measure_from, warm) for seed in seeds)
+        )
+        record: Record = {"first": [], "last": [], "tokens": []}
+        await asyncio.gather(
+            *(_client(stub, model, texts, seed, stop_at, record, stream) for seed in seeds)
+        )
+    return record
+
+
+def _clients_in_process(arguments: tuple[Any, ...]) -> Record:
+    return asyncio.run(_clients(*arguments))
+
+
 async def measure(
     url: str,
     model: str,
@@ -110,27 +150,40 @@ async def measure(
     warmup: float = 1.0,
     stream: bool = True,
     pid: int | None = None,
+    pool: concurrent.futures.ProcessPoolExecutor | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
+    """One mode at one concurrency; with a pool, the clients are spread over `processes` of
+    its processes, started together."""
+    measure_from = time.perf_counter() + warmup + (1.0 if pool else 0.0)
+    stop_at = measure_from + duration
+    shares = [list(range(concurrency))[k::processes] for k in range(processes)]
+    loop = asyncio.get_running_loop()
+    runs = [
+        loop.run_in_executor(
+            pool, _clients_in_process, (url, model, seeds, texts, stream, measure_from, stop_at)
+        )
+        if pool
+        else _clients(url, model, seeds, texts, stream, measure_from, stop_at)
+        for seeds in shares
+        if seeds
+    ]
+    tasks = [asyncio.ensure_future(run) for run in runs]
     async with grpc.aio.insecure_channel(url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        warm: dict[str, list[float]] = {"first": [], "last": [], "tokens": []}
-        await asyncio.gather(
-            *(
-                _client(stub, model, texts, -i, time.perf_counter() + 1.0, warm)
-                for i in range(concurrency)
-            )
-        )
+        await asyncio.sleep(max(measure_from - time.perf_counter(), 0.0))
         before = await _statistics(stub, model)
-        cpu_before = process_cpu_s(pid) if pid else 0.0
-        record: dict[str, list[float]] = {"first": [], "last": [], "tokens": []}
-        started = time.perf_counter()
-        stop_at = started + duration
-        await asyncio.gather(
-            *(_client(stub, model, texts, i, stop_at, record, stream) for i in range(concurrency))
-        )
-        elapsed = time.perf_counter() - started
-        cpu_s = process_cpu_s(pid) - cpu_before if pid else 0.0
+        cpu_before = cpu_by_role(pid) if pid else {}
+        records = await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - measure_from
+        cpu_after = cpu_by_role(pid) if pid else {}
         after = await _statistics(stub, model)
+    record = {key: [v for r in records for v in r[key]] for key in ("first", "last", "tokens")}
+    cpu = {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
+    cpu_s = sum(cpu.values())
+    # One process: the engine is the whole server.
+    engine_s = cpu["engine"] if cpu.get("engine") else cpu_s
+    tokens = max(sum(record["tokens"]), 1)
     steps = after[1] - before[1]
     first, last = np.array(record["first"]) * 1e3, np.array(record["last"]) * 1e3
     return {
@@ -145,9 +198,10 @@ async def measure(
         "last_token_p50_ms": float(np.percentile(last, 50)),
         "last_token_p99_ms": float(np.percentile(last, 99)),
         "average_step_batch": (after[0] - before[0]) / steps if steps else 0.0,
-        # the server's own CPU (all its threads; the client's is not counted)
+        # the server's own CPU (all its processes and threads; the client's is not counted)
         "server_cpu_cores": cpu_s / elapsed,
-        "server_cpu_us_per_token": cpu_s * 1e6 / max(sum(record["tokens"]), 1),
+        "server_cpu_us_per_token": cpu_s * 1e6 / tokens,
+        "engine_cpu_us_per_token": engine_s * 1e6 / tokens,
     }
 
 
@@ -165,58 +219,88 @@ def main(argv: list[str] | None = None) -> int:
         help="a response a token (time to first token measured), or one with the whole answer",
     )
     parser.add_argument("--device", default="cpu", help="the server's --device (cpu, cuda)")
+    parser.add_argument(
+        "--frontends", type=int, default=0, help="server front-end processes (0: one process)"
+    )
+    parser.add_argument(
+        "--load-processes", type=int, default=1, help="client processes the streams share"
+    )
     parser.add_argument("--out", type=Path, help="folder for generate-bench-<answers>.json")
     args = parser.parse_args(argv)
     texts = [text for text, _ in dates.examples(500, 7, dates.TRAIN_FORMATS)]
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        models = repository(args.model_dir, Path(scratch), args.max_active)
-        with run_server(models, Path(scratch), "--device", args.device, timeout=120) as server:
-            url = server.url
-            for concurrency in args.concurrency:
-                for mode, model in MODES.items():
-                    row = {"mode": mode} | asyncio.run(
-                        measure(
-                            url,
-                            model,
-                            concurrency,
-                            args.duration,
-                            texts,
-                            args.warmup,
-                            args.answers == "streamed",
-                            server.process.pid,
-                        )
+    flags = ["--device", args.device]
+    if args.frontends:
+        flags += ["--frontends", str(args.frontends)]
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        models = repository(args.model_dir, scratch, args.max_active)
+        pool = None
+        if args.load_processes > 1:  # spawned before any channel: gRPC does not survive fork
+            pool = stack.enter_context(
+                concurrent.futures.ProcessPoolExecutor(
+                    args.load_processes, mp_context=multiprocessing.get_context("spawn")
+                )
+            )
+        server = stack.enter_context(run_server(models, scratch, *flags, timeout=120))
+        for concurrency in args.concurrency:
+            for mode, model in MODES.items():
+                row = {"mode": mode} | asyncio.run(
+                    measure(
+                        server.url,
+                        model,
+                        concurrency,
+                        args.duration,
+                        texts,
+                        args.warmup,
+                        args.answers == "streamed",
+                        server.process.pid,
+                        pool,
+                        args.load_processes,
                     )
-                    rows.append(row)
-                    print(
-                        f"{mode:>10} c={concurrency:<3} {row['tokens_per_s']:8.0f} tokens/s "
-                        f"{row['requests_per_s']:7.1f} req/s  first token p50 "
-                        f"{row['first_token_p50_ms']:6.1f} ms p99 {row['first_token_p99_ms']:6.1f}"
-                        f"  last p50 {row['last_token_p50_ms']:6.1f} ms p99 "
-                        f"{row['last_token_p99_ms']:6.1f}  step batch "
-                        f"{row['average_step_batch']:5.1f}  server CPU "
-                        f"{row['server_cpu_us_per_token']:5.0f} us/token "
-                        f"({row['server_cpu_cores']:.2f} cores)",
-                        flush=True,
-                    )
+                )
+                rows.append(row)
+                _print_row(row, args.frontends > 0)
     for concurrency in args.concurrency:
         pair = {r["mode"]: r for r in rows if r["concurrency"] == concurrency}
         ratio = pair["continuous"]["tokens_per_s"] / pair["request"]["tokens_per_s"]
+        cost = "engine" if args.frontends else "server"
         cpu = (
-            pair["request"]["server_cpu_us_per_token"]
-            / pair["continuous"]["server_cpu_us_per_token"]
+            pair["request"][f"{cost}_cpu_us_per_token"]
+            / pair["continuous"][f"{cost}_cpu_us_per_token"]
         )
         print(
             f"c={concurrency}: continuous / request-level tokens/s = {ratio:.2f}x; "
-            f"server CPU a token, request-level / continuous = {cpu:.2f}x"
+            f"{cost} CPU a token, request-level / continuous = {cpu:.2f}x"
         )
     if args.out:
         suffix = "" if args.device == "cpu" else f"-{args.device}"
+        suffix += f"-frontends{args.frontends}" if args.frontends else ""
         write_json(
-            {"device": args.device, "rows": rows},
+            {
+                "device": args.device,
+                "frontends": args.frontends,
+                "load_processes": args.load_processes,
+                "rows": rows,
+            },
             args.out / f"generate-bench-{args.answers}{suffix}.json",
         )
     return 0
+
+
+def _print_row(row: dict[str, Any], split: bool) -> None:
+    engine = f", engine {row['engine_cpu_us_per_token']:5.0f}" if split else ""
+    print(
+        f"{row['mode']:>10} c={row['concurrency']:<3} {row['tokens_per_s']:8.0f} tokens/s "
+        f"{row['requests_per_s']:7.1f} req/s  first token p50 "
+        f"{row['first_token_p50_ms']:6.1f} ms p99 {row['first_token_p99_ms']:6.1f}"
+        f"  last p50 {row['last_token_p50_ms']:6.1f} ms p99 "
+        f"{row['last_token_p99_ms']:6.1f}  step batch "
+        f"{row['average_step_batch']:5.1f}  server CPU "
+        f"{row['server_cpu_us_per_token']:5.0f}{engine} us/token "
+        f"({row['server_cpu_cores']:.2f} cores)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ def _glue_config(name: str, inputs, outputs) -> mc.ModelConfig:
         _tensor(config.output, *tensor)
     # Boxes and logits are numbers: NaN or infinity from a caller is refused, naming the input.
     config.parameters["finite_inputs"].string_value = "1"
+    # Small steps beside the detector: threads that sleep between operators leave it the cores.
+    config.parameters["intra_op_spinning"].string_value = "0"
     return config
 
 

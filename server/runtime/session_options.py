@@ -1,6 +1,7 @@
 """What a model's config says about its ONNX Runtime sessions, under the names Triton's ONNX
 Runtime backend gives them: `optimization { graph { level } }` and the parameters
-`intra_op_thread_count`, `inter_op_thread_count` and `execution_mode`."""
+`intra_op_thread_count`, `inter_op_thread_count` and `execution_mode`; and deepserve's own
+`intra_op_spinning`, which Triton's backend does not have."""
 
 from __future__ import annotations
 
@@ -21,19 +22,27 @@ GRAPH_LEVELS = {
 }
 GRAPH_LEVEL_NAMES = {0: "all", 1: "extended", -1: "basic", 2: "none"}
 EXECUTION_MODES = {"0": False, "sequential": False, "1": True, "parallel": True}
+SWITCH = {"1": True, "true": True, "0": False, "false": False}
 
 
 @dataclass(frozen=True)
 class SessionTuning:
-    """The knobs of one session that a config may set; 0 threads: ONNX Runtime's default."""
+    """The knobs of one session that a config may set; 0 threads: ONNX Runtime's default.
+    `spinning`: the intra-op threads spin-wait between a run's operators (ONNX Runtime's
+    default); off, they sleep, which a model that runs beside others on few cores wants (a
+    pipeline's small steps: their spinning takes the cores the big step's threads need)."""
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     parallel: bool = False
     graph_level: int = 0
+    spinning: bool = True
 
     def apply(self, options: ort.SessionOptions) -> None:
         options.intra_op_num_threads = self.intra_op_threads
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if self.spinning else "0"
+        )
         options.graph_optimization_level = GRAPH_LEVELS[self.graph_level]
         if self.parallel:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
@@ -78,4 +87,15 @@ def session_tuning(
         inter_op_threads=_count(config, "inter_op_thread_count", 0, most_threads),
         parallel=EXECUTION_MODES[mode_value or "0"],
         graph_level=level,
+        spinning=_switch(config, "intra_op_spinning", default=True),
     )
+
+
+def _switch(config: mc.ModelConfig, key: str, default: bool) -> bool:
+    parameter = config.parameters.get(key)
+    value = parameter.string_value.strip().lower() if parameter is not None else ""
+    if not value:
+        return default
+    if value not in SWITCH:
+        raise ModelLoadError(f"parameter {key} must be 1 or 0, got '{value[:40]}'")
+    return SWITCH[value]

@@ -139,12 +139,12 @@ def create_session(
     """The intra-op threads spin-wait between a run's operators (a wake-up for each of them
     cost mnist 0.16 ms a run here) and stop when the run ends, so they do not burn the cores
     the event loop and front ends need between batches; `spinning`: they go on spinning after
-    a run too (ONNX Runtime's own default). `threads`: intra-op threads, or every setting the
+    a run too (ONNX Runtime's own default); a config's `intra_op_spinning` 0 stops their
+    spinning within a run as well. `threads`: intra-op threads, or every setting the
     config gives (session_options.session_tuning)."""
     options = ort.SessionOptions()
     tuning = SessionTuning(intra_op_threads=threads) if isinstance(threads, int) else threads
     tuning.apply(options)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "0" if spinning else "1")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)

@@ -131,6 +131,23 @@ def test_generate_bench_measures_both_batching_modes(tmp_path: Path) -> None:
     assert "continuous / request-level tokens/s" in result.stdout
 
 
+def test_generate_bench_splits_the_server_and_spreads_its_clients(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "loadtests.generate_bench", "--concurrency", "4",
+        "--duration", "0.5", "--warmup", "0.2", "--frontends", "1", "--load-processes", "2",
+        "--answers", "whole", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "generate-bench-whole-frontends1.json").read_text())
+    assert (report["frontends"], report["load_processes"]) == (1, 2)
+    for row in report["rows"]:
+        # Both client processes' streams were answered, and the engine is a part of the server.
+        assert row["requests"] > 4 and row["tokens"] > 0
+        assert 0 < row["engine_cpu_us_per_token"] < row["server_cpu_us_per_token"]
+    assert "engine CPU a token, request-level / continuous" in result.stdout
+
+
 def test_act_bench_runs_the_same_episodes_in_process_and_through_the_server(
     tmp_path: Path,
 ) -> None:

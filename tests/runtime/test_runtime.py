@@ -289,10 +289,27 @@ def test_graph_level_threads_and_execution_mode_reach_the_session(tmp_path: Path
     assert got.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     assert got.execution_mode == ort.ExecutionMode.ORT_PARALLEL
     assert (got.intra_op_num_threads, got.inter_op_num_threads) == (1, 2)
-    # Unset: every optimisation, sequential, as before.
+    # Unset: every optimisation, sequential, threads spinning within a run, as before.
     cpu = choose_providers(mc.ModelConfig(), "cpu")
     plain = create_session(path, cpu, session_tuning(_config(), 0)).get_session_options()
     assert plain.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert plain.get_session_config_entry(SPINNING) == "1"
+
+
+SPINNING = "session.intra_op.allow_spinning"
+
+
+@pytest.mark.parametrize(
+    ("value", "spins"), [("0", False), ("false", False), ("1", True), ("", True)]
+)
+def test_intra_op_spinning_reaches_the_session(tmp_path: Path, value: str, spins: bool) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(int_negate())
+    tuning = session_tuning(_config(_parameter("intra_op_spinning", value)), 0, 8)
+    assert tuning.spinning is spins
+    cpu = choose_providers(mc.ModelConfig(), "cpu")
+    got = create_session(path, cpu, tuning).get_session_options()
+    assert got.get_session_config_entry(SPINNING) == ("1" if spins else "0")
 
 
 def _parameter(key: str, value: str) -> str:
@@ -306,6 +323,7 @@ def _parameter(key: str, value: str) -> str:
         ('parameters { key: "execution_mode" value { string_value: "fast" } }', "execution_mode"),
         (_parameter("inter_op_thread_count", "99"), "inter_op_thread_count 99 is outside 0..8"),
         (_parameter("intra_op_thread_count", "-1"), "intra_op_thread_count -1 is outside"),
+        (_parameter("intra_op_spinning", "sometimes"), "intra_op_spinning must be 1 or 0, got"),
     ],
 )
 def test_bad_session_settings_are_load_errors_naming_the_field(field: str, message: str) -> None:
