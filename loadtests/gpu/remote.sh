@@ -143,11 +143,15 @@ case "$step" in
     ;;
   generate)
     # The date translator's decode loop on the device: continuous against request-level
-    # batching, streamed and whole answers (2 files).
+    # batching, streamed and whole answers (2 files). The server split in $GEN_FRONTENDS front
+    # ends (default 4; 0: one process) and the streams spread over $LOAD_PROCESSES client
+    # processes (default 4), so that on a host with cores to spare the engine's decode loop,
+    # not the transport, bounds tokens/s.
     out=${1:?generate needs an output folder}
     output_folder "$out"
     for answers in streamed whole; do
       "$PYTHON" -m loadtests.generate_bench --device "${DEVICE:-cuda}" --answers "$answers" \
+        --frontends "${GEN_FRONTENDS:-4}" --load-processes "${LOAD_PROCESSES:-4}" \
         --concurrency "${CONCURRENCY:-1,16,64}" --duration "${DURATION:-5}" --out "$out" 2>&1 \
         | tee "$out/generate-$answers.log"
     done

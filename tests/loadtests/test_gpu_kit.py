@@ -100,14 +100,16 @@ def test_split_step(tmp_path: Path) -> None:
 
 def test_generate_step_measures_both_batching_modes_both_ways(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    _step(tmp_path, "generate", str(out))
+    _step(tmp_path, "generate", str(out), extra={"GEN_FRONTENDS": "1", "LOAD_PROCESSES": "2"})
     for answers in ("streamed", "whole"):
-        report = json.loads((out / f"generate-bench-{answers}.json").read_text())
+        report = json.loads((out / f"generate-bench-{answers}-frontends1.json").read_text())
+        assert (report["frontends"], report["load_processes"]) == (1, 2)
         rows = report["rows"]
         assert {(r["mode"], r["concurrency"]) for r in rows} == {
             (mode, c) for mode in ("continuous", "request") for c in (1, 2)
         }
         assert all(r["tokens_per_s"] > 0 and r["answers"] == answers for r in rows)
+        assert all(0 < r["engine_cpu_us_per_token"] < r["server_cpu_us_per_token"] for r in rows)
     assert len([p for p in out.rglob("*") if p.is_file()]) <= 8
 
 
