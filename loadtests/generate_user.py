@@ -7,20 +7,12 @@ from __future__ import annotations
 import random
 
 import gevent
-import numpy as np
 from locust import between, task
 
 from deepserve import generative
 
+from .digit_check import check_digits
 from .grpc_user import GrpcUser
-
-
-def check_digits(digits: np.ndarray) -> None:
-    if digits.shape != (16, 28, 28):
-        raise ValueError(f"expected 16 digits of 28x28, got {digits.shape}")
-    ink = (digits > 127).mean(axis=(1, 2))
-    if not ((ink > 0.02) & (ink < 0.6)).all():
-        raise ValueError(f"digits without a digit's ink: {np.round(ink, 3).tolist()}")
 
 
 class GenerateUser(GrpcUser):
