@@ -39,6 +39,7 @@ from ..protocol.codecs import datatype_from_config, numpy_dtype
 from ..protocol.errors import ModelLoadError
 from ..runtime import ort_errors
 from ..runtime import sessions as runtime
+from ..runtime.session_options import config_flag
 from .queue import Job
 
 log = logging.getLogger(__name__)
@@ -163,25 +164,17 @@ class IoOptions:
     pad_batches: bool = False
 
 
-def _flag(config: mc.ModelConfig, key: str, default: bool) -> bool:
-    value = config.parameters[key].string_value.strip() if key in config.parameters else ""
-    if value in ("", "auto"):
-        return default
-    if value not in ("0", "1"):
-        raise ModelLoadError(f"parameter {key} must be '0' or '1', got '{value}'")
-    return value == "1"
-
-
 def io_options(config: mc.ModelConfig, on_gpu: bool, tunes_per_shape: bool = False) -> IoOptions:
     """From the config's parameters; defaults: IOBinding and pinned buffers on a GPU, the plain
     path on a CPU (where they measured no faster), CUDA graphs only when asked for, batches
     padded to buckets where the provider tunes per shape (CUDA's cuDNN; TensorRT's profile
     takes any batch size)."""
     options = IoOptions(
-        io_binding=_flag(config, "io_binding", on_gpu),
-        pinned_buffers=_flag(config, "pinned_buffers", on_gpu),
-        cuda_graphs=_flag(config, "cuda_graphs", False),
-        pad_batches=_flag(config, "pad_batches", tunes_per_shape) and config.max_batch_size > 0,
+        io_binding=config_flag(config, "io_binding", on_gpu),
+        pinned_buffers=config_flag(config, "pinned_buffers", on_gpu),
+        cuda_graphs=config_flag(config, "cuda_graphs", False),
+        pad_batches=config_flag(config, "pad_batches", tunes_per_shape)
+        and config.max_batch_size > 0,
     )
     if options.cuda_graphs and not on_gpu:
         log.warning("model '%s': cuda_graphs asked for but it runs on the CPU", config.name)

@@ -22,7 +22,6 @@ GRAPH_LEVELS = {
 }
 GRAPH_LEVEL_NAMES = {0: "all", 1: "extended", -1: "basic", 2: "none"}
 EXECUTION_MODES = {"0": False, "sequential": False, "1": True, "parallel": True}
-SWITCH = {"1": True, "true": True, "0": False, "false": False}
 
 
 @dataclass(frozen=True)
@@ -87,15 +86,15 @@ def session_tuning(
         inter_op_threads=_count(config, "inter_op_thread_count", 0, most_threads),
         parallel=EXECUTION_MODES[mode_value or "0"],
         graph_level=level,
-        spinning=_switch(config, "intra_op_spinning", default=True),
+        spinning=config_flag(config, "intra_op_spinning", default=True),
     )
 
 
-def _switch(config: mc.ModelConfig, key: str, default: bool) -> bool:
-    parameter = config.parameters.get(key)
-    value = parameter.string_value.strip().lower() if parameter is not None else ""
-    if not value:
+def config_flag(config: mc.ModelConfig, key: str, default: bool) -> bool:
+    """A config parameter that is "1" or "0"; unset or "auto": `default`."""
+    value = config.parameters[key].string_value.strip() if key in config.parameters else ""
+    if value in ("", "auto"):
         return default
-    if value not in SWITCH:
-        raise ModelLoadError(f"parameter {key} must be 1 or 0, got '{value[:40]}'")
-    return SWITCH[value]
+    if value not in ("0", "1"):
+        raise ModelLoadError(f"parameter {key} must be '0' or '1', got '{value[:40]}'")
+    return value == "1"

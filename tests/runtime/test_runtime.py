@@ -300,7 +300,7 @@ SPINNING = "session.intra_op.allow_spinning"
 
 
 @pytest.mark.parametrize(
-    ("value", "spins"), [("0", False), ("false", False), ("1", True), ("", True)]
+    ("value", "spins"), [("0", False), ("1", True), ("", True), ("auto", True)]
 )
 def test_intra_op_spinning_reaches_the_session(tmp_path: Path, value: str, spins: bool) -> None:
     path = tmp_path / "model.onnx"
@@ -323,7 +323,10 @@ def _parameter(key: str, value: str) -> str:
         ('parameters { key: "execution_mode" value { string_value: "fast" } }', "execution_mode"),
         (_parameter("inter_op_thread_count", "99"), "inter_op_thread_count 99 is outside 0..8"),
         (_parameter("intra_op_thread_count", "-1"), "intra_op_thread_count -1 is outside"),
-        (_parameter("intra_op_spinning", "sometimes"), "intra_op_spinning must be 1 or 0, got"),
+        (
+            _parameter("intra_op_spinning", "sometimes"),
+            "intra_op_spinning must be '0' or '1', got 'so",
+        ),
     ],
 )
 def test_bad_session_settings_are_load_errors_naming_the_field(field: str, message: str) -> None:
