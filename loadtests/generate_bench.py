@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
-import multiprocessing
 import random
 import shutil
 import tempfile
@@ -44,6 +42,7 @@ from deepserve.training import dates
 from .figures import int_list, write_json
 from .local_server import run_server
 from .split_bench import cpu_by_role
+from .spread_load import SpreadLoad
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "date_translator"
@@ -137,7 +136,7 @@ async def _clients(
     return record
 
 
-def _clients_in_process(arguments: tuple[Any, ...]) -> Record:
+def _clients_in_process(*arguments: Any) -> Record:
     return asyncio.run(_clients(*arguments))
 
 
@@ -150,25 +149,27 @@ async def measure(
     warmup: float = 1.0,
     stream: bool = True,
     pid: int | None = None,
-    pool: concurrent.futures.ProcessPoolExecutor | None = None,
-    processes: int = 1,
+    spread: SpreadLoad | None = None,
 ) -> dict[str, Any]:
-    """One mode at one concurrency; with a pool, the clients are spread over `processes` of
-    its processes, started together."""
-    measure_from = time.perf_counter() + warmup + (1.0 if pool else 0.0)
+    """One mode at one concurrency; with `spread`, the clients are split over its processes,
+    which warm up and measure over the same stretch of time."""
+    # A second more with client processes: the first point's imports this module in each.
+    measure_from = time.perf_counter() + warmup + (1.0 if spread else 0.0)
     stop_at = measure_from + duration
-    shares = [list(range(concurrency))[k::processes] for k in range(processes)]
-    loop = asyncio.get_running_loop()
-    runs = [
-        loop.run_in_executor(
-            pool, _clients_in_process, (url, model, seeds, texts, stream, measure_from, stop_at)
-        )
-        if pool
-        else _clients(url, model, seeds, texts, stream, measure_from, stop_at)
-        for seeds in shares
-        if seeds
-    ]
-    tasks = [asyncio.ensure_future(run) for run in runs]
+
+    def share(seeds: list[int]) -> tuple[Any, ...]:
+        return url, model, seeds, texts, stream, measure_from, stop_at
+
+    everyone = list(range(concurrency))
+    if spread is None:
+        tasks = [asyncio.ensure_future(_clients(*share(everyone)))]
+    else:
+        parts = [everyone[k :: spread.processes] for k in range(spread.processes)]
+        tasks = [
+            asyncio.wrap_future(spread.submit(_clients_in_process, *share(part)))
+            for part in parts
+            if part
+        ]
     async with grpc.aio.insecure_channel(url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         await asyncio.sleep(max(measure_from - time.perf_counter(), 0.0))
@@ -235,13 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         models = repository(args.model_dir, scratch, args.max_active)
-        pool = None
-        if args.load_processes > 1:  # spawned before any channel: gRPC does not survive fork
-            pool = stack.enter_context(
-                concurrent.futures.ProcessPoolExecutor(
-                    args.load_processes, mp_context=multiprocessing.get_context("spawn")
-                )
-            )
+        spread = None
+        if args.load_processes > 1:
+            spread = SpreadLoad(args.load_processes)
+            stack.callback(spread.close)
         server = stack.enter_context(run_server(models, scratch, *flags, timeout=120))
         for concurrency in args.concurrency:
             for mode, model in MODES.items():
@@ -255,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.warmup,
                         args.answers == "streamed",
                         server.process.pid,
-                        pool,
-                        args.load_processes,
+                        spread,
                     )
                 )
                 rows.append(row)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .closed_loop import LoadResult, run_load
+
+T = TypeVar("T")
 
 
 def _one_process(
@@ -61,6 +64,10 @@ class SpreadLoad:
             latencies_ms=np.concatenate([r.latencies_ms for r in results]),
             first_error=next((r.first_error for r in results if r.first_error), ""),
         )
+
+    def submit(self, function: Callable[..., T], *arguments: Any) -> Future[T]:
+        """Any other load, run in one of the processes (a share of one the caller splits)."""
+        return self._pool.submit(function, *arguments)
 
     def close(self) -> None:
         self._pool.shutdown()

@@ -271,6 +271,9 @@ def test_cuda_graphs_follow_the_config_when_it_says() -> None:
         choose_providers(bad, "auto", GPU_BUILD)
 
 
+SPINNING = "session.intra_op.allow_spinning"
+
+
 def test_graph_level_threads_and_execution_mode_reach_the_session(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(int_negate())
@@ -294,9 +297,6 @@ def test_graph_level_threads_and_execution_mode_reach_the_session(tmp_path: Path
     plain = create_session(path, cpu, session_tuning(_config(), 0)).get_session_options()
     assert plain.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert plain.get_session_config_entry(SPINNING) == "1"
-
-
-SPINNING = "session.intra_op.allow_spinning"
 
 
 @pytest.mark.parametrize(
